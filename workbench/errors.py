@@ -1,0 +1,66 @@
+"""One exception family for everything the workbench refuses.
+
+Front ends (app, CLI, batch) catch :class:`WorkbenchError` and show its message,
+which is written for a clinician: what is wrong and what to do about it.
+Anything else that escapes is a bug.
+"""
+from __future__ import annotations
+
+
+class WorkbenchError(Exception):
+    """Base class: a problem with the user's input or request, explained in plain words."""
+
+
+# --- image input -----------------------------------------------------------
+class InvalidInput(WorkbenchError):
+    """The file or folder is not something the workbench can read as a CT scan."""
+
+
+class CorruptFile(InvalidInput):
+    """The file is damaged or truncated."""
+
+
+class UnsupportedModality(InvalidInput):
+    """The series is not a CT (e.g. MR, PET, a DICOM SEG or a structured report)."""
+
+
+class NotAVolume(InvalidInput):
+    """A single 2D slice or a series too short to be a chest CT volume."""
+
+
+class InconsistentSeries(InvalidInput):
+    """Slices are missing, duplicated or unevenly spaced."""
+
+
+class ImplausibleIntensities(InvalidInput):
+    """Voxel values are not in a plausible Hounsfield range (wrong rescale, not a CT)."""
+
+
+class UnsafeArchive(InvalidInput):
+    """A zip archive with unsafe paths or that would unpack to an excessive size."""
+
+
+class EmptyInput(InvalidInput):
+    """An empty file, folder or archive."""
+
+
+# --- analysis ----------------------------------------------------------------
+class SegmentationError(WorkbenchError):
+    """Segmentation could not produce a usable result (e.g. no lungs in the scan)."""
+
+
+class NoLungsFound(SegmentationError):
+    """No lung tissue was found: the scan may not cover the chest."""
+
+
+class MaskMismatch(WorkbenchError):
+    """A mask does not lie on the same voxel grid as its CT."""
+
+
+# --- cohorts and models --------------------------------------------------------
+class CohortError(WorkbenchError):
+    """A cohort table is missing columns, has invalid values or too few events."""
+
+
+class ModelError(WorkbenchError):
+    """A model file is invalid, untrusted, or does not match the data's features."""
