@@ -1,0 +1,190 @@
+"""The ``workbench`` command: a thin layer over the package.
+
+    workbench synth OUT_DIR            regenerate the synthetic sample data
+    workbench analyze CASE [...]       segment, measure and (optionally) predict one case
+    workbench train-lesions [...]      train the shipped lesion U-Net
+    workbench fit COHORT --outcome ... fit and validate models on a cohort table
+    workbench batch INPUT --out DIR    analyse many scans on Dask, resumable
+
+Every subcommand prints a plain message and exits with status 2 on a WorkbenchError.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import WorkbenchError
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .sample_data import build_sample_data
+
+    written = build_sample_data(Path(args.out_dir), seed=args.seed, n_patients=args.patients)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from .biomarkers import biomarker_table
+    from .io import save_mask
+    from .pipeline import analyze_case
+
+    out_dir = Path(args.out) if args.out else None
+    previous = None
+    if args.previous:
+        previous = analyze_case(args.previous, lesion_method=args.lesion_method)
+    clinical = json.loads(args.clinical) if args.clinical else None
+    model = None
+    if args.model:
+        from .models import load_model
+
+        model = load_model(args.model)
+    result = analyze_case(
+        args.case,
+        case_id=args.case_id,
+        clinical=clinical,
+        model=model,
+        lesion_method=args.lesion_method,
+        previous=previous,
+    )
+    table = biomarker_table(result.biomarkers)
+    with_units = table[["label", "value", "unit"]].copy()
+    print(f"Case {result.case_id} ({args.lesion_method} lesions), research use only")
+    print(with_units.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if result.prediction is not None:
+        print(f"\nPredicted probability of severe outcome: {result.prediction.probability:.3f}")
+    for note in result.notes:
+        print(f"note: {note}")
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = result.case_id
+        table.to_csv(out_dir / f"{stem}_biomarkers.csv", index=False)
+        payload = {
+            "case_id": result.case_id,
+            "pipeline_version": result.pipeline_version,
+            "lesion_method": result.lesion_method,
+            "biomarkers": {
+                row.name: {"value": row.value, "unit": row.unit} for row in table.itertuples()
+            },
+            "timings_s": result.timings_s,
+        }
+        if result.prediction is not None:
+            payload["prediction"] = result.prediction.to_dict()
+        (out_dir / f"{stem}_biomarkers.json").write_text(json.dumps(payload, indent=2, allow_nan=True))
+        if args.masks:
+            save_mask(result.lungs, result.ct, out_dir / f"{stem}_lungs.nii.gz")
+            save_mask(result.lesions, result.ct, out_dir / f"{stem}_lesions.nii.gz")
+        print(f"\nSaved to {out_dir}")
+    return 0
+
+
+def _cmd_train_lesions(args: argparse.Namespace) -> int:
+    from .segmentation.train import train_lesion_model
+
+    metrics = train_lesion_model(Path(args.out), epochs=args.epochs, seed=args.seed)
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .fitting import run_fit
+
+    summary = run_fit(
+        args.cohort,
+        outcome=args.outcome,
+        models=args.models,
+        out_dir=Path(args.out),
+        features=args.features,
+        folds=args.folds,
+        seed=args.seed,
+        id_column=args.id_column,
+        centre_column=args.centre_column,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    summary = run_batch(
+        args.input,
+        Path(args.out),
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+        write_masks=args.masks,
+        lesion_method=args.lesion_method,
+        retry_failed=not args.no_retry,
+    )
+    print(summary)
+    return 0 if getattr(summary, "n_failed", 0) == 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="CT Severity Workbench (research use only, not for clinical decisions).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate the synthetic sample data (phantoms, DICOM zip, cohort)")
+    p.add_argument("out_dir", nargs="?", default="sample_data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patients", type=int, default=500, help="synthetic cohort size")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("analyze", help="analyse one scan: lungs, lesions, biomarkers (+ prediction)")
+    p.add_argument("case", help="NIfTI file, DICOM folder or zip of a DICOM series")
+    p.add_argument("--out", help="folder for CSV/JSON (and masks with --masks)")
+    p.add_argument("--case-id", help="your own case identifier (default: file name)")
+    p.add_argument("--lesion-method", choices=["unet", "threshold"], default="unet")
+    p.add_argument("--previous", help="earlier scan of the same patient, for lesion volume change")
+    p.add_argument("--masks", action="store_true", help="also write lung and lesion masks (NIfTI)")
+    p.add_argument("--model", help="fitted model file (.skops) to predict severe outcome")
+    p.add_argument("--clinical", help='clinical values as JSON, e.g. \'{"age_years": 64, "sex": 1}\'')
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("train-lesions", help="train the lesion U-Net (deterministic)")
+    p.add_argument("--out", default=str(Path(__file__).parent / "models" / "lesion_unet.pt"))
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_train_lesions)
+
+    p = sub.add_parser("fit", help="fit and cross-validate models on a cohort table")
+    p.add_argument("cohort", help="CSV, Parquet or Excel table")
+    p.add_argument("--outcome", required=True)
+    p.add_argument("--models", nargs="+", default=["logistic_l2", "lightgbm", "ann"])
+    p.add_argument("--features", nargs="+", default=None)
+    p.add_argument("--out", default="results/fit")
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--id-column", default=None)
+    p.add_argument("--centre-column", default=None)
+    p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("batch", help="analyse a folder or manifest of scans on Dask (resumable)")
+    p.add_argument("input", help="folder of scans or manifest CSV (case_id, path)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler, tcp://host:port")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--masks", action="store_true")
+    p.add_argument("--lesion-method", choices=["unet", "threshold"], default="unet")
+    p.add_argument("--no-retry", action="store_true", help="do not redo cases that failed before")
+    p.set_defaults(func=_cmd_batch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except WorkbenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

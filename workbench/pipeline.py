@@ -1,0 +1,156 @@
+"""One call from a scan to a result: ``analyze_case(source) -> CaseResult``.
+
+The steps are the package's public functions, run in order:
+``load_ct`` -> ``segment_lungs`` -> ``segment_lesions`` -> ``segment_heart`` ->
+``extract_biomarkers`` -> (optional) a fitted model's prediction with SHAP attributions.
+The app, the CLI, the notebooks and the batch runner all call this function; none
+of them re-implements a step.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .errors import WorkbenchError
+from .io import CTScan
+
+PIPELINE_VERSION = "0.1.0"
+
+#: the steps in order, with the wording front ends show in progress bars
+STEPS = (
+    ("load", "Loading and checking the scan"),
+    ("lungs", "Segmenting the lungs"),
+    ("lesions", "Segmenting lesions (ground glass, consolidation)"),
+    ("heart", "Segmenting the heart"),
+    ("biomarkers", "Measuring imaging biomarkers"),
+    ("prediction", "Predicting severe outcome"),
+)
+
+ProgressCallback = Callable[[str, str, float], None]
+
+
+@dataclass
+class CaseResult:
+    """Everything computed for one scan.
+
+    Masks are uint8 ``[z, y, x]`` arrays on the CT grid (see workbench.io for labels).
+    ``biomarkers`` maps registry names to floats (units in the names).
+    ``prediction`` is set when a model was given.
+    """
+
+    case_id: str
+    ct: CTScan
+    lungs: np.ndarray
+    lesions: np.ndarray
+    heart: np.ndarray | None
+    biomarkers: dict[str, float]
+    clinical: dict[str, float] = field(default_factory=dict)
+    prediction: Any = None
+    lesion_method: str = "unet"
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    pipeline_version: str = PIPELINE_VERSION
+
+    def features(self) -> dict[str, float]:
+        """The model input row: imaging biomarkers plus any clinical values given."""
+        return {**self.biomarkers, **self.clinical}
+
+
+def _as_ct(source: Any) -> CTScan:
+    from .io import load_ct
+
+    return source if isinstance(source, CTScan) else load_ct(source)
+
+
+def analyze_case(
+    source: Any,
+    *,
+    case_id: str | None = None,
+    clinical: Mapping[str, float] | None = None,
+    model: Any = None,
+    lesion_method: str = "unet",
+    previous: "CaseResult | None" = None,
+    progress: ProgressCallback | None = None,
+) -> CaseResult:
+    """Run the whole case pipeline on one scan.
+
+    Args:
+        source: a path (NIfTI, DICOM folder, zip), bytes, an uploaded file, or a CTScan.
+        case_id: the user's own identifier for the case (never a patient identifier);
+            defaults to the file name stem or "case".
+        clinical: optional clinical values (age_years, sex, labs ...) added to the features.
+        model: optional fitted model (workbench.models) used to predict severe outcome.
+        lesion_method: "unet" (shipped MONAI network) or "threshold" (HU bands).
+        previous: the earlier time point's result, for lesion volume change.
+        progress: called as ``progress(step_key, step_label, fraction_done)``.
+
+    Raises:
+        WorkbenchError (a subclass) with a clinician-readable message.
+    """
+    from .biomarkers import extract_biomarkers
+    from .segmentation.heart import segment_heart
+    from .segmentation.lesions import segment_lesions
+    from .segmentation.lungs import segment_lungs
+
+    timings: dict[str, float] = {}
+    steps = [s for s in STEPS if s[0] != "prediction" or model is not None]
+
+    def run(i: int, fn: Callable[[], Any]) -> Any:
+        key, label = steps[i]
+        if progress:
+            progress(key, label, i / len(steps))
+        t0 = time.perf_counter()
+        out = fn()
+        timings[key] = round(time.perf_counter() - t0, 3)
+        return out
+
+    ct = run(0, lambda: _as_ct(source))
+    lungs = run(1, lambda: segment_lungs(ct))
+    lesions = run(2, lambda: segment_lesions(ct, lungs, method=lesion_method))
+    heart = run(3, lambda: segment_heart(ct, lungs))
+    prev = previous.biomarkers if previous is not None else None
+    biomarkers = run(4, lambda: extract_biomarkers(ct, lungs, lesions, heart=heart, previous=prev))
+
+    result = CaseResult(
+        case_id=case_id or _default_case_id(source),
+        ct=ct,
+        lungs=lungs,
+        lesions=lesions,
+        heart=heart,
+        biomarkers=biomarkers,
+        clinical={k: float(v) for k, v in (clinical or {}).items() if v is not None},
+        lesion_method=lesion_method,
+        timings_s=timings,
+        notes=list(ct.metadata.get("notes", [])) if isinstance(ct.metadata.get("notes"), list)
+        else ([ct.metadata["notes"]] if ct.metadata.get("notes") else []),
+    )
+    if model is not None:
+        result.prediction = run(5, lambda: predict_case(model, result.features()))
+    if progress:
+        progress("done", "Done", 1.0)
+    return result
+
+
+def predict_case(model: Any, features: Mapping[str, float]) -> Any:
+    """Predict severe outcome for one feature row with a fitted workbench model."""
+    from .explain import explain_row
+
+    return explain_row(model, dict(features))
+
+
+def _default_case_id(source: Any) -> str:
+    if isinstance(source, (str, Path)):
+        name = Path(source).name
+        for suffix in (".nii.gz", ".nii", ".zip"):
+            if name.endswith(suffix):
+                return name[: -len(suffix)]
+        return name
+    name = getattr(source, "name", None)
+    return Path(name).stem if isinstance(name, str) else "case"
+
+
+__all__ = ["CaseResult", "analyze_case", "predict_case", "STEPS", "PIPELINE_VERSION", "WorkbenchError"]
