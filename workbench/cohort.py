@@ -1,0 +1,410 @@
+"""Cohort tables: loading, validation and per-patient aggregation of longitudinal labs.
+
+A :class:`Cohort` is one row per patient, a binary outcome column and a list of
+numeric feature columns (the names of the feature-name contract where they exist).
+
+Longitudinal lab tables (several blood draws per patient) must be reduced to one row
+per patient before modelling. :func:`aggregate_longitudinal` does that with an explicit
+rule inside an explicit time window after admission:
+
+- ``"first"`` (default): the first value drawn within the first ``window_days`` days;
+- ``"last"``: the last value within the window;
+- ``"worst"``: the most abnormal value within the window (direction per lab, see
+  :data:`WORSE_WHEN_LOW`; other labs: highest is worst);
+- ``"mean"``: the mean of the values within the window.
+
+``window_days=None`` uses the whole stay. Beware: the last value before discharge or
+death (and "worst over the whole stay") LEAKS THE OUTCOME -- the labs of a dying
+patient in their final hours are a consequence of the outcome, not an early warning.
+Such a model looks excellent and is useless at admission. The default (first value in
+the first 2 days) is the fair early-warning setup.
+"""
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import CohortError
+
+REPO = Path(__file__).resolve().parents[1]
+TONGJI_FILENAME = "time_series_375_prerpocess_en.xlsx"
+
+#: Columns that are never used as features by default.
+OUTCOME_COLUMNS = ("severe", "intubation", "icu", "death", "time_to_event_days", "event_observed")
+NON_FEATURE_COLUMNS = OUTCOME_COLUMNS + ("true_risk", "patient_id", "centre", "n_draws_in_window")
+
+#: Labs where a LOW value is the abnormal one (used by the "worst" rule).
+WORSE_WHEN_LOW = frozenset({
+    "lymphocytes_1e9_l", "lymphocytes_pct", "eosinophils_1e9_l", "eosinophils_pct",
+    "platelets_1e9_l", "albumin_g_l", "pao2_mmhg", "haemoglobin_g_l", "haematocrit_pct",
+    "red_cells_1e12_l", "monocytes_pct", "prothrombin_activity", "antithrombin", "egfr",
+    "calcium", "corrected_calcium", "serum_sodium", "hco3", "total_protein", "total_cholesterol",
+})
+
+#: Tongji (Yan et al. 2020) column -> contract name.
+TONGJI_COLUMNS = {
+    "Lactate dehydrogenase": "ldh_u_l",
+    "High sensitivity C-reactive protein": "crp_mg_l",
+    "(%)lymphocyte": "lymphocytes_pct",
+    "lymphocyte count": "lymphocytes_1e9_l",
+    "neutrophils(%)": "neutrophils_pct",
+    "neutrophils count": "neutrophils_1e9_l",
+    "monocytes(%)": "monocytes_pct",
+    "monocytes count": "monocytes_1e9_l",
+    "eosinophils(%)": "eosinophils_pct",
+    "Eosinophil count": "eosinophils_1e9_l",
+    "White blood cell count": "leukocytes_1e9_l",
+    "Red blood cell count": "red_cells_1e12_l",
+    "hemoglobin": "haemoglobin_g_l",
+    "hematocrit": "haematocrit_pct",
+    "Platelet count": "platelets_1e9_l",
+    "glutamic-pyruvic transaminase": "alt_u_l",
+    "aspartate aminotransferase": "ast_u_l",
+    "albumin": "albumin_g_l",
+}
+
+
+# --------------------------------------------------------------------------- loading
+def load_table(source: str | Path | bytes | IO) -> pd.DataFrame:
+    """Read a cohort table from CSV, Parquet or Excel (path, bytes or file object).
+
+    The format is taken from the file suffix, else sniffed from the content.
+    Raises :class:`CohortError` when the file cannot be read or is empty.
+    """
+    name = ""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise CohortError(f"Cohort file not found: {path}")
+        name = path.name.lower()
+        data = path.read_bytes()
+    elif isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    else:
+        name = str(getattr(source, "name", "")).lower()
+        data = source.read()
+        if isinstance(data, str):
+            data = data.encode()
+    if not data:
+        raise CohortError(f"The cohort file {name or ''} is empty.".replace("  ", " "))
+    if name.endswith((".parquet", ".pq")) or data[:4] == b"PAR1":
+        kind = "parquet"
+    elif name.endswith((".xlsx", ".xlsm", ".xls")) or data[:4] == b"PK\x03\x04" or data[:4] == b"\xd0\xcf\x11\xe0":
+        kind = "excel"
+    else:
+        kind = "csv"
+    try:
+        if kind == "parquet":
+            df = pd.read_parquet(io.BytesIO(data))
+        elif kind == "excel":
+            df = pd.read_excel(io.BytesIO(data))
+        else:
+            df = pd.read_csv(io.BytesIO(data), sep=None, engine="python")
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
+        raise CohortError(f"Could not read the cohort table as {kind.upper()}: {exc}") from exc
+    if df.shape[0] == 0 or df.shape[1] == 0:
+        raise CohortError("The cohort table has no rows or no columns.")
+    return df
+
+
+# --------------------------------------------------------------------------- cohort
+@dataclass
+class Cohort:
+    """One row per patient: ``data[features]`` -> ``data[outcome]`` (0/1).
+
+    ``dropped`` records columns left out of an automatic feature selection and why.
+    """
+
+    data: pd.DataFrame
+    outcome: str
+    features: list[str]
+    id_column: str | None = None
+    centre_column: str | None = None
+    time_column: str | None = None
+    event_column: str | None = None
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_table(
+        cls,
+        table: pd.DataFrame | str | Path,
+        outcome: str,
+        features: Sequence[str] | None = None,
+        id_column: str | None = None,
+        centre_column: str | None = None,
+        time_column: str | None = None,
+        event_column: str | None = None,
+        validate: bool = True,
+        min_events: int = 10,
+    ) -> "Cohort":
+        """Build (and by default validate) a cohort.
+
+        ``features=None`` takes every numeric column except the id, centre and outcome
+        columns (and ``true_risk``); of those, all-empty and constant columns are left
+        out and listed in ``dropped``. ``id_column``/``centre_column`` default to
+        ``patient_id``/``centre`` when present.
+        """
+        df = table if isinstance(table, pd.DataFrame) else load_table(table)
+        df = df.copy()
+        if id_column is None and "patient_id" in df:
+            id_column = "patient_id"
+        if centre_column is None and "centre" in df:
+            centre_column = "centre"
+        if outcome not in df.columns:
+            raise CohortError(
+                f"The outcome column '{outcome}' is not in the table. Columns are: {_preview(df.columns)}")
+        dropped: dict[str, str] = {}
+        if features is None:
+            skip = set(NON_FEATURE_COLUMNS) | {outcome, id_column, centre_column, time_column, event_column}
+            features = []
+            for col in df.columns:
+                if col in skip:
+                    continue
+                s = df[col]
+                if s.dtype == bool:
+                    df[col] = s = s.astype(float)
+                if not pd.api.types.is_numeric_dtype(s):
+                    dropped[col] = "not numeric"
+                    continue
+                if s.isna().all():
+                    dropped[col] = "no values"
+                    continue
+                if s.nunique(dropna=True) < 2:
+                    dropped[col] = "constant"
+                    continue
+                features.append(col)
+            if not features:
+                raise CohortError("The table has no usable numeric feature columns.")
+        cohort = cls(df, outcome, list(features), id_column, centre_column, time_column,
+                     event_column, dropped)
+        if validate:
+            cohort.validate(min_events=min_events)
+        return cohort
+
+    # ----------------------------------------------------------------- checks
+    def validate(self, min_events: int = 10) -> "Cohort":
+        """Check the table; raise :class:`CohortError` naming the offending column.
+
+        Checks: columns exist; features numeric, not all-empty, not constant; outcome
+        present for every patient, binary 0/1, at least ``min_events`` patients in each
+        class; no duplicated patient ids.
+        """
+        df = self.data
+        wanted = [self.outcome, *self.features] + [
+            c for c in (self.id_column, self.centre_column, self.time_column, self.event_column) if c]
+        missing = [c for c in wanted if c not in df.columns]
+        if missing:
+            raise CohortError(f"Missing column(s) {missing} in the cohort table. Columns are: {_preview(df.columns)}")
+        if len(set(self.features)) != len(self.features):
+            raise CohortError("A feature is listed twice.")
+        if self.outcome in self.features:
+            raise CohortError(f"The outcome '{self.outcome}' cannot also be a feature.")
+        for col in self.features:
+            s = df[col]
+            if s.dtype == bool:
+                df[col] = s = s.astype(float)
+            if not pd.api.types.is_numeric_dtype(s):
+                num = pd.to_numeric(s, errors="coerce")
+                bad = s[num.isna() & s.notna()]
+                if len(bad):
+                    raise CohortError(
+                        f"Column '{col}' has non-numeric values (e.g. {bad.iloc[0]!r} in row {bad.index[0]}); "
+                        "enter numbers only (leave unknown values empty).")
+                df[col] = num
+            if df[col].isna().all():
+                raise CohortError(f"Column '{col}' has no values at all; remove it from the features.")
+            if df[col].nunique(dropna=True) < 2:
+                raise CohortError(f"Column '{col}' has the same value for every patient; it cannot inform a model.")
+            if np.isinf(df[col].to_numpy(dtype=float)).any():
+                raise CohortError(f"Column '{col}' contains infinite values.")
+        y = df[self.outcome]
+        if y.isna().any():
+            raise CohortError(
+                f"The outcome '{self.outcome}' is missing for {int(y.isna().sum())} patient(s); "
+                "remove them or record the outcome.")
+        if y.dtype == bool:
+            df[self.outcome] = y = y.astype(int)
+        values = set(pd.unique(y))
+        if not values <= {0, 1}:
+            raise CohortError(
+                f"The outcome '{self.outcome}' must be binary 0/1; found values {sorted(map(str, values))[:6]}.")
+        counts = y.astype(int).value_counts()
+        for cls_ in (0, 1):
+            k = int(counts.get(cls_, 0))
+            if k < min_events:
+                raise CohortError(
+                    f"Too few patients with {self.outcome} = {cls_}: {k} (need at least {min_events} in each "
+                    "class to fit and validate a model).")
+        if self.id_column and df[self.id_column].duplicated().any():
+            dup = df[self.id_column][df[self.id_column].duplicated()].iloc[0]
+            raise CohortError(
+                f"Patient id {dup!r} appears more than once in '{self.id_column}'; aggregate longitudinal "
+                "rows to one per patient first (aggregate_longitudinal).")
+        return self
+
+    # ----------------------------------------------------------------- views
+    @property
+    def X(self) -> pd.DataFrame:
+        """Feature table (float), indexed like ``data``."""
+        return self.data[self.features].astype(float)
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.data[self.outcome].to_numpy(dtype=int)
+
+    @property
+    def ids(self) -> pd.Index:
+        if self.id_column:
+            return pd.Index(self.data[self.id_column].astype(str), name=self.id_column)
+        return pd.Index(self.data.index.astype(str), name="row")
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        return None if not self.centre_column else self.data[self.centre_column].astype(str).to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def _preview(cols: Iterable) -> str:
+    cols = [str(c) for c in cols]
+    return ", ".join(cols[:20]) + (f", ... ({len(cols)} in all)" if len(cols) > 20 else "")
+
+
+# --------------------------------------------------------------------------- longitudinal
+def aggregate_longitudinal(
+    df: pd.DataFrame,
+    id_column: str,
+    time_column: str,
+    admission_column: str | None = None,
+    rule: str = "first",
+    window_days: float | None = 2.0,
+    value_columns: Sequence[str] | None = None,
+    static_columns: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Reduce several rows per patient to one.
+
+    ``id_column`` may be filled only on each patient's first row (it is forward-filled).
+    Draws are kept when ``time - admission <= window_days`` (``admission_column``, else
+    the patient's first draw, is day 0; ``window_days=None`` keeps the whole stay -- see
+    the module docstring on outcome leakage). ``rule`` is ``first``, ``last``,
+    ``worst`` or ``mean`` per column over the kept draws. ``static_columns`` (age, sex,
+    outcome, ...) take the patient's first non-missing value. Returns one row per patient
+    with ``id_column``, the static columns, the aggregated values and
+    ``n_draws_in_window``.
+    """
+    if rule not in {"first", "last", "worst", "mean"}:
+        raise CohortError(f"Unknown aggregation rule '{rule}'; use first, last, worst or mean.")
+    for col in [id_column, time_column, admission_column, *static_columns]:
+        if col and col not in df.columns:
+            raise CohortError(f"Missing column '{col}' in the longitudinal table.")
+    d = df.copy()
+    d[id_column] = d[id_column].ffill()
+    if d[id_column].isna().any():
+        raise CohortError(f"The first row has no patient id in '{id_column}'.")
+    t = _as_days(d[time_column])
+    t0 = _as_days(d[admission_column]) if admission_column else t.groupby(d[id_column]).transform("min")
+    d["_day"] = t - t0
+    if value_columns is None:
+        skip = {id_column, time_column, admission_column, *static_columns}
+        value_columns = [c for c in d.columns if c not in skip and c != "_day"
+                         and pd.api.types.is_numeric_dtype(d[c])]
+    static = d.groupby(id_column, sort=True)[list(static_columns)].first() if static_columns else None
+    keep = d["_day"].notna()
+    if window_days is not None:
+        keep &= d["_day"] <= window_days
+    w = d[keep].sort_values([id_column, "_day"], kind="stable")
+    g = w.groupby(id_column, sort=True)[list(value_columns)]
+    if rule == "first":
+        agg = g.first()
+    elif rule == "last":
+        agg = g.last()
+    elif rule == "mean":
+        agg = g.mean()
+    else:
+        lo = [c for c in value_columns if c in WORSE_WHEN_LOW]
+        hi = [c for c in value_columns if c not in WORSE_WHEN_LOW]
+        agg = pd.concat([g.min()[lo] if lo else None, g.max()[hi] if hi else None], axis=1)[list(value_columns)]
+    counts = w.groupby(id_column, sort=True).size().rename("n_draws_in_window")
+    ids = pd.Index(sorted(d[id_column].unique()), name=id_column)
+    out = agg.reindex(ids)
+    out["n_draws_in_window"] = counts.reindex(ids).fillna(0).astype(int)
+    if static is not None:
+        out = static.reindex(ids).join(out)
+    return out.reset_index()
+
+
+def _as_days(s: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return (s - pd.Timestamp("2000-01-01")).dt.total_seconds() / 86400.0
+    if pd.api.types.is_numeric_dtype(s):
+        return s.astype(float)
+    return (pd.to_datetime(s, errors="coerce") - pd.Timestamp("2000-01-01")).dt.total_seconds() / 86400.0
+
+
+# --------------------------------------------------------------------------- Tongji
+def snake_case(name: str) -> str:
+    """'Lactate dehydrogenase' -> 'lactate_dehydrogenase'; Greek letters spelled out."""
+    for greek, word in {"α": "alpha", "β": "beta", "γ": "gamma"}.items():
+        name = name.replace(greek, f"_{word}_")
+    name = name.replace("%", " pct ")
+    name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+    name = re.sub(r"_+", "_", name)
+    return f"lab_{name}" if name[:1].isdigit() else name
+
+
+def tongji_path() -> Path:
+    """Where the Tongji 375-patient table is: ``sample_data/tongji/`` in the repository,
+    else ``../shared/data/tongji_2020_clinical/``. Raises CohortError if neither exists."""
+    candidates = [
+        REPO / "sample_data" / "tongji" / TONGJI_FILENAME,
+        REPO.parent / "shared" / "data" / "tongji_2020_clinical" / TONGJI_FILENAME,
+    ]
+    for path in candidates:
+        if path.exists():
+            return path
+    raise CohortError("The Tongji cohort file was not found; looked in: " + ", ".join(map(str, candidates)))
+
+
+def load_tongji(path: str | Path | None = None, rule: str = "first", window_days: float | None = 2.0) -> pd.DataFrame:
+    """The Tongji Hospital cohort (Yan et al., Nat Mach Intell 2020; 375 patients), one row
+    per patient, with contract names (``ldh_u_l``, ``crp_mg_l``, ``lymphocytes_pct``,
+    ``age_years``, ``sex`` 1 male / 0 female, outcome ``death``) and the other labs in
+    snake_case. Labs are aggregated with ``rule`` over draws within ``window_days`` days of
+    admission (default: the first value within 2 days -- an honest early-warning setup).
+    ``nlr`` is computed per draw from neutrophil and lymphocyte counts.
+    Adds ``time_to_event_days`` (admission to discharge/death), ``event_observed`` (= death)
+    and ``n_draws_in_window``.
+    """
+    raw = load_table(path or tongji_path())
+    needed = ["PATIENT_ID", "RE_DATE", "age", "gender", "Admission time", "Discharge time", "outcome"]
+    missing = [c for c in needed if c not in raw.columns]
+    if missing:
+        raise CohortError(f"This is not the Tongji table: missing {missing}.")
+    raw = raw.copy()
+    raw["PATIENT_ID"] = raw["PATIENT_ID"].ffill()
+    raw = raw.rename(columns=TONGJI_COLUMNS)
+    if {"neutrophils_1e9_l", "lymphocytes_1e9_l"} <= set(raw.columns):
+        lym = raw["lymphocytes_1e9_l"].where(raw["lymphocytes_1e9_l"] > 0)
+        raw["nlr"] = raw["neutrophils_1e9_l"] / lym
+    stay = (raw["Discharge time"] - raw["Admission time"]).dt.total_seconds() / 86400.0
+    raw["time_to_event_days"] = stay.round(2)
+    static = ["age", "gender", "outcome", "time_to_event_days"]
+    labs = [c for c in raw.columns if c not in needed and c != "time_to_event_days"]
+    out = aggregate_longitudinal(raw, "PATIENT_ID", "RE_DATE", admission_column="Admission time", rule=rule,
+                                 window_days=window_days, value_columns=labs, static_columns=static)
+    out = out.rename(columns={"PATIENT_ID": "patient_id", "age": "age_years", "outcome": "death"})
+    out["patient_id"] = out["patient_id"].astype(int).astype(str)
+    out["sex"] = (out.pop("gender") == 1).astype(int)
+    out["event_observed"] = out["death"].astype(int)
+    out = out.rename(columns={c: snake_case(c) for c in out.columns if c not in TONGJI_COLUMNS.values()})
+    front = ["patient_id", "age_years", "sex", "death", "time_to_event_days", "event_observed", "n_draws_in_window"]
+    return out[front + [c for c in out.columns if c not in front]]
