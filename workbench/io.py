@@ -102,8 +102,18 @@ _SOP_CLASS_BY_MODALITY = {
     "SEG": "1.2.840.10008.5.1.4.1.1.66.4",
 }
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+
+class _ImageView:
+    """Array-interface holder tying a numpy view to the SimpleITK image that owns the
+    memory (``sitk.GetArrayViewFromImage`` alone does not keep the image alive)."""
+
+    def __init__(self, image: sitk.Image):
+        self.image = image
+        self.__array_interface__ = sitk.GetArrayViewFromImage(image).__array_interface__
 
 
 @dataclass
@@ -128,8 +138,12 @@ class CTScan:
 
     @property
     def hu(self) -> np.ndarray:
-        """Voxel values in HU as a ``[z, y, x]`` float32 array (a view, do not modify)."""
-        return sitk.GetArrayViewFromImage(self.image)
+        """Voxel values in HU as a ``[z, y, x]`` float32 array (a read-only view).
+
+        The view keeps the image alive, so ``load_ct(p).hu`` is safe even though the
+        CTScan itself is a temporary.
+        """
+        return np.asarray(_ImageView(self.image))
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
@@ -864,6 +878,11 @@ def _scan_headers(files: Iterable[Path]) -> list[_Slice]:
     for f in files:
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            media_class = str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
+            if media_class == _MEDIA_DIRECTORY:
+                continue  # a DICOMDIR index, not an image
+            if not ds.get("SOPClassUID") and not media_class:
+                raise ValueError("no SOP class: not a parseable DICOM object")
             ipp = ds.get("ImagePositionPatient")
             iop = ds.get("ImageOrientationPatient")
             ps = ds.get("PixelSpacing")
