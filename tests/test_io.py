@@ -176,6 +176,39 @@ def test_temporary_files_are_removed(series_zip, tmp_path, monkeypatch):
     assert list(scratch.iterdir()) == []
 
 
+def test_per_slice_rescale_intercept_is_applied(series_dir, tmp_path):
+    shutil.copytree(series_dir, tmp_path, dirs_exist_ok=True)
+    target = sorted(tmp_path.iterdir())[5]
+    ds = pydicom.dcmread(target)
+    ds.RescaleIntercept = "-1014"  # same stored values, so this slice reads 10 HU higher
+    ds.save_as(target)
+    ct = load_ct(tmp_path)
+    expected = phantom_hu()
+    expected[5] += 10
+    np.testing.assert_array_equal(ct.hu, expected)
+
+
+def test_dicom_without_preamble_is_read(series_dir, tmp_path):
+    from pydicom.dataset import FileMetaDataset
+
+    for f in sorted(series_dir.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.preamble, ds.file_meta = None, FileMetaDataset()
+        ds.save_as(tmp_path / f.stem, implicit_vr=True, little_endian=True)  # old ACR-NEMA-like files
+    assert sorted(tmp_path.iterdir())[0].read_bytes()[128:132] != b"DICM"
+    np.testing.assert_array_equal(load_ct(tmp_path).hu, phantom_hu())
+
+
+def test_zip_or_folder_holding_one_nifti(tmp_path):
+    nii = save_ct(phantom_ct(), tmp_path / "in" / "scan.nii.gz")
+    zipped = zip_folder(tmp_path / "in", tmp_path / "nifti.zip")
+    for source in (zipped, zipped.read_bytes(), tmp_path / "in"):
+        ct = load_ct(source)
+        np.testing.assert_array_equal(ct.hu, phantom_hu())
+        assert any("NIfTI file, which was used" in n for n in ct.metadata["notes"])
+    assert nii.exists()
+
+
 def test_single_dicom_file_bytes_is_not_a_volume(series_dir):
     one = sorted(series_dir.iterdir())[0]
     err = raises_exactly(NotAVolume, load_ct, one.read_bytes())
@@ -448,3 +481,16 @@ def test_real_totalsegmentator_ct_is_reoriented_to_lps():
     body_y = np.argwhere(hu > -300)[:, 1].mean()
     bone_y = np.argwhere(hu > 300)[:, 1].mean()
     assert bone_y > body_y + 5
+
+
+def test_real_reference_mask_lines_up_with_its_ct():
+    ct = load_ct(shared_path("totalsegmentator_example", "example_ct_sm.nii.gz"))
+    seg = load_mask(shared_path("totalsegmentator_example", "example_seg.nii.gz"), ct)
+    assert seg.shape == ct.shape == (30, 101, 122)
+    lung = np.isin(seg, [10, 11, 12, 13, 14])
+    assert lung.sum() > 1000
+    assert np.median(ct.hu[lung]) < -700  # the lung labels sit on aerated lung
+    # right lobes (13, 14) lie on the patient's right = smaller x in LPS than left lobes (10, 11)
+    right_x = np.argwhere(np.isin(seg, [13, 14]))[:, 2].mean()
+    left_x = np.argwhere(np.isin(seg, [10, 11]))[:, 2].mean()
+    assert right_x + 10 < left_x

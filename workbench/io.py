@@ -249,7 +249,7 @@ def load_ct(
     limits = (max_archive_bytes, max_archive_entries)
     with _Resolved(source, limits) as res:
         if res.kind == "nifti":
-            return _load_nifti(res.path, res.source_type)
+            return _load_nifti(res.path, res.source_type, res.notes)
         return _load_dicom(res.dicom_files, res.source_type, series_uid, res.notes)
 
 
@@ -672,6 +672,15 @@ class _Resolved:
     # -- DICOM ----------------------------------------------------------------
     def _dicom(self, files: list[Path], source_type: str, where: str) -> None:
         dicom = [f for f in files if _is_dicom_file(f)]
+        if not dicom and len(files) <= 1000:
+            niftis = [f for f in files if _sniff_file(f) in ("nifti", "gzip")]
+            if len(niftis) == 1:
+                self.notes.append(f"The {where.split(' ')[0]} held no DICOM but one NIfTI file, which was used.")
+                kind = _sniff_file(niftis[0])
+                with open(niftis[0], "rb") as fh:
+                    head = fh.read(1024)
+                self._nifti_check(niftis[0], kind, head)
+                return self._nifti_path(niftis[0])
         if not dicom:
             raise EmptyInput(
                 f"No DICOM images were found in the {where} ({len(files)} files checked)."
@@ -714,15 +723,6 @@ class _Resolved:
                         "The zip archive is damaged: an entry could not be unpacked."
                     ) from exc
                 files.append(target)
-        niftis = [f for f in files if f.name.endswith((".nii", ".nii.gz"))]
-        dicom = [f for f in files if _is_dicom_file(f)]
-        if not dicom and len(niftis) == 1:
-            self.notes.append("The zip held one NIfTI file, which was used.")
-            with open(niftis[0], "rb") as fh:
-                head = fh.read(1024)
-            kind = _sniff(head)
-            self._nifti_check(niftis[0], kind, head)
-            return self._nifti_path(niftis[0])
         self._dicom(files, source_type, "zip archive")
 
 
@@ -832,14 +832,31 @@ def _list_files(folder: Path) -> list[Path]:
     )
 
 
+def _sniff_file(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return _sniff(fh.read(1024))
+    except OSError:
+        return "unreadable"
+
+
+def _has_preamble(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
 def _is_dicom_file(path: Path) -> bool:
-    """True for files with the DICOM preamble ('DICM' at byte 128)."""
+    """True for DICOM files: 'DICM' at byte 128, or (older exports without the 128-byte
+    preamble) a data set that starts with a group 0x0008 element in little endian."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError:
         return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    return len(head) >= 8 and head[:2] == b"\x08\x00" and struct.unpack("<H", head[2:4])[0] < 0x0100
 
 
 # =============================================================================
@@ -877,7 +894,9 @@ def _scan_headers(files: Iterable[Path]) -> list[_Slice]:
     slices, bad = [], []
     for f in files:
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            ds = pydicom.dcmread(
+                f, stop_before_pixels=True, specific_tags=_HEADER_TAGS, force=not _has_preamble(f)
+            )
             media_class = str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
             if media_class == _MEDIA_DIRECTORY:
                 continue  # a DICOMDIR index, not an image
@@ -1009,15 +1028,18 @@ def _load_dicom(
     if arr.shape != (len(slices), slices[0].rows, slices[0].cols):
         raise CorruptFile("The decoded pixel data do not match the image size in the headers.")
 
-    # geometry from the headers (authoritative), not from ITK's heuristics
-    row_cos, col_cos = slices[0].orientation[:3], slices[0].orientation[3:]
+    # geometry from the headers (authoritative), not from ITK's heuristics; the
+    # direction cosines are re-orthonormalised (decimal strings round them)
+    row_cos = slices[0].orientation[:3] / np.linalg.norm(slices[0].orientation[:3])
+    col_cos = slices[0].orientation[3:] - np.dot(slices[0].orientation[3:], row_cos) * row_cos
+    col_cos = col_cos / np.linalg.norm(col_cos)
     normal = np.cross(row_cos, col_cos)
     image = sitk.GetImageFromArray(arr)
     image.SetSpacing((slices[0].pixel_spacing[1], slices[0].pixel_spacing[0], spacing_z))
     image.SetOrigin(tuple(float(v) for v in slices[0].position))
     image.SetDirection(tuple(float(v) for v in np.column_stack([row_cos, col_cos, normal]).ravel()))
 
-    first = pydicom.dcmread(slices[0].path, stop_before_pixels=True)
+    first = pydicom.dcmread(slices[0].path, stop_before_pixels=True, force=True)
     metadata = _safe_dicom_metadata(first)
     del first
     metadata.update(n_slices=len(slices), source_type=source_type)
@@ -1129,7 +1151,7 @@ def _read_nifti_image(path: Path) -> sitk.Image:
         raise CorruptFile("The NIfTI file could not be read (damaged or not a valid NIfTI).") from exc
 
 
-def _load_nifti(path: Path, source_type: str) -> CTScan:
+def _load_nifti(path: Path, source_type: str, notes: list[str] = ()) -> CTScan:
     img = _read_nifti_image(path)
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise InvalidInput("The NIfTI file holds colour/vector images, not a CT volume.")
@@ -1161,7 +1183,9 @@ def _load_nifti(path: Path, source_type: str) -> CTScan:
         "n_slices": None,
         "source_type": source_type,
     }
-    notes = ["NIfTI files carry no modality; the intensities were checked to be plausible CT Hounsfield units."]
+    notes = list(notes) + [
+        "NIfTI files carry no modality; the intensities were checked to be plausible CT Hounsfield units."
+    ]
     return _finish(img, metadata, notes)
 
 
