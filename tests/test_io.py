@@ -99,6 +99,10 @@ def test_dicom_series_round_trip(loaded, series_dir):
     assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert ds.pixel_array.dtype == np.int16 and ds.PixelRepresentation == 1
     assert [float(v) for v in ds.PixelSpacing] == [SPACING[1], SPACING[0]]  # (row, column)
+    assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+    assert [float(v) for v in ds.ImagePositionPatient] == list(ORIGIN)
+    assert float(pydicom.dcmread(files[-1]).ImagePositionPatient[2]) == pytest.approx(ORIGIN[2] + 19 * SPACING[2])
+    assert float(ds.SliceThickness) == SPACING[2] and ds.Modality == "CT"
     assert len(files) == 20
 
     assert isinstance(loaded, CTScan)
@@ -389,6 +393,16 @@ def test_unsafe_archives_are_refused_before_extraction(series_zip, series_dir, t
     assert not Path("/tmp/absolute_workbench_test.dcm").exists()
     assert "more than the allowed" in str(raises_exactly(UnsafeArchive, load_ct, series_zip, max_archive_bytes=10_000))
     assert "entries" in str(raises_exactly(UnsafeArchive, load_ct, series_zip, max_archive_entries=19))
+    # a 'zip bomb' whose directory under-declares an entry's size is stopped while unpacking
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.dcm", b"\0" * 5_000_000)
+    bomb = bytearray(buf.getvalue())
+    bomb[22:26] = (1000).to_bytes(4, "little")  # local header: uncompressed size
+    central = bomb.find(b"PK\x01\x02")
+    bomb[central + 24 : central + 28] = (1000).to_bytes(4, "little")
+    with pytest.raises((UnsafeArchive, CorruptFile)):
+        load_ct(bytes(bomb))
     assert list(scratch.iterdir()) == []
     assert load_ct(series_zip, max_archive_entries=20).shape == (20, 32, 32)
 

@@ -21,9 +21,11 @@ the numpy array ``ct.hu`` is indexed ``[z, y, x]`` where
 De-identification
 -----------------
 Patient identifiers (name, ID, birth date, accession number, institution, physicians,
-dates, UIDs) never leave this module: the returned image is built fresh from the
-pixel array (no DICOM metadata dictionary) and ``ct.metadata`` holds only the
-whitelisted technical fields listed in :data:`SAFE_METADATA_KEYS`.
+dates) never leave this module: the returned image is built fresh from the pixel
+array (no DICOM/NIfTI metadata dictionary) and ``ct.metadata`` holds only the
+whitelisted technical fields listed in :data:`SAFE_METADATA_KEYS` (no UIDs).
+``list_series`` returns each series' SeriesInstanceUID and description so a caller
+can choose a series; nothing else from the headers leaves the module.
 
 Validation (each problem raises its own :class:`~workbench.errors.WorkbenchError`)
 -------------------------------------------------------------------------------
@@ -66,6 +68,12 @@ from .errors import (
     UnsafeArchive,
     UnsupportedModality,
 )
+
+__all__ = [
+    "CANONICAL_ORIENTATION", "CTScan", "SeriesInfo", "SAFE_METADATA_KEYS", "MIN_SLICES",
+    "load_ct", "list_series", "save_ct", "save_mask", "load_mask", "save_dicom_series",
+    "zip_folder", "check_hu_plausible",
+]
 
 CANONICAL_ORIENTATION = "LPS"
 
