@@ -27,9 +27,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_series(args: argparse.Namespace) -> int:
+    from .io import list_series
+
+    for info in list_series(args.source):
+        print(f"{info.series_uid or '-'}\t{info.modality}\t{info.n_slices} slices\t{info.description or ''}")
+    return 0
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .biomarkers import biomarker_table
-    from .io import save_mask
+    from .io import load_ct, save_mask
     from .pipeline import analyze_case
 
     out_dir = Path(args.out) if args.out else None
@@ -42,9 +50,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         from .models import load_model
 
         model = load_model(args.model)
+    source = load_ct(args.case, series_uid=args.series_uid) if args.series_uid else args.case
     result = analyze_case(
-        args.case,
-        case_id=args.case_id,
+        source,
+        case_id=args.case_id or _case_id_from_path(args.case),
         clinical=clinical,
         model=model,
         lesion_method=args.lesion_method,
@@ -79,6 +88,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             save_mask(result.lesions, result.ct, out_dir / f"{stem}_lesions.nii.gz")
         print(f"\nSaved to {out_dir}")
     return 0
+
+
+def _case_id_from_path(path: str) -> str:
+    from .pipeline import _default_case_id
+
+    return _default_case_id(path)
 
 
 def _cmd_train_lesions(args: argparse.Namespace) -> int:
@@ -136,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=500, help="synthetic cohort size")
     p.set_defaults(func=_cmd_synth)
 
+    p = sub.add_parser("series", help="list the image series in a DICOM folder, zip or NIfTI")
+    p.add_argument("source")
+    p.set_defaults(func=_cmd_series)
+
     p = sub.add_parser("analyze", help="analyse one scan: lungs, lesions, biomarkers (+ prediction)")
     p.add_argument("case", help="NIfTI file, DICOM folder or zip of a DICOM series")
     p.add_argument("--out", help="folder for CSV/JSON (and masks with --masks)")
@@ -144,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--previous", help="earlier scan of the same patient, for lesion volume change")
     p.add_argument("--masks", action="store_true", help="also write lung and lesion masks (NIfTI)")
     p.add_argument("--model", help="fitted model file (.skops) to predict severe outcome")
+    p.add_argument("--series-uid", help="which DICOM series to use (see `workbench series`)")
     p.add_argument("--clinical", help='clinical values as JSON, e.g. \'{"age_years": 64, "sex": 1}\'')
     p.set_defaults(func=_cmd_analyze)
 
