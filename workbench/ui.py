@@ -1,0 +1,341 @@
+"""Shared pieces of the Streamlit pages (app.py, pages/*.py).
+
+The pages stay thin: they lay out widgets and call the package. What they share lives
+here: the research-use notice, the list of sample cases, case sources (sample path or
+uploaded bytes, with a stable cache key), the cached case analysis with a progress
+display, clinical input fields and error display. Nothing here analyses anything.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import streamlit as st
+
+from .errors import WorkbenchError
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = REPO / "sample_data"
+#: upload limit in MB; keep in step with .streamlit/config.toml (server.maxUploadSize)
+MAX_UPLOAD_MB = 1024
+RESEARCH_NOTICE = ("**Research use only.** Not a medical device; not for diagnosis or treatment decisions. "
+                   "Automated segmentations and predictions can be wrong.")
+
+#: clinical inputs offered on the Case page: name -> (label, unit, min, max, step)
+CLINICAL_FIELDS: dict[str, tuple[str, str, float, float, float]] = {
+    "age_years": ("Age", "years", 0.0, 110.0, 1.0),
+    "ldh_u_l": ("Lactate dehydrogenase (LDH)", "U/L", 0.0, 5000.0, 1.0),
+    "crp_mg_l": ("hs-CRP", "mg/L", 0.0, 500.0, 0.1),
+    "lymphocytes_pct": ("Lymphocytes", "% of leukocytes", 0.0, 100.0, 0.1),
+    "neutrophils_pct": ("Neutrophils", "% of leukocytes", 0.0, 100.0, 0.1),
+    "leukocytes_1e9_l": ("Leukocytes", "10^9/L", 0.0, 100.0, 0.1),
+    "platelets_1e9_l": ("Platelets", "10^9/L", 0.0, 2000.0, 1.0),
+    "albumin_g_l": ("Albumin", "g/L", 0.0, 80.0, 0.1),
+    "pao2_mmhg": ("PaO2", "mmHg", 0.0, 700.0, 1.0),
+}
+BINARY_FIELDS: dict[str, str] = {
+    "sex": "Sex",
+    "diabetes": "Diabetes",
+    "hypertension": "Hypertension",
+    "cardiovascular_disease": "Cardiovascular disease",
+    "copd": "COPD",
+}
+
+
+def page_header(title: str, icon: str = ":material/biotech:") -> None:
+    """Page config, title and the research-use notice (on every page)."""
+    try:
+        st.set_page_config(page_title=f"{title} · CT Severity Workbench", page_icon=icon, layout="wide")
+    except st.errors.StreamlitAPIException:  # already set (e.g. by app.py)
+        pass
+    st.title(title)
+    st.warning(RESEARCH_NOTICE, icon=":material/warning:")
+    st.sidebar.caption("CT Severity Workbench · research use only")
+
+
+def show_error(exc: BaseException, what: str = "") -> None:
+    """A clinician-readable error in the page (never a traceback)."""
+    if isinstance(exc, WorkbenchError):
+        st.error(f"{what + ': ' if what else ''}{exc}", icon=":material/error:")
+    else:  # a bug: still no traceback in the page
+        st.error(f"{what + ': ' if what else ''}an unexpected internal error occurred "
+                 f"({type(exc).__name__}: {exc}). Please report it.", icon=":material/error:")
+
+
+# --------------------------------------------------------------------------- sample cases
+def sample_cases() -> pd.DataFrame:
+    """The sample cases: ``sample_data/manifest.csv`` plus the real example CT if not listed.
+
+    Columns: case_id, path (absolute), kind, description, followup_of.
+    """
+    rows = []
+    manifest = SAMPLE_DATA / "manifest.csv"
+    if manifest.exists():
+        df = pd.read_csv(manifest)
+        for r in df.to_dict("records"):
+            path = SAMPLE_DATA / str(r["path"])
+            if path.exists():
+                fu = r.get("followup_of")
+                rows.append({"case_id": str(r["case_id"]), "path": str(path), "kind": str(r.get("kind", "")),
+                             "description": str(r.get("description", "")),
+                             "followup_of": "" if pd.isna(fu) else str(fu)})
+    real = SAMPLE_DATA / "real" / "totalsegmentator_example" / "example_ct.nii.gz"
+    if real.exists() and not any(Path(r["path"]) == real for r in rows):
+        rows.append({"case_id": "real_totalsegmentator_ct", "path": str(real), "kind": "real",
+                     "description": "Real CT (thorax/abdomen, 3 mm, not COVID), TotalSegmentator example",
+                     "followup_of": ""})
+    return pd.DataFrame(rows, columns=["case_id", "path", "kind", "description", "followup_of"])
+
+
+def sample_cohort_path() -> Path:
+    return SAMPLE_DATA / "cohort" / "synthetic_cohort.csv"
+
+
+# --------------------------------------------------------------------------- sources
+@dataclass(frozen=True)
+class CaseSource:
+    """Where a scan comes from: a sample path or uploaded bytes; ``key`` identifies its content."""
+
+    label: str
+    key: str
+    path: str | None = None
+    data: bytes | None = None
+    name: str = ""
+
+    def load_arg(self) -> Any:
+        return self.path if self.path is not None else self.data
+
+
+def source_from_path(path: str | Path, label: str | None = None) -> CaseSource:
+    p = Path(path)
+    stat = p.stat()
+    return CaseSource(label=label or p.name, key=f"path:{p.resolve()}:{stat.st_size}:{stat.st_mtime_ns}",
+                      path=str(p), name=p.name)
+
+
+def source_from_bytes(name: str, data: bytes, label: str = "uploaded case") -> CaseSource:
+    """An uploaded file. The label is neutral: file names may identify patients."""
+    return CaseSource(label=label, key="sha256:" + hashlib.sha256(data).hexdigest(), data=bytes(data), name=name)
+
+
+UPLOAD_TYPES = ["nii", "gz", "zip", "dcm"]
+
+
+def check_upload_name(name: str) -> None:
+    """Refuse file types that cannot be a CT before reading them."""
+    from .errors import InvalidInput
+
+    low = name.lower()
+    if not low.endswith((".nii", ".nii.gz", ".zip", ".dcm")):
+        raise InvalidInput(f"'{Path(name).suffix or name}' files are not supported: upload a NIfTI file "
+                           "(.nii or .nii.gz) or a DICOM series as a .zip.")
+
+
+# --------------------------------------------------------------------------- cached analysis
+@st.cache_resource(show_spinner=False)
+def _case_store() -> "OrderedDict[tuple, dict]":
+    """Process-wide LRU of analysed cases (shared by sessions; results are read-only)."""
+    return OrderedDict()
+
+
+MAX_CACHED_CASES = 4
+
+
+def analyse(source: CaseSource, lesion_method: str, previous_key: tuple | None = None,
+            previous: Any = None, show_progress: bool = True) -> tuple[tuple, Any, list[str]]:
+    """Analyse a scan once per (content, method, previous scan); later calls hit the cache.
+
+    Shows a status box with a progress bar per pipeline step while computing.
+    Returns ``(cache_key, CaseResult, warnings)``. Raises WorkbenchError.
+    """
+    from .pipeline import analyze_case
+
+    key = (source.key, lesion_method, previous_key)
+    store = _case_store()
+    if key in store:
+        store.move_to_end(key)
+        entry = store[key]
+        return key, entry["result"], entry["warnings"]
+    box = st.status(f"Analysing {source.label} …", expanded=True) if show_progress else None
+    bar = box.progress(0.0) if box is not None else None
+
+    def progress(step: str, label: str, fraction: float) -> None:
+        if bar is not None:
+            bar.progress(min(1.0, max(0.0, fraction)), text=label)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = analyze_case(source.load_arg(), case_id=source.label, lesion_method=lesion_method,
+                                  previous=previous, progress=progress)
+        except BaseException:
+            if box is not None:
+                box.update(label=f"Could not analyse {source.label}", state="error", expanded=False)
+            raise
+    msgs = list(dict.fromkeys(str(w.message) for w in caught
+                              if not issubclass(w.category, (DeprecationWarning, FutureWarning))
+                              and "workbench" in (w.filename or "")))
+    if box is not None:
+        total = sum(result.timings_s.values())
+        box.update(label=f"Analysed {source.label} in {total:.1f} s", state="complete", expanded=False)
+    store[key] = {"result": result, "warnings": msgs}
+    while len(store) > MAX_CACHED_CASES:
+        store.popitem(last=False)
+    return key, result, msgs
+
+
+def mask_nifti_bytes(mask: Any, ct: Any) -> bytes:
+    """A label mask as .nii.gz bytes on the CT's grid (geometry only, no identifiers)."""
+    from .io import save_mask
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mask.nii.gz"
+        save_mask(mask, ct, path)
+        return path.read_bytes()
+
+
+def hash_table(df: pd.DataFrame) -> str:
+    """Stable content hash of a table (cache key for fits)."""
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=True).values.tobytes()
+                          + ",".join(map(str, df.columns)).encode()).hexdigest()
+
+
+def run_safely(fn: Callable[[], Any], what: str = "") -> Any:
+    """Call ``fn``; on error show it in the page and return None."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - shown to the user, app keeps working
+        show_error(exc, what)
+        return None
+
+
+# --------------------------------------------------------------------------- models for a case
+#: features of the demonstration model fitted on the sample synthetic cohort (imaging + clinical)
+CASE_MODEL_FEATURES = [
+    "lesion_pct_lung", "ct_severity_score", "consolidation_share_pct", "lesion_volume_ml", "bilateral_involvement",
+    "age_years", "sex", "diabetes", "hypertension", "ldh_u_l", "crp_mg_l", "lymphocytes_pct", "neutrophils_pct",
+    "albumin_g_l", "pao2_mmhg",
+]
+SYNTHETIC_MODELS = {"logistic_l2": "logistic regression", "lightgbm": "LightGBM"}
+
+
+@st.cache_data(show_spinner="Loading the sample synthetic cohort …")
+def load_sample_cohort() -> pd.DataFrame:
+    """The sample synthetic cohort (sample_data/cohort/synthetic_cohort.csv, else generated with seed 0)."""
+    path = sample_cohort_path()
+    if path.exists():
+        return pd.read_csv(path)
+    from .synthetic_cohort import synthetic_cohort
+
+    return synthetic_cohort(500, seed=0)
+
+
+def operating_points(y: Any, p: Any) -> dict[str, float]:
+    """Thresholds from out-of-fold probabilities: Youden's J, 90 % sensitivity, 90 % specificity."""
+    import numpy as np
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thr = roc_curve(np.asarray(y), np.asarray(p))
+    thr = np.clip(thr, 0.0, 1.0)
+    out = {"Youden (max sensitivity + specificity)": float(thr[int(np.argmax(tpr - fpr))])}
+    i = int(np.argmax(tpr >= 0.9))
+    out["90 % sensitivity"] = float(thr[i])
+    ok = np.where(1 - fpr >= 0.9)[0]
+    out["90 % specificity"] = float(thr[ok[-1]]) if len(ok) else float(thr[0])
+    out["0.5"] = 0.5
+    return out
+
+
+@st.cache_resource(show_spinner="Fitting the demonstration model on the sample synthetic cohort …")
+def synthetic_case_model(name: str = "logistic_l2") -> dict:
+    """A model of severe outcome fitted on the sample synthetic cohort with
+    :data:`CASE_MODEL_FEATURES`; with 5-fold out-of-fold operating points and background rows."""
+    from .cohort import Cohort
+    from .models import fit_cv, fit_model
+
+    df = load_sample_cohort()
+    feats = [f for f in CASE_MODEL_FEATURES if f in df.columns]
+    cohort = Cohort.from_table(df, outcome="severe", features=feats)
+    cv = fit_cv(name, cohort, folds=5, seed=0, keep_models=False)
+    fitted = fit_model(name, cohort, random_state=0)
+    return {"model": fitted, "label": f"{SYNTHETIC_MODELS.get(name, name)} · sample synthetic cohort",
+            "outcome": "severe", "cv_auc": cv.auc, "thresholds": operating_points(cohort.y, cv.oof.to_numpy()),
+            "background": cohort.X, "synthetic": True}
+
+
+def shipped_models() -> dict[str, Path]:
+    """Model files shipped in workbench/models (``*.skops``): label -> path."""
+    return {p.stem: p for p in sorted((Path(__file__).parent / "models").glob("*.skops"))}
+
+
+@st.cache_resource(show_spinner="Loading the model …")
+def shipped_case_model(path: str) -> dict:
+    from .models import load_model
+
+    fitted = load_model(path)
+    meta = fitted.metadata or {}
+    thresholds = {"0.5": 0.5}
+    for k, v in (meta.get("operating_points") or {}).items():
+        try:
+            thresholds[str(k)] = float(v["threshold"] if isinstance(v, dict) else v)
+        except (TypeError, ValueError, KeyError):
+            continue
+    return {"model": fitted, "label": f"{fitted.name} · {Path(path).stem}", "outcome": fitted.outcome or "outcome",
+            "cv_auc": meta.get("cv_auc"), "thresholds": thresholds, "background": None, "synthetic": False}
+
+
+def explain_case(entry: dict, features: dict[str, float]) -> dict:
+    """Probability and SHAP attributions of one patient for a model entry
+    (from :func:`synthetic_case_model` / :func:`shipped_case_model`).
+
+    Returns a dict: probability, base_value, contributions (feature -> SHAP), feature_values,
+    scale, model_name, outcome, missing (model features not given).
+    """
+    import numpy as np
+
+    fitted = entry["model"]
+    row = {f: float(features[f]) if features.get(f) is not None else np.nan for f in fitted.features}
+    X = pd.DataFrame([row], columns=fitted.features)
+    prob = float(fitted.predict_proba(X)[0])
+    out = {"probability": prob, "model_name": entry["label"], "outcome": entry["outcome"],
+           "feature_values": row, "missing": [f for f, v in row.items() if not np.isfinite(v)],
+           "contributions": {}, "base_value": None, "scale": "log-odds"}
+    try:
+        from . import explain as ex
+    except ImportError:
+        out["explain_note"] = "SHAP explanations are not available in this installation."
+        return out
+    exp = ex.explain(fitted, X, background=entry.get("background"))
+    pat = exp.patient(0)
+    out.update(contributions={str(f): float(v) for f, v in zip(pat["feature"], pat["shap"])},
+               base_value=float(exp.base_value), scale=exp.output.replace("_", "-"))
+    return out
+
+
+def model_entry(model_key: str) -> dict:
+    """Resolve a model key: ``synthetic:<zoo name>`` or ``file:<path to .skops>``."""
+    kind, _, what = model_key.partition(":")
+    if kind == "synthetic":
+        return synthetic_case_model(what)
+    if kind == "file":
+        return shipped_case_model(what)
+    from .errors import ModelError
+
+    raise ModelError(f"Unknown model choice '{model_key}'.")
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def explain_cached(model_key: str, features: tuple) -> dict:
+    """:func:`explain_case` memoised on (model, feature values): moving a widget does not recompute."""
+    return explain_case(model_entry(model_key), dict(features))
+
+
+def feature_key(features: dict) -> tuple:
+    """A hashable, order-independent form of a feature dict (cache key)."""
+    return tuple(sorted((str(k), None if v is None else float(v)) for k, v in features.items()))
