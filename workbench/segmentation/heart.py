@@ -3,7 +3,7 @@
 A classical, training-free method -- good enough for a cardiac size measure (volume,
 transverse diameter), not for cardiac anatomy:
 
-1. work on the lungs' bounding box, in-plane coarsened to about 2 mm voxels;
+1. work on the lungs' bounding box, coarsened to voxels of about 3 mm (nearest sampling);
 2. heart slices: from the lowest slice where both lungs are present up to
    ``HEART_TOP_FRACTION`` of the lungs' craniocaudal extent (the heart lies below the
    carina, in the lower part of the chest);
@@ -38,7 +38,7 @@ BONE_HU = 250.0
 HULL_MARGIN_MM = 4.0
 SPINE_MARGIN_MM = 8.0
 OPENING_MM = 6.0
-TARGET_MM = 2.0
+TARGET_MM = 3.0
 BOTTOM_SLICES = 1
 
 
@@ -81,12 +81,13 @@ def segment_heart(ct: Any, lungs: np.ndarray) -> np.ndarray:
     if z_hi <= z_lo:
         return out
     box = (slice(z_lo, z_hi), slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1))
+    fz = max(1, int(TARGET_MM // sz))
     fy = max(1, int(TARGET_MM // sy))
     fx = max(1, int(TARGET_MM // sx))
-    hu = np.asarray(hu_full[box])[:, ::fy, ::fx].astype(np.float32)
-    lab = lungs[box][:, ::fy, ::fx]
+    hu = np.asarray(hu_full[box])[::fz, ::fy, ::fx].astype(np.float32)
+    lab = lungs[box][::fz, ::fy, ::fx]
     lung = lab > 0
-    spy, spx = sy * fy, sx * fx
+    sz, spy, spx = sz * fz, sy * fy, sx * fx
 
     cand = _mediastinum(hu, lab, spy, spx)
     cand &= (hu >= SOFT_TISSUE_HU[0]) & (hu <= SOFT_TISSUE_HU[1])
@@ -128,10 +129,9 @@ def segment_heart(ct: Any, lungs: np.ndarray) -> np.ndarray:
     heart &= ~lung
 
     # --- back to the CT grid -----------------------------------------------------------------
-    full = np.repeat(np.repeat(heart, fy, axis=1), fx, axis=2)
-    ny = box[1].stop - box[1].start
-    nx = box[2].stop - box[2].start
-    out[box] = full[:, :ny, :nx]
+    full = np.repeat(np.repeat(np.repeat(heart, fz, axis=0), fy, axis=1), fx, axis=2)
+    nz, ny, nx = (b.stop - b.start for b in box)
+    out[box] = full[:nz, :ny, :nx]
     out[box] &= ~lung_full[box]
     return out
 
