@@ -367,60 +367,62 @@ def _capsule(grid: _Grid, p0, p1, r0: float, r1: float, pad_mm: float = 0.0):
 # ---------------------------------------------------------------------------------------
 # Anatomy that depends on the seed: vessel trees
 # ---------------------------------------------------------------------------------------
+VESSEL_GENERATIONS = 9
+N_VESSEL_TRUNKS = 14
 HILUM = {1: np.array([-32.0, -6.0, 180.0]), 2: np.array([34.0, -2.0, 186.0])}
 BRONCHUS_END = {1: np.array([-32.0, 4.0, 192.0]), 2: np.array([36.0, 8.0, 196.0])}
-
-
-def _random_perpendicular(d: np.ndarray, rng) -> np.ndarray:
-    v = rng.normal(size=3)
-    v -= v.dot(d) * d
-    return v / (np.linalg.norm(v) or 1.0)
 
 
 def _vessel_tree(side: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
     """Tapering branching tree (segments p0, p1, r0, r1) from the hilum into one lung."""
     p = LUNG_PARAMS[side]
     segs: list[tuple[np.ndarray, np.ndarray, float, float]] = []
-    targets = [
-        np.array([p["cx"], p["cy"] + 5, 270.0]),                      # apex
-        np.array([p["cx"] + (-30 if side == 1 else 30), p["cy"] - 30, 150.0]),  # lateral-anterior
-        np.array([p["cx"] + (-25 if side == 1 else 25), p["cy"] + 50, 110.0]),  # postero-basal
-        np.array([p["cx"], p["cy"] - 55, 120.0]),                     # anterior
-        np.array([p["cx"] + (-20 if side == 1 else 20), p["cy"] + 20, 80.0]),   # basal
-    ]
-
-    def inside(q):
-        return bool(_in_lung_points(q[None, :], side)[0])
-
-    def grow(p0, direction, length, radius, depth):
-        # shorten the branch until its end lies inside the lung
-        for _ in range(6):
-            p1 = p0 + direction * length
-            if inside(p1):
-                break
-            length *= 0.6
-        else:
-            return
-        r1 = radius * 0.85
-        segs.append((p0, p1, radius, r1))
-        if depth == 0 or r1 < 0.7:
-            return
-        n_child = 2 if rng.random() < 0.85 else 3
-        for _ in range(n_child):
-            ang = np.deg2rad(rng.uniform(20, 45))
-            perp = _random_perpendicular(direction, rng)
-            nd = np.cos(ang) * direction + np.sin(ang) * perp
-            nd /= np.linalg.norm(nd)
-            grow(p1, nd, length * rng.uniform(0.72, 0.9), r1 * rng.uniform(0.7, 0.82), depth - 1)
-
+    # trunks aim at random sites spread through the lung (first one at the apex)
+    sites, site_side, _ = _candidate_sites()
+    sites = sites[site_side == side]
+    pick = rng.choice(len(sites), size=N_VESSEL_TRUNKS - 1, replace=False)
+    targets = [np.array([p["cx"], p["cy"] + 5, 270.0])] + list(sites[pick])
     start = HILUM[side]
     trunk_end = start + np.array([-14.0 if side == 1 else 14.0, 0.0, 0.0])
     segs.append((start - np.array([-12.0 if side == 1 else 12.0, 0, 0]), trunk_end, 7.0, 6.5))
-    for tgt in targets:
-        d = tgt - trunk_end
-        length = np.linalg.norm(d)
-        d /= length
-        grow(trunk_end, d, min(40.0, 0.35 * length), 5.0, 6)
+    # breadth-first growth, one vectorised lung test per generation
+    d = np.stack(targets) - trunk_end
+    lengths = np.linalg.norm(d, axis=1)
+    p0 = np.repeat(trunk_end[None], len(targets), axis=0)
+    dirs = d / lengths[:, None]
+    length = np.minimum(30.0, 0.3 * lengths)
+    radius = rng.uniform(3.0, 4.5, len(targets))
+    for gen in range(VESSEL_GENERATIONS + 1):
+        if len(p0) == 0:
+            break
+        ok = np.zeros(len(p0), bool)
+        for _ in range(6):  # shorten each branch until it stays inside the lung
+            todo = ~ok
+            p1 = p0 + dirs * length[:, None]
+            inside = _in_lung_points(p1, side) & _in_lung_points(0.5 * (p0 + p1), side)
+            ok |= todo & inside
+            length = np.where(ok, length, 0.6 * length)
+        p1 = p0 + dirs * length[:, None]
+        p0, p1, dirs, length, radius = p0[ok], p1[ok], dirs[ok], length[ok], radius[ok]
+        r1 = radius * 0.93
+        segs.extend((a, b, float(r0), float(r)) for a, b, r0, r in zip(p0, p1, radius, r1))
+        keep = r1 * 0.78 >= 0.4
+        if gen == VESSEL_GENERATIONS or not keep.any():
+            break
+        p1, dirs, length, r1 = p1[keep], dirs[keep], length[keep], r1[keep]
+        n_child = np.where(rng.random(len(p1)) < 0.85, 2, 3)
+        par = np.repeat(np.arange(len(p1)), n_child)
+        m = len(par)
+        ang = np.deg2rad(rng.uniform(20.0, 45.0, m))
+        v = rng.normal(size=(m, 3))
+        pd = dirs[par]
+        v -= np.sum(v * pd, axis=1, keepdims=True) * pd
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        nd = np.cos(ang)[:, None] * pd + np.sin(ang)[:, None] * v
+        dirs = nd / np.linalg.norm(nd, axis=1, keepdims=True)
+        p0 = p1[par]
+        length = np.maximum(length[par] * rng.uniform(0.8, 0.92, m), 5.0)
+        radius = r1[par] * rng.uniform(0.72, 0.86, m)
     return segs
 
 
