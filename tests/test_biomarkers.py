@@ -161,13 +161,15 @@ def test_count_exact_for_separated_lesions_and_26_connectivity():
     hu, lungs = box_chest()
     les = np.zeros_like(lungs)
     for i in range(5):
-        les[10 + 8 * i: 14 + 8 * i, 20:24, 10:14] = 1  # five separate 4 mm cubes (64 mm3)
-    les[20:24, 40:44, 70:74] = 2
-    les[24:28, 44:48, 74:78] = 2  # touches the previous cube at a corner: one lesion
+        les[8 + 9 * i: 13 + 9 * i, 20:25, 10:15] = 1  # five separate 5 mm cubes (125 mm3)
+    les[20:25, 40:45, 70:75] = 2
+    les[25:30, 45:50, 75:80] = 2  # touches the previous cube at a corner: one lesion
+    les[40:44, 40:44, 70:74] = 1  # 64 mm3: below the minimum lesion size, not counted
     v = run(hu, lungs, les)
     assert v["lesion_count"] == 6.0
-    assert v["lesion_mean_volume_ml"] == pytest.approx((5 * 64 + 128) / 6 / 1000)
-    assert v["consolidation_share_pct"] == pytest.approx(100 * 128 / (5 * 64 + 128))
+    assert v["lesion_mean_volume_ml"] == pytest.approx((5 * 125 + 250) / 6 / 1000)
+    assert v["lesion_volume_ml"] == pytest.approx((5 * 125 + 250 + 64) / 1000)
+    assert v["consolidation_share_pct"] == pytest.approx(100 * 250 / (5 * 125 + 250 + 64))
 
 
 # ----------------------------------------------------------------------------------------

@@ -96,3 +96,23 @@ def test_errors():
         segment_heart(ct, np.zeros((10, 20, 21), np.uint8))
     with pytest.raises(NoLungsFound):
         segment_heart(ct, np.zeros((10, 20, 20), np.uint8))
+
+
+def test_real_ct_lung_bases_without_heart_give_no_heart():
+    """Real CT (TotalSegmentator example, abdomen with lung bases, reference lobe labels and no
+    heart label): the liver and stomach under the diaphragm must not be taken for the heart."""
+    import SimpleITK as sitk
+    from conftest import shared_path
+
+    ct_path = shared_path("totalsegmentator_example", "example_ct_sm.nii.gz")
+    seg_path = shared_path("totalsegmentator_example", "example_seg.nii.gz")
+    image = sitk.DICOMOrient(sitk.Cast(sitk.ReadImage(str(ct_path)), sitk.sitkFloat32), "LPS")
+    seg = sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.ReadImage(str(seg_path)), "LPS"))
+    ct = CTScan(image=image)
+    lungs = np.zeros(seg.shape, np.uint8)
+    lungs[np.isin(seg, (12, 13, 14))] = 1  # right upper/middle/lower lobe
+    lungs[np.isin(seg, (10, 11))] = 2  # left upper/lower lobe
+    assert not np.any(seg == 51)  # no heart in the reference
+    pred = segment_heart(ct, lungs)
+    # measured 0 mL; without the rule that rejects regions continuing below the lungs: 16 mL
+    assert np.count_nonzero(pred) * ct.voxel_volume_ml < 5.0
