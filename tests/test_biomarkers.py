@@ -449,7 +449,39 @@ def test_phantom_biomarkers_match_ground_truth(phantoms):
         assert v["lung_volume_ml"] == pytest.approx(np.count_nonzero(in_lung_or_lesion) * vox)
         assert v["lesion_volume_ml"] == pytest.approx(np.count_nonzero(lesions) * vox)
         assert v["heart_volume_ml"] == pytest.approx(np.count_nonzero(ph.heart) * vox)
-        css_lungs = lungs.copy()
-        if np.array_equal(in_lung_or_lesion, lungs > 0):
-            assert v["ct_severity_score"] == _naive_css(css_lungs, lesions)
-        assert 0 <= v["ct_severity_score"] <= 25
+        # analytic volumes of the phantom's organs (independent of the voxel grid)
+        assert v["lung_right_volume_ml"] == pytest.approx(ph.intended["lung_right_ml"], rel=0.03)
+        assert v["lung_left_volume_ml"] == pytest.approx(ph.intended["lung_left_ml"], rel=0.03)
+        assert v["heart_volume_ml"] == pytest.approx(ph.intended["heart_ml"], rel=0.03)
+        # the severity score from an independent re-implementation on the ground-truth masks
+        assert np.array_equal(in_lung_or_lesion, lungs > 0)  # phantom lungs include lesions
+        assert v["ct_severity_score"] == _naive_css(lungs, lesions)
+        assert 0 < v["ct_severity_score"] <= 25
+        # GGO (-650..-450 HU) with some consolidation cores (-40..+10 HU); parenchyma ~-850 + vessels
+        assert -650 < v["lesion_mean_hu"] < -350
+        assert -880 < v["healthy_lung_mean_hu"] < -780
+        # the phantom places lesions preferentially subpleural, posterior and basal, in both lungs
+        assert v["bilateral_involvement"] == 1.0
+        assert v["peripheral_fraction_pct"] > 60
+        assert v["posterior_fraction_pct"] > 50
+        assert v["basal_fraction_pct"] > 55
+
+
+def test_phantom_pair_volume_change():
+    synthetic = pytest.importorskip("workbench.synthetic", reason="workbench.synthetic not available yet")
+    before, after = synthetic.make_phantom_pair(0.2, 0.6, seed=0, shape_zyx=(64, 96, 96))
+    v0 = extract_biomarkers(before.ct, before.lungs, before.lesions, heart=before.heart)
+    v1 = extract_biomarkers(after.ct, after.lungs, after.lesions, heart=after.heart, previous=v0)
+    n0, n1 = np.count_nonzero(before.lesions), np.count_nonzero(after.lesions)
+    assert n1 > n0  # progression
+    assert v1["lesion_volume_change_pct"] == pytest.approx(100.0 * (n1 - n0) / n0)
+    assert v1["lesion_volume_change_ml"] == pytest.approx((n1 - n0) * after.ct.voxel_volume_ml)
+    assert v1["ct_severity_score"] >= v0["ct_severity_score"]
+
+
+def test_heart_is_segmented_when_not_given(phantoms):
+    ph = phantoms[0]
+    v = extract_biomarkers(ph.ct, ph.lungs, ph.lesions)  # heart=None -> segment_heart
+    true_ml = np.count_nonzero(ph.heart) * ph.ct.voxel_volume_ml
+    assert v["heart_volume_ml"] == pytest.approx(true_ml, rel=0.15)
+    assert v["heart_transverse_diameter_mm"] > 50
