@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from conftest import shared_path
 from workbench.errors import NoLungsFound, WorkbenchError
-from workbench.io import CTScan
+from workbench.io import CTScan, load_ct
 from workbench.segmentation.lungs import LEFT_LUNG, RIGHT_LUNG, LungCoverageWarning, segment_lungs
 from workbench.synthetic import make_phantom
 
@@ -114,13 +114,7 @@ def _read_lps(path) -> sitk.Image:
 
 
 def _real_ct(name: str) -> CTScan:
-    path = shared_path("totalsegmentator_example", name)
-    try:
-        from workbench.io import load_ct
-
-        return load_ct(path)
-    except Exception:  # io under construction: read it directly
-        return CTScan(image=sitk.Cast(_read_lps(path), sitk.sitkFloat32))
+    return load_ct(shared_path("totalsegmentator_example", name))
 
 
 @pytest.fixture(scope="module")

@@ -429,11 +429,20 @@ def _refine_full_resolution(coarse, hu, hu_full, factors_zyx) -> np.ndarray:
     dense = (coarse > 0) & (hu >= AIR_HU)
     inner[dense] = coarse[dense]
     band[dense] = 0
-    up_inner = _upsample(inner, factors_zyx, shape)
-    up_band = _upsample(band, factors_zyx, shape)
-    labels = up_inner
-    take = (up_band > 0) & (hu_full < AIR_HU)
-    labels[take] = up_band[take]
+    labels = np.zeros(shape, np.uint8)
+    if not (coarse > 0).any():
+        return labels
+    box = _bbox(coarse > 0, margin=1)  # work only around the lungs
+    full_box = tuple(
+        slice(b.start * f, n if b.stop == c else b.stop * f)
+        for b, f, n, c in zip(box, factors_zyx, shape, coarse.shape)
+    )
+    sub_shape = tuple(b.stop - b.start for b in full_box)
+    up_inner = _upsample(inner[box], factors_zyx, sub_shape)
+    up_band = _upsample(band[box], factors_zyx, sub_shape)
+    take = (up_band > 0) & (hu_full[full_box] < AIR_HU)
+    up_inner[take] = up_band[take]
+    labels[full_box] = up_inner
     return labels
 
 
