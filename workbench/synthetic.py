@@ -61,6 +61,7 @@ monotone in severity and a pair of severities is a progression or a regression.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -297,15 +298,21 @@ class _Grid:
     spacing: tuple[float, float, float]  # x, y, z (mm)
     origin: tuple[float, float, float]  # centre of voxel 0 (x, y, z) in mm
 
-    def axis(self, i: int) -> np.ndarray:  # i: 0 x, 1 y, 2 z
-        n = self.shape[2 - i]
-        return (self.origin[i] + self.spacing[i] * np.arange(n)).astype(np.float32)
+    def __post_init__(self) -> None:
+        axes = tuple((self.origin[i] + self.spacing[i] * np.arange(self.shape[2 - i])).astype(np.float32)
+                     for i in range(3))
+        object.__setattr__(self, "_axes", axes)
+
+    def axis(self, i: int) -> np.ndarray:
+        """Voxel-centre coordinates (mm, float32) along x (0), y (1) or z (2)."""
+        return self._axes[i]
 
     def index_range(self, i: int, lo: float, hi: float) -> slice:
+        """Index slice of the voxels whose centres may lie in [lo, hi] mm along axis i."""
         n = self.shape[2 - i]
-        a = int(np.floor((lo - self.origin[i]) / self.spacing[i]))
-        b = int(np.ceil((hi - self.origin[i]) / self.spacing[i])) + 1
-        return slice(max(a, 0), min(max(b, 0), n))
+        a = math.floor((lo - self.origin[i]) / self.spacing[i])
+        b = math.ceil((hi - self.origin[i]) / self.spacing[i]) + 1
+        return slice(min(max(a, 0), n), min(max(b, 0), n))
 
 
 def _make_grid(shape_zyx, spacing_mm, fov_mm) -> _Grid:
@@ -344,24 +351,44 @@ def _capsule(grid: _Grid, p0, p1, r0: float, r1: float, pad_mm: float = 0.0):
 
     Returns (slices, signed distance d - r in mm (negative inside)) or None if off-grid.
     """
-    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+    x0, y0, z0 = (float(v) for v in p0)
+    dx, dy, dz = (float(b) - float(a) for a, b in zip(p0, p1))
     rmax = max(r0, r1) + pad_mm + max(grid.spacing)
-    lo = np.minimum(p0, p1) - rmax
-    hi = np.maximum(p0, p1) + rmax
-    sl = tuple(grid.index_range(i, lo[i], hi[i]) for i in (2, 1, 0))  # z, y, x
-    if any(s.stop <= s.start for s in sl):
+    sl = (grid.index_range(2, min(z0, z0 + dz) - rmax, max(z0, z0 + dz) + rmax),
+          grid.index_range(1, min(y0, y0 + dy) - rmax, max(y0, y0 + dy) + rmax),
+          grid.index_range(0, min(x0, x0 + dx) - rmax, max(x0, x0 + dx) + rmax))
+    if sl[0].stop <= sl[0].start or sl[1].stop <= sl[1].start or sl[2].stop <= sl[2].start:
         return None
-    z = grid.axis(2)[sl[0]][:, None, None]
-    y = grid.axis(1)[sl[1]][None, :, None]
-    x = grid.axis(0)[sl[2]][None, None, :]
-    d = (p1 - p0).astype(np.float32)
-    L2 = float(d @ d) or 1e-9
-    t = ((x - p0[0]) * d[0] + (y - p0[1]) * d[1] + (z - p0[2]) * d[2]) / np.float32(L2)
-    t = np.clip(t, 0.0, 1.0)
-    dist = np.sqrt((x - p0[0] - t * d[0]) ** 2 + (y - p0[1] - t * d[1]) ** 2
-                   + (z - p0[2] - t * d[2]) ** 2)
+    z = grid.axis(2)[sl[0]][:, None, None] - np.float32(z0)
+    y = grid.axis(1)[sl[1]][None, :, None] - np.float32(y0)
+    x = grid.axis(0)[sl[2]][None, None, :] - np.float32(x0)
+    L2 = dx * dx + dy * dy + dz * dz or 1e-9
+    t = x * np.float32(dx / L2) + y * np.float32(dy / L2) + z * np.float32(dz / L2)
+    np.clip(t, 0.0, 1.0, out=t)
+    dist = np.sqrt((x - t * np.float32(dx)) ** 2 + (y - t * np.float32(dy)) ** 2
+                   + (z - t * np.float32(dz)) ** 2)
     r = np.float32(r0) + t * np.float32(r1 - r0)
     return sl, dist - r
+
+
+def _tube_coverage(grid: _Grid, segs) -> np.ndarray:
+    """Partial-volume coverage (0..1, float32 volume) of tapered tubes (p0, p1, r0, r1).
+
+    Coverage is 1 well inside a tube, ~0.5 on its surface and, for tubes thinner than a
+    voxel, at most 2 r / voxel (the partial volume of a thin vessel); where tubes overlap the
+    larger coverage wins.
+    """
+    out = np.zeros(grid.shape, np.float32)
+    vox = np.float32(np.mean(grid.spacing[:2]))
+    for p0, p1, r0, r1 in segs:
+        res = _capsule(grid, p0, p1, r0, r1)
+        if res is None:
+            continue
+        sl, sd = res
+        c = np.clip(np.float32(0.5) - sd / vox, 0.0, 1.0)
+        c *= np.float32(min(1.0, 2.0 * max(r0, r1) / vox))
+        np.maximum(out[sl], c, out=out[sl])
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -695,19 +722,12 @@ def _generate(severity: float, seed: int, grid: _Grid, noise_hu: float, with_les
             lsub[core_lab] = 2
 
     # vessels (blood +40 HU) with partial volume, drawn over parenchyma and lesions
-    vox = float(np.mean(grid.spacing[:2]))
-    n_vessel_segments = 0
-    for side in (1, 2):
-        for p0, p1, r0, r1 in _vessel_tree(side, anat_rng):
-            res = _capsule(grid, p0, p1, r0, r1)
-            if res is None:
-                continue
-            sl, sd = res
-            cov = np.clip(0.5 - sd / vox, 0.0, 1.0) * min(1.0, 2.0 * max(r0, r1) / vox)
-            sub = hu[sl]
-            m = (cov > 0) & (sub < 40.0) & (sub > -990.0)
-            sub[m] += cov[m] * (40.0 - sub[m])
-            n_vessel_segments += 1
+    segs = _vessel_tree(1, anat_rng) + _vessel_tree(2, anat_rng)
+    cov = _tube_coverage(grid, segs)
+    m = (cov > 0) & (hu < 40.0) & (hu > -990.0)
+    hu[m] += cov[m] * (40.0 - hu[m])
+    n_vessel_segments = len(segs)
+    del cov, m
     # intrapulmonary bronchi: air lumen continuing from the main bronchi towards the lobes
     for side in (1, 2):
         p0 = BRONCHUS_END[side]
