@@ -75,17 +75,19 @@ def test_left_right_assignment_follows_lps(phantoms):
     assert ((labels == RIGHT_LUNG) & (ph.lungs == 2)).sum() < 0.01 * (ph.lungs == 2).sum()
 
 
-@pytest.mark.parametrize("case", ["moderate", "severe"])
-def test_dense_subpleural_lesions_are_reincluded(phantoms, case):
+@pytest.mark.parametrize("case, lesion_floor, consolidation_floor", [("moderate", 0.93, 0.72), ("severe", 0.89, 0.70)])
+def test_dense_subpleural_lesions_are_reincluded(phantoms, case, lesion_floor, consolidation_floor):
     ph, labels = phantoms[case]
     lesion = ph.lesions > 0
     consolidation = ph.lesions == 2
     assert consolidation.sum() > 500  # the case really has dense consolidation
     lesion_recall = float((labels[lesion] > 0).mean())
     consolidation_recall = float((labels[consolidation] > 0).mean())
-    # a plain -400 HU threshold keeps almost none of the consolidation; measured ~0.92-0.96
-    assert lesion_recall >= 0.90, lesion_recall
-    assert consolidation_recall >= 0.75, consolidation_recall
+    plain_threshold = float((ph.ct.hu[consolidation] < -400).mean())
+    assert plain_threshold < 0.05  # a -400 HU threshold alone would drop the consolidation
+    # measured: moderate 0.962 / 0.789, severe 0.915 / 0.777 (lesion / consolidation recall)
+    assert lesion_recall >= lesion_floor, lesion_recall
+    assert consolidation_recall >= consolidation_floor, consolidation_recall
 
 
 @pytest.mark.parametrize("case", list(PHANTOM_CASES))
