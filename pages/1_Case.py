@@ -22,7 +22,14 @@ ui.page_header("Case analysis", ":material/radiology:")
 samples = ui.sample_cases()
 ss = st.session_state
 ss.setdefault("source_kind", "Sample case")
-ss.setdefault("lesion_method", "unet")
+ss.setdefault("lesion_method", ui.default_lesion_method())
+# links such as /Case?case=phantom_moderate&method=threshold preselect a sample case and method
+qp = st.query_params
+if "case" in qp and "sample_case" not in ss and qp["case"] in set(samples["case_id"]):
+    ss["sample_case"] = qp["case"]
+if "method" in qp and qp["method"] in ("unet", "threshold") and not ss.get("_qp_method_done"):
+    ss["lesion_method"] = qp["method"]
+    ss["_qp_method_done"] = True
 
 with st.sidebar:
     st.header("Scan")

@@ -387,6 +387,36 @@ def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = No
     return alt.layer(*layers).properties(width=width, height=width)
 
 
+def roc_band_table(y: Sequence[int], p: Sequence[float], *, n_bootstrap: int = 200, seed: int = 0,
+                   level: float = 0.95, grid: int = 101) -> pd.DataFrame:
+    """Data for a ROC curve with a pointwise bootstrap confidence band (for :func:`roc_chart`).
+
+    TPR is interpolated on a fixed FPR grid (vertical averaging); patients are resampled
+    within each outcome class. Columns: fpr, tpr, tpr_lo, tpr_hi.
+    """
+    from sklearn.metrics import roc_curve
+
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    fgrid = np.linspace(0, 1, grid)
+
+    def curve(yy: np.ndarray, pp: np.ndarray) -> np.ndarray:
+        fpr, tpr, _ = roc_curve(yy, pp)
+        return np.interp(fgrid, fpr, tpr)
+
+    main = curve(y, p)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    boots = np.empty((n_bootstrap, grid))
+    for b in range(n_bootstrap):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        boots[b] = curve(y[idx], p[idx])
+    a = (1 - level) / 2
+    lo, hi = np.quantile(boots, [a, 1 - a], axis=0)
+    main[0], lo[0], hi[0] = 0.0, 0.0, max(hi[0], 0.0)
+    return pd.DataFrame({"fpr": fgrid, "tpr": main, "tpr_lo": lo, "tpr_hi": hi})
+
+
 def confusion_matrix_chart(tn: int, fp: int, fn: int, tp: int, *, size: int = 120) -> alt.Chart:
     """2x2 confusion matrix heat map (rows: truth, columns: prediction) with counts."""
     df = pd.DataFrame({
@@ -506,7 +536,7 @@ def dependence_chart(x: pd.Series, shap: pd.Series, *, colour: pd.Series | None 
 __all__ = [
     "WINDOWS", "LUNG_COLOURS", "LESION_COLOURS", "VIEWS", "window_image", "extract_slice", "n_slices",
     "pixel_spacing_mm", "slice_rgb", "best_slice", "png_bytes", "surface_mesh", "surface_figure",
-    "distribution_chart", "percentile_of", "waterfall_chart", "volume_change_chart", "roc_chart",
+    "distribution_chart", "percentile_of", "waterfall_chart", "volume_change_chart", "roc_chart", "roc_band_table",
     "confusion_matrix_chart", "calibration_chart", "decision_curve_chart", "importance_chart",
     "beeswarm_chart", "dependence_chart",
 ]

@@ -339,3 +339,13 @@ def explain_cached(model_key: str, features: tuple) -> dict:
 def feature_key(features: dict) -> tuple:
     """A hashable, order-independent form of a feature dict (cache key)."""
     return tuple(sorted((str(k), None if v is None else float(v)) for k, v in features.items()))
+
+
+def default_lesion_method() -> str:
+    """"unet" when the shipped network weights are installed, else "threshold"."""
+    try:
+        from .segmentation import networks
+
+        return "unet" if Path(networks.DEFAULT_WEIGHTS).exists() else "threshold"
+    except Exception:  # noqa: BLE001 - torch/monai missing: the classical method still works
+        return "threshold"

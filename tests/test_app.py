@@ -1,0 +1,235 @@
+"""The Streamlit pages, driven headless with streamlit.testing.v1.AppTest.
+
+AppTest cannot upload files, so files are injected as if uploaded through
+``session_state["inject_upload"] = (name, bytes)`` (Case) and ``["inject_cohort"]`` (Cohort).
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CASE = str(REPO / "pages" / "1_Case.py")
+COHORT = str(REPO / "pages" / "2_Cohort.py")
+TIMEOUT = 240
+
+
+def _nifti_bytes(ct, tmp: Path, name: str) -> bytes:
+    from workbench.io import save_ct
+
+    path = tmp / name
+    save_ct(ct, path)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, tuple[str, bytes]]:
+    from workbench.io import CTScan, save_dicom_series, zip_folder
+    from workbench.synthetic import make_phantom
+
+    tmp = tmp_path_factory.mktemp("uploads")
+    base = make_phantom(0.5, seed=13, shape_zyx=(48, 80, 80))
+    out = {"phantom": ("phantom.nii.gz", _nifti_bytes(base.ct, tmp, "phantom.nii.gz"))}
+    after = make_phantom(0.8, seed=13, shape_zyx=(48, 80, 80))
+    out["followup"] = ("followup.nii.gz", _nifti_bytes(after.ct, tmp, "followup.nii.gz"))
+    # a body of soft tissue in air: a plausible CT without any lungs (e.g. an abdomen)
+    hu = np.full((30, 64, 64), -1000.0, np.float32)
+    hu[:, 8:56, 6:58] = 40.0
+    hu += np.random.default_rng(0).normal(0, 10, hu.shape).astype(np.float32)
+    block = CTScan.from_array(hu, spacing_mm=(6.0, 6.0, 10.0))
+    out["no_lungs"] = ("block.nii.gz", _nifti_bytes(block, tmp, "block.nii.gz"))
+    # an MR series (valid DICOM, wrong modality)
+    mr_dir = tmp / "mr"
+    save_dicom_series(make_phantom(0.2, seed=3, shape_zyx=(24, 48, 48)).ct, mr_dir, modality="MR")
+    out["mr"] = ("mr_series.zip", zip_folder(mr_dir, tmp / "mr.zip").read_bytes())
+    # a zip whose DICOM files are truncated garbage
+    bad = tmp / "corrupt.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        for i in range(12):
+            z.writestr(f"IM{i:04d}.dcm", b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI" + b"\xff" * 7)
+    out["corrupt"] = ("corrupt_dicom.zip", bad.read_bytes())
+    out["text"] = ("notes.txt", b"not a scan")
+    return out
+
+
+def _case_app(upload: tuple[str, bytes] | None = None, **state) -> AppTest:
+    at = AppTest.from_file(CASE, default_timeout=TIMEOUT)
+    at.session_state["lesion_method"] = "threshold"  # fast; the U-Net is tested in its own module
+    at.session_state["show_3d"] = False
+    if upload is not None:
+        at.session_state["inject_upload"] = upload
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def _no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _metric(at: AppTest, label_start: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(label_start))
+
+
+def _image_url(at: AppTest) -> str:
+    return at.get("image")[0].proto.imgs[0].url
+
+
+@pytest.fixture(scope="module")
+def case_app(files) -> AppTest:
+    return _case_app(files["phantom"])
+
+
+def test_case_page_analyses_an_upload(case_app, files):
+    at = case_app
+    _no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("Research use only" in w.value for w in at.warning)
+    # the page shows what the pipeline measured on this scan
+    from workbench.ui import _case_store
+
+    (result,) = [e["result"] for k, e in _case_store().items() if k[0].startswith("sha256:") and k[2] is None
+                 and e["result"].ct.shape == (48, 80, 80)][:1]
+    bm = result.biomarkers
+    assert _metric(at, "CT severity score") == f"{bm['ct_severity_score']:.0f} / 25"
+    assert _metric(at, "Lesion volume") == f"{bm['lesion_volume_ml']:.0f} ml"
+    assert bm["lesion_volume_ml"] > 5 and bm["ct_severity_score"] >= 2  # a moderate phantom
+    assert result.case_id == "uploaded case"  # the file name is not used as a label
+    assert len(at.get("image")) == 1
+    assert len(at.get("download_button")) == 4
+    assert at.dataframe[0].value["label"].notna().all()
+
+
+def test_viewer_widgets_change_the_image(case_app):
+    at = case_app
+    url0 = _image_url(at)
+    n_axial = at.slider(key="slice_axial").max
+    assert n_axial == 47
+    at.slider(key="slice_axial").set_value(5).run()
+    url1 = _image_url(at)
+    assert url1 != url0
+    at.slider(key="opacity").set_value(0.0).run()
+    url2 = _image_url(at)
+    assert url2 != url1
+    at.radio(key="window").set_value("mediastinal").run()
+    assert _image_url(at) != url2
+    at.radio(key="view").set_value("coronal").run()
+    _no_exception(at)
+    assert at.slider(key="slice_coronal").max == 79
+    assert "coronal slice" in at.get("image")[0].proto.imgs[0].caption
+
+
+def test_prediction_and_what_if_move(case_app):
+    at = case_app
+    risk0 = _metric(at, "Predicted risk of severe")
+    assert risk0.endswith("%") and 0 <= float(risk0[:-2]) <= 100
+    assert len(at.get("vega_lite_chart")) >= 2  # distribution charts + SHAP waterfall
+    # entering clinical values changes the prediction (older age, high CRP, low lymphocytes)
+    at.number_input(key="clin_age_years").set_value(85.0)
+    at.number_input(key="clin_crp_mg_l").set_value(150.0)
+    at.number_input(key="clin_lymphocytes_pct").set_value(4.0)
+    at.button[0].click().run()  # the form's submit button
+    _no_exception(at)
+    risk1 = _metric(at, "Predicted risk of severe")
+    assert float(risk1[:-2]) > float(risk0[:-2])
+    # the what-if slider moves the prediction for one feature
+    at.selectbox(key="whatif_feature").set_value("age_years").run()
+    at.slider(key="whatif_age_years").set_value(30.0).run()
+    what_if = next(m for m in at.metric if m.label.startswith("Predicted risk with age_years"))
+    assert float(what_if.value[:-2]) < float(risk1[:-2])
+    assert what_if.delta.startswith("-")
+
+
+def test_followup_gives_volume_change(files):
+    at = _case_app(files["phantom"], inject_followup=files["followup"])
+    _no_exception(at)
+    assert not at.error
+    change = _metric(at, "Lesion volume change")
+    assert change.startswith("+") and change.endswith("%")  # severity 0.5 -> 0.8 grows
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("text", "not supported"),
+    ("corrupt", "could not be read"),
+    ("mr", "MR"),
+    ("no_lungs", "No air-filled lung"),
+])
+def test_bad_uploads_show_a_clear_error(files, kind, words):
+    at = _case_app(files[kind])
+    _no_exception(at)  # never a traceback
+    assert len(at.error) == 1
+    msg = at.error[0].value
+    assert words in msg
+    assert "Traceback" not in msg and "unexpected internal error" not in msg
+    # the app keeps working: a good file afterwards is analysed
+    at.session_state["inject_upload"] = files["phantom"]
+    at.run()
+    _no_exception(at)
+    assert not at.error and len(at.get("image")) == 1
+
+
+def test_sample_case_selection_and_3d(files):
+    from workbench.ui import sample_cases
+
+    cases = sample_cases()
+    if not len(cases):
+        pytest.skip("no sample cases in sample_data/")
+    small = cases.assign(size=[Path(p).stat().st_size for p in cases["path"]]).sort_values("size").iloc[0]
+    at = AppTest.from_file(CASE, default_timeout=TIMEOUT)
+    at.session_state["lesion_method"] = "threshold"
+    at.session_state["sample_case"] = small["case_id"]
+    at.run()
+    _no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == 1  # the 3D view
+    assert at.subheader[0].value == small["case_id"]
+
+
+def test_cohort_page_fits_and_threshold_updates():
+    at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
+    at.session_state["models"] = ["logistic_l2", "lightgbm"]
+    at.run()
+    _no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("Research use only" in w.value for w in at.warning)
+    metrics = at.dataframe[-1].value
+    assert list(metrics["model"]) == ["logistic_l2", "lightgbm"]
+    # the synthetic cohort carries real signal: both models well above chance
+    assert (metrics["auc"] > 0.75).all() and (metrics["auc_ci_low"] < metrics["auc"]).all()
+    sens0, spec0 = _metric(at, "Sensitivity"), _metric(at, "Specificity")
+    at.slider(key="threshold").set_value(0.9).run()
+    sens1, spec1 = _metric(at, "Sensitivity"), _metric(at, "Specificity")
+    assert float(sens1[:-2]) < float(sens0[:-2]) and float(spec1[:-2]) > float(spec0[:-2])
+    assert len(at.get("download_button")) == 1
+    # dependence plot follows the chosen feature
+    at.selectbox(key="dep_feature").set_value("age_years").run()
+    _no_exception(at)
+
+
+def test_cohort_upload_without_outcome_shows_error():
+    import pandas as pd
+
+    table = pd.DataFrame({"age_years": [50, 60, 70, 80], "crp_mg_l": [1.0, 20.0, 80.0, 5.0]})
+    at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
+    at.session_state["inject_cohort"] = ("labs.csv", table.to_csv(index=False).encode())
+    at.run()
+    _no_exception(at)
+    assert len(at.error) == 1 and "outcome" in at.error[0].value
+    at.session_state["inject_cohort"] = ("broken.parquet", b"PAR1 not really parquet")
+    at.run()
+    _no_exception(at)
+    assert len(at.error) == 1 and "Could not load the cohort" in at.error[0].value
+
+
+@pytest.mark.parametrize("page", ["app.py", "pages/3_About.py"])
+def test_home_and_about_pages(page):
+    at = AppTest.from_file(str(REPO / page), default_timeout=TIMEOUT).run()
+    _no_exception(at)
+    assert not at.error
+    assert any("Research use only" in w.value for w in at.warning)
