@@ -83,7 +83,7 @@ def _ann(rs: int) -> Pipeline:
         ("scale", StandardScaler()),
         ("select", CappedSelectKBest(f_classif, k=15)),
         ("model", MLPClassifier(hidden_layer_sizes=(32, 16), alpha=1e-2, learning_rate_init=3e-3,
-                                early_stopping=True, validation_fraction=0.15, n_iter_no_change=15,
+                                early_stopping=True, validation_fraction=0.2, n_iter_no_change=30,
                                 max_iter=300, random_state=rs)),
     ])
 

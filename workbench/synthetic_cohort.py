@@ -11,8 +11,10 @@ Generative model (all draws from one ``numpy.random.Generator`` seeded by ``seed
 1. Centre ``c`` (``C1``..``Cn``, assigned uniformly) sets the case mix: mean age
    (55 to 68 years), a shift of the latent disease severity (-0.3 to +0.3, so that
    severe-outcome prevalence differs), and the scanner: an additive Gaussian
-   measurement noise on every imaging biomarker (standard deviation 10 % to 40 % of
-   that biomarker's between-patient SD) and an HU calibration offset (-15 to +15 HU).
+   measurement noise on every imaging biomarker (standard deviation 5 % to 25 % of
+   that biomarker's between-patient SD; the lesion-burden measures -- lesion %, extents,
+   lesion/GGO/consolidation volumes -- share one segmentation error per patient) and an
+   HU calibration offset (-15 to +15 HU).
 2. Patient: age ~ Normal(centre mean, 14) clipped to 18-95 years; sex male with
    p = 0.55; comorbidities Bernoulli with an age-dependent logistic probability.
 3. Latent disease severity ``z ~ Normal(centre shift + 0.015 (age - 60), 1)``.
@@ -69,7 +71,7 @@ GENERATIVE_MODEL: dict = {
         "heart_volume_ml", "healthy_lung_mean_hu", "red_cells_1e12_l", "haemoglobin_g_l",
         "haematocrit_pct", "monocytes_1e9_l", "monocytes_pct", "lung_volume_ml",
     ],
-    "scanner_noise_sd_fraction": "uniform(0.10, 0.40) per centre, additive, imaging biomarkers only",
+    "scanner_noise_sd_fraction": "uniform(0.05, 0.25) per centre, additive, imaging biomarkers only",
 }
 
 IMAGING_COLUMNS = [
@@ -117,7 +119,7 @@ def synthetic_cohort(n: int = 500, seed: int = 0, n_centres: int = 4) -> pd.Data
     c_age = rng.uniform(55, 68, n_centres)
     c_shift = rng.uniform(-0.3, 0.3, n_centres)
     c_offset = rng.uniform(-0.4, 0.4, n_centres)
-    c_noise = rng.uniform(0.10, 0.40, n_centres)
+    c_noise = rng.uniform(0.05, 0.25, n_centres)
     c_hu = rng.uniform(-15, 15, n_centres)
     ci = rng.integers(0, n_centres, n)
 
@@ -168,6 +170,9 @@ def synthetic_cohort(n: int = 500, seed: int = 0, n_centres: int = 4) -> pd.Data
         "bilateral_involvement": ((extent_r > 0.5) & (extent_l > 0.5)).astype(float),
     }
     # --- scanner noise: additive, per centre ------------------------------------
+    # Lesion-burden measures come from one segmentation, so they share one error draw
+    # per patient (in percent of lung); the other biomarkers get independent noise.
+    burden_err = rng.normal(0, 1, n) * c_noise[ci] * np.std(lesion_pct)
     imaging = {}
     for name, true in imaging_true.items():
         if name in ("lesion_count", "bilateral_involvement", "ct_severity_score"):
@@ -178,8 +183,13 @@ def synthetic_cohort(n: int = 500, seed: int = 0, n_centres: int = 4) -> pd.Data
             lo = 1 if name == "lesion_count" else 0
             imaging[name] = np.clip(true + delta, lo, hi)
             continue
-        sd = np.std(true) if n > 1 else 1.0
-        noisy = true + rng.normal(0, 1, n) * c_noise[ci] * sd
+        if name in ("lesion_pct_lung", "extent_right_pct", "extent_left_pct"):
+            noisy = true + burden_err
+        elif name in ("lesion_volume_ml", "ggo_volume_ml", "consolidation_volume_ml", "lesion_mean_volume_ml"):
+            noisy = true * np.clip(1 + burden_err / np.maximum(lesion_pct, 1.0), 0, None)
+        else:
+            sd = np.std(true) if n > 1 else 1.0
+            noisy = true + rng.normal(0, 1, n) * c_noise[ci] * sd
         if name.endswith("_hu"):
             noisy = noisy + c_hu[ci]
         if not name.endswith("_hu"):
