@@ -38,8 +38,8 @@ All other values are finite floats; an empty lesion mask gives zeros, not an err
 Speed: everything heavy runs on the lung bounding box; the distance map is computed on a
 grid coarsened (finest axis first) to at most 4 million voxels (about 2.2 x 2.2 x 2.5 mm for a
 512 x 512 x 300 chest CT); GLCM uses at most
-48 axial slices; first-order statistics of the healthy lung use a systematic sample of at most
-4 million voxels.
+48 axial slices; first-order statistics use a systematic sample (every k-th voxel) of at most
+2 million voxels.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ GLCM_LEVELS = 32
 GLCM_MAX_SLICES = 48
 GLCM_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
 EDT_MAX_VOXELS = 4_000_000
-FIRST_ORDER_MAX_VOXELS = 4_000_000
+FIRST_ORDER_MAX_VOXELS = 2_000_000
 
 CSS_ZONES = ("right_upper", "right_middle", "right_lower", "left_upper", "left_lower")
 
@@ -103,7 +103,8 @@ def _b(name: str, label: str, unit: str, description: str, source: str, method: 
 
 _FO = (
     "first-order statistic of the HU values; entropy on fixed 25 HU bins from -1024 HU "
-    "(values clipped to -1024..3071 HU), in bits; kurtosis is excess kurtosis (0 for a Gaussian)"
+    "(values clipped to -1024..3071 HU), in bits; kurtosis is excess kurtosis (0 for a Gaussian); "
+    f"on every k-th voxel when there are more than {FIRST_ORDER_MAX_VOXELS / 1e6:g} M"
 )
 _GLCM = (
     "grey-level co-occurrence matrix (skimage.feature.graycomatrix) of lesion voxels only: HU "
@@ -349,13 +350,9 @@ def extract_biomarkers(
     )
 
     out.update(_lesion_shape_features(lesion, spacing_zyx, voxel_ml))
-    out.update(_prefixed(_first_order(hu[lesion]), "lesion"))
+    out.update(_prefixed(_first_order(_systematic_sample(hu[lesion])), "lesion"))
     out["lesion_edge_gradient_hu_per_mm"] = _edge_gradient(hu, lesion, lung & ~lesion, spacing_zyx)
-    healthy_values = hu[lung & ~lesion]
-    if healthy_values.size > FIRST_ORDER_MAX_VOXELS:
-        step = int(math.ceil(healthy_values.size / FIRST_ORDER_MAX_VOXELS))
-        healthy_values = healthy_values[::step]
-    out.update(_prefixed(_first_order(healthy_values), "healthy_lung"))
+    out.update(_prefixed(_first_order(_systematic_sample(hu[lung & ~lesion])), "healthy_lung"))
     out.update(_glcm_features(hu, lesion))
     out.update(_distance_features(side, lesion, spacing_zyx))
     out.update(_zone_features(side, lesion))
@@ -509,6 +506,13 @@ def _assign_outside_lesions(side: np.ndarray, les: np.ndarray) -> None:
     side[z, y, x] = np.where(x <= mid, 1, 2).astype(np.uint8)
 
 
+def _systematic_sample(values: np.ndarray) -> np.ndarray:
+    """Every k-th value so that at most FIRST_ORDER_MAX_VOXELS remain (deterministic)."""
+    if values.size > FIRST_ORDER_MAX_VOXELS:
+        return values[:: int(math.ceil(values.size / FIRST_ORDER_MAX_VOXELS))]
+    return values
+
+
 def _prefixed(stats: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in stats.items()}
 
@@ -534,6 +538,21 @@ def _first_order(values: np.ndarray) -> dict[str, float]:
     p = counts[counts > 0] / v.size
     entropy = float(-(p * np.log2(p)).sum())
     return dict(zip(keys, (mean, math.sqrt(m2), skew, kurt, max(entropy, 0.0))))
+
+
+def _label_26(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """26-connected components (SimpleITK, 2 threads; scipy.ndimage as fallback)."""
+    try:
+        import SimpleITK as sitk
+
+        f = sitk.ConnectedComponentImageFilter()
+        f.SetFullyConnected(True)
+        f.SetNumberOfThreads(2)
+        lab = sitk.GetArrayFromImage(f.Execute(sitk.GetImageFromArray(mask.astype(np.uint8))))
+        return lab.astype(np.int32, copy=False), int(f.GetObjectCount())
+    except ImportError:  # pragma: no cover - SimpleITK is a hard dependency
+        lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        return lab, int(n)
 
 
 def _mesh(sub: np.ndarray, spacing: tuple[float, ...]):
@@ -567,8 +586,9 @@ def _lesion_shape_features(lesion: np.ndarray, spacing_zyx: tuple[float, float, 
         return res
     sub_box = _bbox(lesion)
     sub = lesion[sub_box]
-    lab, n = ndimage.label(sub, structure=np.ones((3, 3, 3), bool))
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    lab, n = _label_26(sub)
+    sizes = np.bincount(lab[sub], minlength=n + 1)
+    sizes[0] = 0
     min_voxels = max(1, int(math.ceil(MIN_LESION_MM3 / (voxel_ml * 1000.0) - 1e-9)))
     keep = np.flatnonzero(sizes >= min_voxels)
     keep = keep[keep > 0]
@@ -805,3 +825,7 @@ def _heart_features(ct: Any, lungs: np.ndarray, heart: np.ndarray | None, sx: fl
             width = max(width, int(xs[-1] - xs[0] + 1))
     return {"heart_volume_ml": float(np.count_nonzero(h) * voxel_ml),
             "heart_transverse_diameter_mm": width * sx}
+
+
+if __name__ == "__main__":  # `python -m workbench.biomarkers > docs/biomarkers.md`
+    print(registry_markdown(), end="")
