@@ -201,3 +201,16 @@ def test_head_like_volume_with_sinus_gas_has_no_lungs():
     ct = CTScan.from_array(vol, spacing_mm=(3.0, 3.0, 3.0))
     with pytest.raises(NoLungsFound):
         segment_lungs(ct)
+
+
+@pytest.mark.parametrize("z_range", [(0, 40), (45, 96)], ids=["bases_only", "upper_chest_only"])
+def test_partial_coverage_is_segmented_with_a_warning(phantoms, z_range):
+    ph, _ = phantoms["healthy"]
+    crop = slice(*z_range)
+    ct = CTScan.from_array(np.array(ph.ct.hu[crop]), spacing_mm=ph.ct.spacing_mm)
+    with pytest.warns(LungCoverageWarning, match="only part of the lungs"):
+        labels = segment_lungs(ct)
+    truth = ph.lungs[crop]
+    assert dice(labels == RIGHT_LUNG, truth == 1) >= 0.97
+    assert dice(labels == LEFT_LUNG, truth == 2) >= 0.97
+    assert float((labels[ph.airways[crop] > 0] > 0).mean() if ph.airways[crop].any() else 0.0) < 0.15
