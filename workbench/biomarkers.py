@@ -809,9 +809,13 @@ def _zone_features(side: np.ndarray, lesion: np.ndarray) -> dict[str, float]:
 def _heart_features(ct: Any, lungs: np.ndarray, heart: np.ndarray | None, sx: float,
                     voxel_ml: float) -> dict[str, float]:
     if heart is None:
+        from .errors import SegmentationError
         from .segmentation.heart import segment_heart
 
-        heart = segment_heart(ct, lungs)
+        try:
+            heart = segment_heart(ct, lungs)
+        except SegmentationError:  # e.g. lesions but no lung labels: no heart to locate
+            heart = np.zeros(lungs.shape, np.uint8)
     heart = np.asarray(heart) > 0
     if not heart.any():
         return {"heart_volume_ml": 0.0, "heart_transverse_diameter_mm": 0.0}
