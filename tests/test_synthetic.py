@@ -26,6 +26,17 @@ def severity_series() -> dict[float, Phantom]:
             for s in (0.0, 0.1, 0.3, 0.6, 1.0)}
 
 
+def _lesion_centres_are_labelled(p: Phantom) -> int:
+    """Every lesion centre (in physical mm) that falls in the lung carries a lesion label."""
+    checked = 0
+    for les in p.lesion_list:
+        i, j, k = p.ct.image.TransformPhysicalPointToIndex(les.centre_mm)
+        if p.lungs[k, j, i] > 0:
+            assert p.lesions[k, j, i] > 0, les
+            checked += 1
+    return checked
+
+
 def _centroid_mm(ct, mask) -> np.ndarray:
     """Physical (x, y, z) centroid of a [z, y, x] mask."""
     zyx = np.argwhere(mask).mean(axis=0)
@@ -55,6 +66,7 @@ def test_records_and_grid(p30):
     assert set(np.unique(p30.lesions)) <= {0, 1, 2}
     assert p30.seed == 0 and p30.severity == 0.3
     assert set(p30.intended) == {"lung_right_ml", "lung_left_ml", "heart_ml"}
+    assert _lesion_centres_are_labelled(p30) > len(p30.lesion_list) // 2
     for les in p30.lesion_list:
         assert les.kind in ("ggo", "mixed") and les.lung in (1, 2)
         assert les.intended_volume_ml == pytest.approx(4 / 3 * np.pi * np.prod(les.radii_mm) / 1000)
@@ -183,3 +195,24 @@ def test_pair_progression_and_regression():
 def test_bad_requests_raise_invalid_input(kwargs):
     with pytest.raises(InvalidInput):
         make_phantom(**kwargs)
+
+
+def test_body_scale_scales_volumes_exactly():
+    ref = intended_volumes_ml()
+    big = make_phantom(0.4, seed=2, shape_zyx=SMALL, noise_hu=0.0, body_scale=1.1)
+    small = make_phantom(0.4, seed=2, shape_zyx=SMALL, noise_hu=0.0, body_scale=0.9)
+    for p, k in ((big, 1.1), (small, 0.9)):
+        vox = p.ct.voxel_volume_ml
+        for key, label in (("lung_right_ml", 1), ("lung_left_ml", 2)):
+            assert p.intended[key] == pytest.approx(ref[key] * k ** 3)
+            assert np.count_nonzero(p.lungs == label) * vox == pytest.approx(p.intended[key], rel=0.01)
+        assert np.count_nonzero(p.heart) * vox == pytest.approx(p.intended["heart_ml"], rel=0.01)
+        assert not np.any((p.lesions > 0) & (p.lungs == 0))
+        assert _lesion_centres_are_labelled(p) > len(p.lesion_list) // 2
+    # same patient, same lesions, scaled
+    assert len(big.lesion_list) == len(small.lesion_list)
+    a, b = big.lesion_list[0], small.lesion_list[0]
+    assert a.radii_mm[0] / b.radii_mm[0] == pytest.approx(1.1 / 0.9)
+    assert big.lesion_pct_lung == pytest.approx(small.lesion_pct_lung, rel=0.1)
+    with pytest.raises(InvalidInput):
+        make_phantom(body_scale=1.5)

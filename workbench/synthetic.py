@@ -22,17 +22,20 @@ Anatomy (HU)
   * bone: 12 pairs of ribs (inclined bands, +350 marrow / +800 cortex), costal cartilage
     (+120), sternum, vertebral bodies with discs, spinal canal (+15) and posterior elements;
   * mediastinal fat (-80), abdomen below the diaphragm (+55), heart (+40, an oblique
-    ellipsoid left-anterior in the lower chest, ~660 mL) in a pericardial fat rim, aorta
+    ellipsoid left-anterior in the lower chest, ~535 mL) in a pericardial fat rim, aorta
     (ascending, arch, descending beside the spine, +40);
   * trachea (-1000 lumen, +30 wall, 18 mm) from the top of the volume to the carina,
     splitting into two main bronchi that enter each lung at the hilum;
-  * two lungs: each the upper half of an ellipsoid standing on a domed diaphragm (the base
-    is highest antero-medially, the costophrenic recess deepest posteriorly), clipped to
-    the thoracic cavity, with room for the spine, oesophagus and descending aorta and a
-    concavity for the heart. Right ~3.2 L, left ~2.7 L; 250 mm apex to deepest recess.
+  * two lungs: each a dome-shaped cap (between a half-ellipsoid and a paraboloid) standing
+    on a domed diaphragm (the base is highest antero-medially, the costophrenic recess
+    deepest posteriorly), clipped to the thoracic cavity, with room for the spine,
+    oesophagus and descending aorta and a concavity for the heart. Right ~2.75 L, left
+    ~2.53 L; dome tops at z ~ 105-115 mm, apices at ~310 mm, posterior recesses ~30 mm.
+    Cut at a low level an axial slice shows the liver dome surrounded by lung, as on CT.
     Parenchyma -850 HU on average with a gravity gradient (-875 anterior .. -825
-    posterior), a smooth texture and branching, tapering vessel trees (+40 HU, partial
-    volume at the edges) grown from each hilum.
+    posterior), a smooth texture and branching, tapering vessel trees (+40 HU, radius
+    ~4 mm at the hilum down to ~0.4 mm, partial volume at the edges, ~7000 segments)
+    grown from each hilum towards random sites in the lung.
   * lesions (``severity`` 0 = none .. 1 = diffuse): multifocal ellipsoids placed
     preferentially subpleural, posterior and basal, in both lungs. Ground-glass opacities
     (-650..-450 HU with texture, soft edges) and, increasingly with severity, consolidation
@@ -48,12 +51,12 @@ Ground truth
     the heart is an ellipsoid (4/3 pi abc); each lung is a region between two surfaces
     z_low(x, y) <= z <= z_high(x, y) minus the chord of the (inflated) heart ellipsoid, so its
     volume is the integral over (x, y) of a closed-form column length, evaluated with a
-    0.1 mm quadrature, independent of the voxel grid. Voxel counts converge to these values
-    (within 1 % at ~1.5 mm voxels).
+    0.1 mm quadrature, independent of the voxel grid. Voxel counts agree within 0.3 % at
+    3 mm voxels and 0.02 % at full scale (``benchmarks/phantoms.py``).
   * Lesion records carry centre, radii and rotation in mm and their intended (unclipped)
     ellipsoid volumes.
 
-Determinism: the anatomy depends only on ``seed``, the lesions on ``seed`` and ``severity``,
+Determinism: the anatomy (vessel trees, texture) depends only on ``seed``, the lesions on ``seed`` and ``severity``,
 the noise on ``seed`` (or ``noise_seed``); all geometry is grid-independent, so the same
 seed gives the same patient at any resolution. For a fixed seed the lesion set is nested
 in severity (lesions grow and new ones appear as severity rises), so lesion volume is
@@ -62,7 +65,7 @@ monotone in severity and a pair of severities is a progression or a regression.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -315,7 +318,7 @@ class _Grid:
         return slice(min(max(a, 0), n), min(max(b, 0), n))
 
 
-def _make_grid(shape_zyx, spacing_mm, fov_mm) -> _Grid:
+def _make_grid(shape_zyx, spacing_mm, fov_mm, body_scale: float = 1.0) -> _Grid:
     try:
         shape = tuple(int(s) for s in shape_zyx)
     except (TypeError, ValueError) as exc:
@@ -323,15 +326,16 @@ def _make_grid(shape_zyx, spacing_mm, fov_mm) -> _Grid:
     if len(shape) != 3 or min(shape) < 16:
         raise InvalidInput(f"shape_zyx must be three sizes of at least 16 voxels, got {shape_zyx!r}.")
     if spacing_mm is None:
-        if fov_mm is None:
-            fov_mm = DEFAULT_FOV_MM
+        if fov_mm is None:  # a larger patient gets a proportionally larger field of view
+            fov_mm = tuple(f * max(1.0, body_scale) for f in DEFAULT_FOV_MM)
         spacing = (fov_mm[0] / shape[2], fov_mm[1] / shape[1], fov_mm[2] / shape[0])
     else:
         spacing = tuple(float(s) for s in spacing_mm)
     if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
         raise InvalidInput(f"spacing_mm must be three positive numbers (x, y, z), got {spacing_mm!r}.")
     fov = (spacing[0] * shape[2], spacing[1] * shape[1], spacing[2] * shape[0])
-    need = (2 * BODY_A + 10, 2 * 130.0 + 10, 270.0)
+    # body +-170 mm wide, -135..+105 mm AP; lungs from 150 mm below to 132 mm above the centre
+    need = (body_scale * 2 * BODY_A + 10, body_scale * 2 * 135.0 + 10, body_scale * 2 * 150.0 + 10)
     if fov[0] < need[0] or fov[1] < need[1] or fov[2] < need[2]:
         raise InvalidInput(
             f"The requested grid covers {fov[0]:.0f} x {fov[1]:.0f} x {fov[2]:.0f} mm (x, y, z), too "
@@ -515,7 +519,7 @@ def _lesion_list(seed: int, severity: float) -> list[Lesion]:
                       rng.uniform(0.5, 0.85, N_CANDIDATES)], axis=1)
     rots = [np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(N_CANDIDATES)]
     u_cons = rng.random(N_CANDIDATES)
-    core_base = rng.uniform(0.4, 0.65, N_CANDIDATES)
+    core_base = rng.uniform(0.35, 0.6, N_CANDIDATES)
     ggo_hu = rng.uniform(-650.0, -450.0, N_CANDIDATES)
     cons_hu = rng.uniform(-40.0, 10.0, N_CANDIDATES)
 
@@ -524,7 +528,7 @@ def _lesion_list(seed: int, severity: float) -> list[Lesion]:
     for i in range(n):
         radii = base_r[i] * scale * aniso[i]
         mixed = u_cons[i] < p_cons
-        core = float(min(0.85, core_base[i] * (0.8 + 0.4 * severity))) if mixed else 0.0
+        core = float(min(0.7, core_base[i] * (0.8 + 0.3 * severity))) if mixed else 0.0
         vol = 4.0 / 3.0 * np.pi * float(np.prod(radii)) / 1000.0
         out.append(Lesion(
             centre_mm=tuple(float(c) for c in pts[idx[i]] + jitter[i]),
@@ -576,8 +580,34 @@ def _body_slab_2d(x, y):
     return body, inner_fat, inner_muscle, cavity, paraspinal
 
 
-def _generate(severity: float, seed: int, grid: _Grid, noise_hu: float, with_lesions: bool,
-              noise_seed: int) -> Phantom:
+ANATOMY_CENTRE = np.array([0.0, 0.0, ANATOMY_Z_MM / 2])
+
+
+def _virtual_grid(grid: _Grid, scale: float) -> _Grid:
+    """The grid expressed in the canonical (unscaled) anatomy frame of a body scaled by ``scale``."""
+    if scale == 1.0:
+        return grid
+    c = ANATOMY_CENTRE
+    origin = tuple(float(c[i] + (grid.origin[i] - c[i]) / scale) for i in range(3))
+    return _Grid(grid.shape, tuple(s / scale for s in grid.spacing), origin)
+
+
+def _scale_lesion(les: Lesion, scale: float) -> Lesion:
+    if scale == 1.0:
+        return les
+    c = ANATOMY_CENTRE
+    return replace(
+        les,
+        centre_mm=tuple(float(c[i] + (les.centre_mm[i] - c[i]) * scale) for i in range(3)),
+        radii_mm=tuple(float(r * scale) for r in les.radii_mm),
+        intended_volume_ml=les.intended_volume_ml * scale ** 3,
+        intended_consolidation_ml=les.intended_consolidation_ml * scale ** 3,
+    )
+
+
+def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, with_lesions: bool,
+              noise_seed: int, body_scale: float = 1.0) -> Phantom:
+    grid = _virtual_grid(real_grid, body_scale)
     nz, ny, nx = grid.shape
     xs, ys, zs = grid.axis(0), grid.axis(1), grid.axis(2)
     X2, Y2 = xs[None, :], ys[:, None]
@@ -751,16 +781,17 @@ def _generate(severity: float, seed: int, grid: _Grid, noise_hu: float, with_les
     np.clip(hu, -1024.0, 3071.0, out=hu)
 
     ct = CTScan.from_array(
-        hu, spacing_mm=grid.spacing, origin_mm=grid.origin,
+        hu, spacing_mm=real_grid.spacing, origin_mm=real_grid.origin,
         metadata={"modality": "CT", "source_type": "synthetic phantom",
                   "notes": f"workbench.synthetic phantom seed={seed} severity={severity:.3f}"},
     )
     return Phantom(
         ct=ct, lungs=lungs, lesions=lesions, heart=heart, airways=airways,
-        lesion_list=lesion_list, intended=dict(intended_volumes_ml()), seed=int(seed),
-        severity=float(severity),
+        lesion_list=[_scale_lesion(les, body_scale) for les in lesion_list],
+        intended={k: v * body_scale ** 3 for k, v in intended_volumes_ml().items()},
+        seed=int(seed), severity=float(severity),
         info={"noise_hu": float(noise_hu), "noise_seed": int(noise_seed),
-              "vessel_segments": n_vessel_segments},
+              "vessel_segments": n_vessel_segments, "body_scale": float(body_scale)},
     )
 
 
@@ -783,6 +814,7 @@ def make_phantom(
     with_lesions: bool = True,
     fov_mm: tuple[float, float, float] | None = None,
     noise_seed: int | None = None,
+    body_scale: float = 1.0,
 ) -> Phantom:
     """A synthetic COVID-19 chest CT with ground-truth labels.
 
@@ -794,8 +826,10 @@ def make_phantom(
         noise_hu: standard deviation of the Gaussian image noise in HU.
         with_lesions: False gives the healthy lungs of the same patient.
         fov_mm: field of view (x, y, z) in mm when ``spacing_mm`` is None
-            (default 380 x 380 x 360 mm).
+            (default 380 x 380 x 360 mm, times ``body_scale`` when that exceeds 1).
         noise_seed: seed of the image noise (default ``seed``).
+        body_scale: isotropic size of the patient relative to the reference body
+            (0.85..1.15; lung and heart volumes scale with its cube, lesions with it).
 
     Returns:
         :class:`Phantom` (CT in HU + labels on the same ``[z, y, x]`` grid).
@@ -806,9 +840,15 @@ def make_phantom(
     s = _check_severity(severity)
     if not np.isfinite(noise_hu) or noise_hu < 0:
         raise InvalidInput(f"noise_hu must be a non-negative number of HU, got {noise_hu!r}.")
-    grid = _make_grid(shape_zyx, spacing_mm, fov_mm)
+    try:
+        body_scale = float(body_scale)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"body_scale must be a number near 1, got {body_scale!r}.") from exc
+    if not (0.85 <= body_scale <= 1.15):
+        raise InvalidInput(f"body_scale must lie between 0.85 and 1.15 (a plausible adult), got {body_scale}.")
+    grid = _make_grid(shape_zyx, spacing_mm, fov_mm, body_scale)
     return _generate(s, int(seed), grid, float(noise_hu), bool(with_lesions),
-                     int(seed if noise_seed is None else noise_seed))
+                     int(seed if noise_seed is None else noise_seed), body_scale)
 
 
 def make_phantom_pair(
@@ -822,7 +862,7 @@ def make_phantom_pair(
     Anatomy and lesion sites are those of ``seed``; lesions grow and new ones appear when
     ``severity_after > severity_before`` (progression) and shrink or disappear otherwise
     (regression). The lung labels are identical; the image noise differs between the scans.
-    ``kwargs`` go to :func:`make_phantom` (shape_zyx, spacing_mm, noise_hu, fov_mm).
+    ``kwargs`` go to :func:`make_phantom` (shape_zyx, spacing_mm, noise_hu, fov_mm, body_scale).
     """
     kwargs.pop("noise_seed", None)
     before = make_phantom(severity_before, seed, noise_seed=seed, **kwargs)
