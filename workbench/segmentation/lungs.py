@@ -23,6 +23,12 @@ Method (SimpleITK + scipy.ndimage + scikit-image, no trained weights):
 7. Full-resolution refinement: the coarse interior is kept as is; in a thin band along the
    border each voxel is decided by its own HU value.
 
+Accuracy (``benchmarks/lungs.py``): Dice >= 0.99 on healthy and moderately diseased phantoms
+and 0.97 on the real TotalSegmentator example (lung bases, 3 mm). Limitation: a consolidation
+that fills a whole lung region next to the mediastinum (e.g. a dependent band whose aerated
+medial part is lost, or an almost white lung) is only partly re-included, because the
+closing may not cross the band between the lungs that protects the heart and mediastinum.
+
 ``NoLungsFound`` is raised when no plausible lung is present (head, abdomen without lung
 bases, phantom without air). A :class:`LungCoverageWarning` is issued when the lungs are only
 partly covered (cut by the top or bottom of the scan, or a small total volume), because
@@ -78,6 +84,10 @@ def segment_lungs(
 
     Raises:
         NoLungsFound: when the scan contains no plausible lung tissue.
+
+    Warns:
+        LungCoverageWarning: when the lungs are cut by the first/last slice or their total
+            volume is below ``PARTIAL_COVERAGE_ML`` (the labels are still returned).
     """
     hu_full = ct.hu
     if hu_full.ndim != 3 or min(hu_full.shape) < 1:
@@ -117,12 +127,6 @@ def segment_lungs(
 def _inplane_cross() -> np.ndarray:
     s = np.zeros((3, 3, 3), bool)
     s[1] = ndi.generate_binary_structure(2, 1)
-    return s
-
-
-def _inplane_square() -> np.ndarray:
-    s = np.zeros((3, 3, 3), bool)
-    s[1] = True
     return s
 
 
