@@ -16,7 +16,7 @@ import streamlit as st
 from workbench import charts
 from workbench import ui
 
-ui.page_header("Case analysis", ":material/radiology:")
+ui.page_header("Case analysis")
 
 # ----------------------------------------------------------------------------- source
 samples = ui.sample_cases()
@@ -89,7 +89,7 @@ st.subheader(f"{source.label}")
 cols = st.columns(6)
 cols[0].metric("CT severity score", f"{bm.get('ct_severity_score', float('nan')):.0f} / 25",
                help="Sum over 5 lobes (approximated by lung zones) of 0-5 points by % involvement.")
-cols[1].metric("Disease extent", f"{bm.get('lesion_pct_lung', float('nan')):.1f} % of lung")
+cols[1].metric("Disease extent (% of lung)", f"{bm.get('lesion_pct_lung', float('nan')):.1f} %")
 cols[2].metric("Lesion volume", f"{bm.get('lesion_volume_ml', float('nan')):.0f} ml")
 cols[3].metric("Ground glass", f"{bm.get('ggo_volume_ml', float('nan')):.0f} ml")
 cols[4].metric("Consolidation", f"{bm.get('consolidation_volume_ml', float('nan')):.0f} ml")

@@ -14,7 +14,7 @@ import streamlit as st
 from workbench import charts, ui
 from workbench.errors import CohortError
 
-ui.page_header("Cohort modelling", ":material/groups:")
+ui.page_header("Cohort modelling")
 ss = st.session_state
 
 SOURCES = {

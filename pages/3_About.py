@@ -5,7 +5,7 @@ import streamlit as st
 
 from workbench import ui
 
-ui.page_header("About the workbench", ":material/info:")
+ui.page_header("About the workbench")
 
 st.markdown(
     """

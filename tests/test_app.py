@@ -227,7 +227,7 @@ def test_cohort_upload_without_outcome_shows_error():
     assert len(at.error) == 1 and "Could not load the cohort" in at.error[0].value
 
 
-@pytest.mark.parametrize("page", ["app.py", "pages/3_About.py"])
+@pytest.mark.parametrize("page", ["app.py", "pages/0_Home.py", "pages/3_About.py"])
 def test_home_and_about_pages(page):
     at = AppTest.from_file(str(REPO / page), default_timeout=TIMEOUT).run()
     _no_exception(at)

@@ -48,10 +48,14 @@ BINARY_FIELDS: dict[str, str] = {
 }
 
 
-def page_header(title: str, icon: str = ":material/biotech:") -> None:
+#: favicon: an emoji (a Material icon name would make the browser fetch it from Google's font CDN)
+PAGE_ICON = "🫁"
+
+
+def page_header(title: str) -> None:
     """Page config, title and the research-use notice (on every page)."""
     try:
-        st.set_page_config(page_title=f"{title} · CT Severity Workbench", page_icon=icon, layout="wide")
+        st.set_page_config(page_title=f"{title} · CT Severity Workbench", page_icon=PAGE_ICON, layout="wide")
     except st.errors.StreamlitAPIException:  # already set (e.g. by app.py)
         pass
     st.title(title)
