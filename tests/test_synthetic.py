@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from workbench.errors import InvalidInput
 from workbench.synthetic import (
@@ -89,6 +90,9 @@ def test_orientation_conventions(p30):
     # trachea enters from the top (superior = large z)
     air_z = np.argwhere(p30.airways > 0)[:, 0]
     assert air_z.max() == ct.shape[0] - 1 and air_z.min() > ct.shape[0] // 3
+    # ... and its two main bronchi reach both lungs
+    touching = p30.lungs[ndimage.binary_dilation(p30.airways > 0, iterations=2)]
+    assert {1, 2} <= set(np.unique(touching))
     # patient table is posterior: the most posterior non-air rows lie below the body
     nonair = (ct.hu > -500).any(axis=(0, 2))
     assert np.flatnonzero(nonair).max() > np.argwhere(p30.lungs > 0)[:, 1].max() + 10

@@ -642,53 +642,80 @@ def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, wit
     y_grad = np.clip((Y2 - (-100.0)) / 180.0, 0.0, 1.0)  # 0 anterior .. 1 posterior
     parench_2d = (-875.0 + 50.0 * y_grad).astype(np.float32)
 
+    # 2D pixel sets; the slab loop works on (slices, pixels) columns gathered from them
+    full2 = lambda m: np.broadcast_to(m, (ny, nx))  # noqa: E731
+    ry, rx = np.nonzero(full2(ring))
+    rib_off = (0.45 * (ys[ry] - BODY_YC) + 20.0).astype(np.float32)
+    rib_ant = full2(anterior)[ry, rx]
+    rib_sternum = full2(sternum)[ry, rx]
+    cy_, cx_ = np.nonzero(full2(cavity))
+    cav_diaph = diaphragm[cy_, cx_].astype(np.float32)
+    cav_abd = np.where(xs[cx_] < 20.0, 58.0, 38.0).astype(np.float32)
+    sy_, sx_ = np.nonzero(full2(spine))
+    spine_val = np.where(full2(spine_cortex)[sy_, sx_], 800.0, 260.0).astype(np.float32)
+    hy_, hx_ = np.nonzero(np.isfinite(pz1))
+    hp1, hp2 = pz1[hy_, hx_].astype(np.float32), pz2[hy_, hx_].astype(np.float32)
+    hh1 = np.where(np.isfinite(hz1), hz1, np.inf)[hy_, hx_].astype(np.float32)
+    hh2 = np.where(np.isfinite(hz2), hz2, -np.inf)[hy_, hx_].astype(np.float32)
+    lung_cols = {}
+    for side in (1, 2):
+        fp, lo, hi, _, _ = cols[side]
+        ly, lx = np.nonzero(fp)
+        pl1 = np.where(np.isfinite(pz1), pz1, np.inf)[ly, lx].astype(np.float32)
+        pl2 = np.where(np.isfinite(pz2), pz2, -np.inf)[ly, lx].astype(np.float32)
+        lung_cols[side] = (ly, lx, lo[ly, lx].astype(np.float32), hi[ly, lx].astype(np.float32),
+                           pl1, pl2, full2(parench_2d)[ly, lx])
+    muscle2d = (~inner_fat & body & paraspinal) | (inner_fat & ~inner_muscle) | (inner_muscle & paraspinal)
+
     slab = max(1, int(4_000_000 // (ny * nx)))
     for k0 in range(0, nz, slab):
         k1 = min(nz, k0 + slab)
-        Z = zs[k0:k1][:, None, None]
+        zc = zs[k0:k1][:, None]  # (slices, 1) for column arrays
         h = np.full((k1 - k0, ny, nx), -1000.0, np.float32)
         h[:, table] = -850.0
         h[:, table_shell] = 250.0
         h[:, body] = -100.0
-        h[:, ~inner_fat & body & paraspinal] = 45.0
-        h[:, inner_fat & ~inner_muscle] = 45.0
-        h[:, inner_muscle & paraspinal] = 45.0
-        # ribs: inclined bands (posterior end higher), 12 mm period 26 mm
-        zr = Z - 0.45 * (Y2 - BODY_YC) - 20.0
+        h[:, muscle2d] = 45.0
+        # ribs: inclined bands (posterior end higher), 10 mm tall, period 26 mm
+        zr = zc - rib_off[None]
         phase = np.mod(zr, 26.0)
-        rib_band = (phase < 10.0) & (zr > 0) & (zr < 26.0 * 12)
-        rib = rib_band & ring[None]
-        cort = rib & ((phase < 1.8) | (phase > 8.2))
-        h = np.where(rib & ~anterior[None], np.where(cort, 800.0, 350.0), h)
-        h = np.where(rib & anterior[None] & ~sternum[None], 120.0, h)
-        h[:, sternum & ring] = 400.0
+        rib = (phase < 10.0) & (zr > 0) & (zr < 26.0 * 12)
+        cort = (phase < 1.8) | (phase > 8.2)
+        col = h[:, ry, rx]
+        bone = np.where(cort, 800.0, 350.0).astype(np.float32)
+        col = np.where(rib & ~rib_ant, bone, col)
+        col = np.where(rib & rib_ant & ~rib_sternum, 120.0, col)
+        col = np.where(rib_sternum, 400.0, col)
+        h[:, ry, rx] = col
         # mediastinum / abdomen inside the cavity
-        inside_cav = np.broadcast_to(cavity, h.shape)
-        abdomen = inside_cav & (Z < diaphragm[None])
-        h = np.where(inside_cav, -80.0, h)
-        h = np.where(abdomen, np.where(X2 < 20.0, 58.0, 38.0), h)
+        h[:, cy_, cx_] = np.where(zc < cav_diaph[None], cav_abd[None], np.float32(-80.0))
         # spine
-        disc = np.mod(Z - 8.0, 28.0) < 6.0
-        h = np.where(spine[None], np.where(disc, 85.0, np.where(spine_cortex[None], 800.0, 260.0)), h)
+        disc = np.mod(zc - 8.0, 28.0) < 6.0
+        h[:, sy_, sx_] = np.where(disc, np.float32(85.0), spine_val[None])
         h[:, post_el] = 600.0
         h[:, canal] = 15.0
-        h = np.where(oeso[None] & (Z > 60.0), 35.0, h)
+        zsel = zs[k0:k1] > 60.0
+        if zsel.any():
+            col = h[:, oeso]
+            col[zsel] = 35.0
+            h[:, oeso] = col
         # heart with pericardial fat
-        ph = np.isfinite(pz1)[None] & (Z >= pz1[None]) & (Z <= pz2[None])
-        hh = np.isfinite(hz1)[None] & (Z >= hz1[None]) & (Z <= hz2[None])
-        h = np.where(ph, -90.0, h)
-        h = np.where(hh, 40.0, h)
-        heart[k0:k1] = hh
-        # lungs
-        lab = np.zeros(h.shape, np.uint8)
-        for s in (1, 2):
-            fp, lo, hi, h1, h2 = cols[s]
-            m = fp[None] & (Z >= lo[None]) & (Z <= hi[None]) & ~ph
-            lab[m] = s
-        lm = lab > 0
-        t = tex(X2[None], Y2[None], Z)
-        h = np.where(lm, parench_2d[None] + 12.0 * t, h)
-        lungs[k0:k1] = lab
+        col = h[:, hy_, hx_]
+        ph = (zc >= hp1[None]) & (zc <= hp2[None])
+        hh = (zc >= hh1[None]) & (zc <= hh2[None])
+        col[ph] = -90.0
+        col[hh] = 40.0
+        h[:, hy_, hx_] = col
+        heart[k0:k1, hy_, hx_] = hh
+        # lungs: parenchyma with gravity gradient and a smooth texture
+        for side, (ly, lx, lo, hi, pl1, pl2, par) in lung_cols.items():
+            m = (zc >= lo[None]) & (zc <= hi[None]) & ~((zc >= pl1[None]) & (zc <= pl2[None]))
+            if not m.any():
+                continue
+            kk, jj = np.nonzero(m)
+            lungs[k0 + kk, ly[jj], lx[jj]] = side
+            t = tex(xs[lx[jj]], ys[ly[jj]], zs[k0 + kk])
+            h[kk, ly[jj], lx[jj]] = par[jj] + np.float32(12.0) * t
         hu[k0:k1] = h
 
     # aorta (ascending, arch, descending) and airways
