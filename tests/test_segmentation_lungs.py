@@ -53,7 +53,7 @@ def test_phantom_dice_per_lung(phantoms, case):
     ph, labels = phantoms[case]
     d_right = dice(labels == RIGHT_LUNG, ph.lungs == 1)
     d_left = dice(labels == LEFT_LUNG, ph.lungs == 2)
-    # measured (128x128x96, ~3 mm): healthy 0.999/0.999, moderate ~0.99, severe ~0.97
+    # measured (128x128x96, ~3 mm): healthy 0.999/0.999, moderate 0.99-0.998, severe 0.97-0.99
     assert d_right >= 0.95, d_right
     assert d_left >= 0.95, d_left
     volume_error = abs(float((labels > 0).sum()) / float((ph.lungs > 0).sum()) - 1.0)
@@ -85,7 +85,8 @@ def test_dense_subpleural_lesions_are_reincluded(phantoms, case, lesion_floor, c
     consolidation_recall = float((labels[consolidation] > 0).mean())
     plain_threshold = float((ph.ct.hu[consolidation] < -400).mean())
     assert plain_threshold < 0.05  # a -400 HU threshold alone would drop the consolidation
-    # measured: moderate 0.962 / 0.789, severe 0.915 / 0.777 (lesion / consolidation recall)
+    # measured (lesion / consolidation recall): moderate 0.96-0.98 / 0.79-0.83,
+    # severe 0.92-0.96 / 0.78-0.84 (ranges over revisions of the phantom generator)
     assert lesion_recall >= lesion_floor, lesion_recall
     assert consolidation_recall >= consolidation_floor, consolidation_recall
 
