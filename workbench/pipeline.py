@@ -9,6 +9,7 @@ of them re-implements a step.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -94,7 +95,7 @@ def analyze_case(
     from .biomarkers import extract_biomarkers
     from .segmentation.heart import segment_heart
     from .segmentation.lesions import segment_lesions
-    from .segmentation.lungs import segment_lungs
+    from .segmentation.lungs import LungCoverageWarning, segment_lungs
 
     timings: dict[str, float] = {}
     steps = [s for s in STEPS if s[0] != "prediction" or model is not None]
@@ -109,7 +110,10 @@ def analyze_case(
         return out
 
     ct = run(0, lambda: _as_ct(source))
-    lungs = run(1, lambda: segment_lungs(ct))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LungCoverageWarning)
+        lungs = run(1, lambda: segment_lungs(ct))
+    coverage_notes = [str(w.message) for w in caught if issubclass(w.category, LungCoverageWarning)]
     lesions = run(2, lambda: segment_lesions(ct, lungs, method=lesion_method))
     heart = run(3, lambda: segment_heart(ct, lungs))
     prev = previous.biomarkers if previous is not None else None
@@ -125,8 +129,7 @@ def analyze_case(
         clinical={k: float(v) for k, v in (clinical or {}).items() if v is not None},
         lesion_method=lesion_method,
         timings_s=timings,
-        notes=list(ct.metadata.get("notes", [])) if isinstance(ct.metadata.get("notes"), list)
-        else ([ct.metadata["notes"]] if ct.metadata.get("notes") else []),
+        notes=_as_list(ct.metadata.get("notes")) + coverage_notes,
     )
     if model is not None:
         result.prediction = run(5, lambda: predict_case(model, result.features()))
@@ -140,6 +143,12 @@ def predict_case(model: Any, features: Mapping[str, float]) -> Any:
     from .explain import explain_row
 
     return explain_row(model, dict(features))
+
+
+def _as_list(notes: Any) -> list[str]:
+    if not notes:
+        return []
+    return [str(n) for n in notes] if isinstance(notes, (list, tuple)) else [str(notes)]
 
 
 def _default_case_id(source: Any) -> str:

@@ -41,6 +41,16 @@ REAL_CASES = (
 )
 
 
+def _integer_hu(ct):
+    """The phantom rounded to whole HU, as scanners store it (int16 NIfTI: 3x smaller files)."""
+    import SimpleITK as sitk
+
+    from .io import CTScan
+
+    image = sitk.Cast(sitk.Round(ct.image), sitk.sitkFloat32)
+    return CTScan(image=image, metadata=dict(ct.metadata))
+
+
 def _write_truth(phantom, case_id: str, truth_dir: Path) -> dict[str, str]:
     from .io import save_mask
 
@@ -72,7 +82,7 @@ def build_sample_data(out_dir: Path, seed: int = 0, n_patients: int = 500) -> li
     for case_id, severity, case_seed, description in PHANTOM_CASES:
         phantom = make_phantom(severity=severity, seed=case_seed + seed, shape_zyx=SAMPLE_SHAPE_ZYX)
         path = cases_dir / f"{case_id}.nii.gz"
-        save_ct(phantom.ct, path)
+        save_ct(_integer_hu(phantom.ct), path)
         truth = _write_truth(phantom, case_id, truth_dir)
         rows.append(dict(case_id=case_id, path=f"cases/{path.name}", kind="synthetic",
                          description=description, severity=severity, followup_of="", **truth))
@@ -82,7 +92,7 @@ def build_sample_data(out_dir: Path, seed: int = 0, n_patients: int = 500) -> li
     phantom = make_phantom(severity=severity, seed=case_seed + seed, shape_zyx=SAMPLE_SHAPE_ZYX)
     zip_path = cases_dir / f"{case_id}.zip"
     with tempfile.TemporaryDirectory() as tmp:
-        save_dicom_series(phantom.ct, Path(tmp) / "series")
+        save_dicom_series(_integer_hu(phantom.ct), Path(tmp) / "series")
         zip_folder(Path(tmp) / "series", zip_path)  # fixed timestamps: reproducible bytes
     truth = _write_truth(phantom, case_id, truth_dir)
     rows.append(dict(case_id=case_id, path=f"cases/{zip_path.name}", kind="synthetic",
@@ -93,7 +103,7 @@ def build_sample_data(out_dir: Path, seed: int = 0, n_patients: int = 500) -> li
     before, after = make_phantom_pair(sev0, sev1, seed=pair_seed + seed, shape_zyx=SAMPLE_SHAPE_ZYX)
     for cid, sev, phantom, prev in ((t0_id, sev0, before, ""), (t1_id, sev1, after, t0_id)):
         path = cases_dir / f"{cid}.nii.gz"
-        save_ct(phantom.ct, path)
+        save_ct(_integer_hu(phantom.ct), path)
         truth = _write_truth(phantom, cid, truth_dir)
         desc = f"Synthetic patient, time point {'1' if not prev else '2'} (severity {sev})"
         rows.append(dict(case_id=cid, path=f"cases/{path.name}", kind="synthetic",
