@@ -164,3 +164,11 @@ def test_tongji_first_window_no_leakage(tongji_raw):
     assert late_only and got.reindex(sorted(late_only)).isna().all()
     cohort = Cohort.from_table(df, outcome="death")
     assert "n_draws_in_window" not in cohort.features and "time_to_event_days" not in cohort.features
+
+
+def test_tongji_landmark(tongji_raw):
+    path, _ = tongji_raw
+    full = load_tongji(path, window_days=2)
+    lm = load_tongji(path, window_days=2, landmark=True)
+    assert len(lm) == int((full["time_to_event_days"] > 2).sum()) and (lm["time_to_event_days"] > 2).all()
+    assert len(lm) < len(full)

@@ -166,3 +166,25 @@ def test_tongji_rule_through_cv_and_save(small, tmp_path):
     back = load_model(save_model(fitted, tmp_path / "rule"))
     np.testing.assert_array_equal(back.predict_proba(small.data[list(TongjiRule.FEATURES)]),
                                   fitted.predict_proba(small.data[list(TongjiRule.FEATURES)]))
+
+
+@pytest.mark.parametrize("stem", ["tongji_lightgbm", "tongji_logistic_l1", "tongji_ann", "tongji_rule"])
+def test_shipped_tongji_models_load_and_predict(stem):
+    """The models the app uses (written by benchmarks/tongji.py) load safely and predict on the real cohort."""
+    from pathlib import Path
+    from workbench.cohort import load_tongji, tongji_path
+    from workbench.evaluation import auc
+    path = Path(__file__).resolve().parents[1] / "workbench" / "models" / f"{stem}.skops"
+    if not path.exists():
+        pytest.skip(f"{path.name} not built yet (run benchmarks/tongji.py)")
+    model = load_model(path)
+    assert model.outcome == "death" and model.metadata["n_patients"] == 375
+    assert {"ldh_u_l", "crp_mg_l", "lymphocytes_pct"} <= set(model.features)
+    try:
+        tongji_path()
+    except WorkbenchError:
+        pytest.skip("Tongji table not available")
+    df = load_tongji()
+    p = model.predict_proba(df[model.features])
+    # apparent (training) AUC is at least the cross-validated one
+    assert auc(df["death"], p) >= model.metadata["cv_auc"] - 0.01

@@ -374,7 +374,8 @@ def tongji_path() -> Path:
     raise CohortError("The Tongji cohort file was not found; looked in: " + ", ".join(map(str, candidates)))
 
 
-def load_tongji(path: str | Path | None = None, rule: str = "first", window_days: float | None = 2.0) -> pd.DataFrame:
+def load_tongji(path: str | Path | None = None, rule: str = "first", window_days: float | None = 2.0,
+                landmark: bool = False) -> pd.DataFrame:
     """The Tongji Hospital cohort (Yan et al., Nat Mach Intell 2020; 375 patients), one row
     per patient, with contract names (``ldh_u_l``, ``crp_mg_l``, ``lymphocytes_pct``,
     ``age_years``, ``sex`` 1 male / 0 female, outcome ``death``) and the other labs in
@@ -383,6 +384,11 @@ def load_tongji(path: str | Path | None = None, rule: str = "first", window_days
     ``nlr`` is computed per draw from neutrophil and lymphocyte counts.
     Adds ``time_to_event_days`` (admission to discharge/death), ``event_observed`` (= death)
     and ``n_draws_in_window``.
+
+    Caveat: 41 of the 375 patients left hospital (33 died) within 2 days, so for them the
+    early window reaches the end of their stay. ``landmark=True`` drops patients whose
+    stay ended within ``window_days`` (a landmark analysis: predicting, at day
+    ``window_days``, the outcome of those still in hospital).
     """
     raw = load_table(path or tongji_path())
     needed = ["PATIENT_ID", "RE_DATE", "age", "gender", "Admission time", "Discharge time", "outcome"]
@@ -406,5 +412,7 @@ def load_tongji(path: str | Path | None = None, rule: str = "first", window_days
     out["sex"] = (out.pop("gender") == 1).astype(int)
     out["event_observed"] = out["death"].astype(int)
     out = out.rename(columns={c: snake_case(c) for c in out.columns if c not in TONGJI_COLUMNS.values()})
+    if landmark and window_days is not None:
+        out = out[out["time_to_event_days"] > window_days].reset_index(drop=True)
     front = ["patient_id", "age_years", "sex", "death", "time_to_event_days", "event_observed", "n_draws_in_window"]
     return out[front + [c for c in out.columns if c not in front]]
