@@ -36,8 +36,9 @@ Anatomy (HU)
     posterior), a smooth texture and branching, tapering vessel trees (+40 HU, radius
     ~4 mm at the hilum down to ~0.4 mm, partial volume at the edges, ~7000 segments)
     grown from each hilum towards random sites in the lung.
-  * lesions (``severity`` 0 = none .. 1 = diffuse): multifocal ellipsoids placed
-    preferentially subpleural, posterior and basal, in both lungs. Ground-glass opacities
+  * lesions (``severity`` 0 = none .. 1 = diffuse): multifocal lobulated ellipsoids (radius
+    modulated by up to +-30 % by a smooth random field) placed preferentially subpleural,
+    posterior and basal, in both lungs. Ground-glass opacities
     (-650..-450 HU with texture, soft edges) and, increasingly with severity, consolidation
     cores (-40..+10 HU) inside them. Lesions are clipped to the lungs.
   * Gaussian noise (``noise_hu``) on top.
@@ -54,7 +55,8 @@ Ground truth
     0.1 mm quadrature, independent of the voxel grid. Voxel counts agree within 0.3 % at
     3 mm voxels and 0.02 % at full scale (``benchmarks/phantoms.py``).
   * Lesion records carry centre, radii and rotation in mm and their intended (unclipped)
-    ellipsoid volumes.
+    volumes of the nominal ellipsoid (the lobulated outline changes a lesion's volume by a
+    few per cent either way).
 
 Determinism: the anatomy (vessel trees, texture) depends only on ``seed``, the lesions on ``seed`` and ``severity``,
 the noise on ``seed`` (or ``noise_seed``); all geometry is grid-independent, so the same
@@ -461,6 +463,7 @@ def _vessel_tree(side: int, rng: np.random.Generator) -> list[tuple[np.ndarray, 
 # Lesions (seeded candidate list; nested in severity)
 # ---------------------------------------------------------------------------------------
 N_CANDIDATES = 72
+LESION_LOBULATION = 0.3  # max relative change of a lesion's radius by its lobulated outline
 
 
 @lru_cache(maxsize=1)
@@ -750,33 +753,43 @@ def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, wit
     lesion_list = _lesion_list(seed, severity) if with_lesions else []
     lesions = np.zeros(grid.shape, np.uint8)
     ggo_edge_mm, cons_edge_mm = 1.0, 0.5  # soft margins (logistic scale, mm)
+    shape_tex = _Texture(np.random.default_rng(np.random.SeedSequence([seed, 5])), n=12,
+                         wavelength_mm=(12.0, 40.0))
     for les in lesion_list:
-        res = _ellipsoid_q(grid, les, extra_mm=4.0)
+        res = _ellipsoid_q(grid, les, extra_mm=(1.0 / (1.0 - LESION_LOBULATION) - 1.0)
+                           * max(les.radii_mm) + 4.0)
         if res is None:
             continue
         sl, rq = res
-        inlung = lungs[sl] > 0
         rmean = float(np.cbrt(np.prod(les.radii_mm)))
-        sd = (rq - 1.0) * rmean  # ~ signed distance to the surface in mm
+        # only lung voxels that the lobulated outline (plus a soft margin) can reach
+        sel = (lungs[sl] > 0) & (rq * (1.0 - LESION_LOBULATION) <= 1.0 + 5.0 * ggo_edge_mm / rmean)
+        kk, jj, ii = np.nonzero(sel)
+        if len(kk) == 0:
+            continue
+        zz = grid.axis(2)[sl[0]][kk]
+        yy = grid.axis(1)[sl[1]][jj]
+        xx = grid.axis(0)[sl[2]][ii]
+        # lobulated outline: the normalised radius is modulated by a smooth random field
+        q = rq[sel] * np.clip(1.0 - np.float32(LESION_LOBULATION / 2.5) * shape_tex(xx, yy, zz),
+                              1.0 - LESION_LOBULATION, 1.0 + LESION_LOBULATION)
+        sd = (q - 1.0) * rmean  # ~ signed distance to the surface in mm
         alpha = 1.0 / (1.0 + np.exp(np.clip(sd / ggo_edge_mm, -30, 30)))
-        zz = grid.axis(2)[sl[0]][:, None, None]
-        yy = grid.axis(1)[sl[1]][None, :, None]
-        xx = grid.axis(0)[sl[2]][None, None, :]
         level = les.ggo_hu + 70.0 * les_tex(xx, yy, zz)
         val = -1000.0 + alpha * (level + 1000.0)
+        core = np.zeros(len(q), bool)
         if les.core_fraction > 0:
-            csd = (rq - les.core_fraction) * rmean
+            csd = (q - les.core_fraction) * rmean
             calpha = 1.0 / (1.0 + np.exp(np.clip(csd / cons_edge_mm, -30, 30)))
             val = np.maximum(val, -1000.0 + calpha * (les.consolidation_hu + 1000.0))
-            core_lab = inlung & (rq <= les.core_fraction)
-        else:
-            core_lab = None
-        sub = hu[sl]
-        sub[inlung] = np.maximum(sub[inlung], val[inlung])
-        lsub = lesions[sl]
-        lsub[inlung & (rq <= 1.0) & (lsub == 0)] = 1
-        if core_lab is not None:
-            lsub[core_lab] = 2
+            core = q <= les.core_fraction
+        k0, j0, i0 = sl[0].start, sl[1].start, sl[2].start
+        idx = (kk + k0, jj + j0, ii + i0)
+        hu[idx] = np.maximum(hu[idx], val.astype(np.float32))
+        lab = lesions[idx]
+        lab = np.where((q <= 1.0) & (lab == 0), 1, lab)
+        lab = np.where(core, 2, lab)
+        lesions[idx] = lab.astype(np.uint8)
 
     # vessels (blood +40 HU) with partial volume, drawn over parenchyma and lesions
     segs = _vessel_tree(1, anat_rng) + _vessel_tree(2, anat_rng)
