@@ -12,7 +12,9 @@ left, y to posterior, z to superior; the anatomy spans z = 0..360 mm and is cent
 field of view) and then *sampled* at voxel centres of any grid, so one phantom exists at a
 test grid (128 x 128 x 96, ~3 mm) and at full scale (512 x 512 x 288, 0.74 x 0.74 x 1.25 mm).
 The array is ``[z, y, x]``: the right lung (label 1) has the smaller x indices, posterior is
-larger y, slice 0 is the most caudal.
+larger y, slice 0 is the most caudal. ``body_scale`` (0.85..1.15) resizes the whole patient
+isotropically (volumes scale exactly with its cube). The body plan is the same for every
+seed; the seed changes the vessel trees, textures, lesion sites and noise.
 
 Anatomy (HU)
   * outside air -1000; a curved carbon-fibre patient table (thin +250 HU shells around
@@ -58,7 +60,7 @@ Ground truth
     volumes of the nominal ellipsoid (the lobulated outline changes a lesion's volume by a
     few per cent either way).
 
-Determinism: the anatomy (vessel trees, texture) depends only on ``seed``, the lesions on ``seed`` and ``severity``,
+Determinism: the anatomy (vessel trees, textures) depends only on ``seed``, the lesions on ``seed`` and ``severity``,
 the noise on ``seed`` (or ``noise_seed``); all geometry is grid-independent, so the same
 seed gives the same patient at any resolution. For a fixed seed the lesion set is nested
 in severity (lesions grow and new ones appear as severity rises), so lesion volume is
