@@ -362,10 +362,10 @@ def snake_case(name: str) -> str:
 
 
 def tongji_path() -> Path:
-    """Where the Tongji 375-patient table is: ``sample_data/tongji/`` in the repository,
+    """Where the Tongji 375-patient table is: ``sample_data/real/tongji_2020_clinical/`` in the repository,
     else ``../shared/data/tongji_2020_clinical/``. Raises CohortError if neither exists."""
     candidates = [
-        REPO / "sample_data" / "tongji" / TONGJI_FILENAME,
+        REPO / "sample_data" / "real" / "tongji_2020_clinical" / TONGJI_FILENAME,
         REPO.parent / "shared" / "data" / "tongji_2020_clinical" / TONGJI_FILENAME,
     ]
     for path in candidates:
