@@ -138,11 +138,108 @@ def analyze_case(
     return result
 
 
-def predict_case(model: Any, features: Mapping[str, float]) -> Any:
-    """Predict severe outcome for one feature row with a fitted workbench model."""
-    from .explain import explain_row
+@dataclass
+class Prediction:
+    """One patient's predicted probability with its SHAP attributions.
 
-    return explain_row(model, dict(features))
+    ``contributions`` maps each model feature to its SHAP value on ``scale``
+    ("log-odds" or "probability"); ``base_value + sum(contributions)`` is the model output
+    on that scale. ``missing`` lists model features that were not given (the model's
+    pipeline imputes them).
+    """
+
+    probability: float
+    model_name: str
+    outcome: str
+    feature_values: dict[str, float]
+    missing: list[str]
+    contributions: dict[str, float]
+    base_value: float | None
+    scale: str
+    explain_note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def default_background(features: list[str]) -> "Any":
+    """Reference patients for SHAP: the real Tongji cohort (early window) or the sample
+    synthetic cohort, whichever has all of ``features``; None when neither does."""
+    import pandas as pd
+
+    from .cohort import load_tongji
+
+    def synthetic() -> "pd.DataFrame":
+        path = Path(__file__).resolve().parents[1] / "sample_data" / "cohort" / "synthetic_cohort.csv"
+        if path.exists():
+            return pd.read_csv(path)
+        from .synthetic_cohort import synthetic_cohort
+
+        return synthetic_cohort(500, seed=0)
+
+    for loader in (load_tongji, synthetic):
+        try:
+            table = loader()
+        except WorkbenchError:
+            continue
+        if set(features) <= set(table.columns):
+            return table[list(features)].astype(float)
+    return None
+
+
+def predict_case(
+    model: Any,
+    features: Mapping[str, float | None],
+    *,
+    background: Any = None,
+    model_name: str | None = None,
+) -> Prediction:
+    """Predict the outcome for one feature row with a fitted workbench model, with SHAP.
+
+    Args:
+        model: a :class:`workbench.models.FittedModel` (e.g. from ``load_model``).
+        features: feature name -> value; model features that are absent or None are
+            imputed by the model's pipeline and listed in ``Prediction.missing``.
+        background: reference rows for the SHAP explainer (default: :func:`default_background`).
+    """
+    import pandas as pd
+
+    from .explain import explain
+
+    row = {f: _finite_or_nan(features.get(f)) for f in model.features}
+    X = pd.DataFrame([row], columns=list(model.features))
+    probability = float(model.predict_proba(X)[0])
+    prediction = Prediction(
+        probability=probability,
+        model_name=model_name or model.name,
+        outcome=model.outcome or "outcome",
+        feature_values=row,
+        missing=[f for f, v in row.items() if not np.isfinite(v)],
+        contributions={},
+        base_value=None,
+        scale="log-odds",
+    )
+    if background is None:
+        background = default_background(list(model.features))
+    if background is None:
+        prediction.explain_note = "No reference cohort with this model's features: attributions unavailable."
+        return prediction
+    explanation = explain(model, X, background=background)
+    patient = explanation.patient(0)
+    prediction.contributions = {str(f): float(v) for f, v in zip(patient["feature"], patient["shap"])}
+    prediction.base_value = float(explanation.base_value)
+    prediction.scale = explanation.output.replace("_", "-")
+    return prediction
+
+
+def _finite_or_nan(value: Any) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return value if np.isfinite(value) else float("nan")
 
 
 def _as_list(notes: Any) -> list[str]:
@@ -162,4 +259,4 @@ def _default_case_id(source: Any) -> str:
     return Path(name).stem if isinstance(name, str) else "case"
 
 
-__all__ = ["CaseResult", "analyze_case", "predict_case", "STEPS", "PIPELINE_VERSION", "WorkbenchError"]
+__all__ = ["CaseResult", "Prediction", "analyze_case", "predict_case", "default_background", "STEPS", "PIPELINE_VERSION", "WorkbenchError"]
