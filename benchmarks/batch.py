@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             warm = tmp / f"warm{w}"
             _write_phantoms(warm, w, tuple(args.shape), seed0=1000 + 10 * w)
             cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=40,
+                                   dashboard_address=":0", silence_logs=40,
                                    env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
             client = Client(cluster)
             try:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 (tiny / f"t{i:05d}.nii.gz").write_bytes(os.urandom(64))
             w = max(args.workers)
             with LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
-                              dashboard_address=None, silence_logs=40) as cluster, \
+                              dashboard_address=":0", silence_logs=40) as cluster, \
                     Client(cluster) as client:
                 o = run_batch(tiny, tmp / "tiny_out", case_fn=_noop_case, scheduler=client,
                               progress=False)

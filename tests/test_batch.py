@@ -28,6 +28,9 @@ from workbench.batch import (
 )
 from workbench.errors import CorruptFile, EmptyInput, InvalidInput
 
+# a hung Dask run fails with a stack dump instead of blocking the suite (pytest-timeout)
+pytestmark = pytest.mark.timeout(300)
+
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
@@ -55,6 +58,13 @@ def buggy_case(path, *, case_id, lesion_method):
     raise FileNotFoundError(f"[Errno 2] No such file: '/data/DOE_JOHN/{Path(path).name}'")
 
 
+def dying_case(path, *, case_id, lesion_method):
+    """Kills its worker process outright (as the kernel's OOM killer would) for one case."""
+    if case_id == "case01":
+        os._exit(1)
+    return fake_case(path, case_id=case_id, lesion_method=lesion_method)
+
+
 def _calls(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
@@ -78,9 +88,15 @@ def client():
     """One local Dask cluster (2 worker processes, 1 thread each) shared by the tests."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=50,
-                           env={"OMP_NUM_THREADS": "1"})
+    import dask
+
+    # worker-saturation as in run_batch's own cluster; allowed-failures 0 so that the
+    # worker-death test needs one worker restart per attempt instead of four
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
+                          "distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=50,
+                               env={"OMP_NUM_THREADS": "1"})
     c = Client(cluster)
     yield c
     c.close()
@@ -227,13 +243,29 @@ def test_manifest_batch_with_missing_file(tmp_path, client):
     manifest = tmp_path / "cohort.csv"
     manifest.write_text("case_id,path\nA1,scans/case00.nii.gz\nA2,scans/case01.nii.gz\n"
                         "A3,scans/gone.nii.gz\n")
-    s = run_batch(manifest, tmp_path / "out", case_fn=fake_case, scheduler=client,
-                  progress=False, lesion_method="threshold", hash_ids=False)
+    # the scheduler given by address, as with `workbench batch --scheduler tcp://...`
+    address = client.scheduler.address
+    assert address.startswith("tcp://")
+    s = run_batch(manifest, tmp_path / "out", case_fn=fake_case, scheduler=address,
+                  progress=False, lesion_method="threshold")
     assert (s.n_ok, s.n_failed) == (2, 1)
     assert s.failed["A3"] == "The input of case A3 is not found."
     table = results_table(tmp_path / "out", include_failed=True)
     assert list(table["case_id"]) == ["A1", "A2", "A3"]
     assert set(table["lesion_method"]) == {"threshold"}
+
+
+def test_worker_death_is_recorded_and_batch_goes_on(tmp_path, client):
+    """A case that kills its worker process (as an out-of-memory kill would) is recorded as
+    failed after one resubmission; the cases next to it complete."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _write_fake_cases(inp, n_ok=4)
+    s = run_batch(inp, out, case_fn=dying_case, scheduler=client, progress=False)
+    assert (s.n_ok, s.n_failed) == (3, 1), s.failed
+    assert "worker processing this case stopped" in s.failed["case01"]
+    table = results_table(out, include_failed=True).set_index("case_id")
+    assert table.loc["case01", "status"] == "failed" and table["status"].eq("ok").sum() == 3
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts the dead worker
 
 
 _KILL_SCRIPT = """
@@ -308,15 +340,22 @@ def phantom_cohort(tmp_path_factory):
     for mod in ("workbench.segmentation.lungs", "workbench.segmentation.lesions",
                 "workbench.segmentation.heart", "workbench.biomarkers"):
         pytest.importorskip(mod, reason=f"{mod} not there yet")
-    from workbench.io import save_ct
+    from workbench.io import save_ct, save_dicom_series, zip_folder
     from workbench.synthetic import make_phantom
 
     folder = tmp_path_factory.mktemp("phantoms")
     truth = {}
     for i in range(5):
         ph = make_phantom(severity=0.1 + 0.15 * i, seed=i, shape_zyx=(64, 80, 80))
-        save_ct(ph.ct, folder / f"ph{i}.nii.gz")
         truth[f"ph{i}"] = ph
+        if i < 3:
+            save_ct(ph.ct, folder / f"ph{i}.nii.gz")
+            continue
+        # DICOM series carrying identifiers that must never reach the results
+        series = folder / f"ph{i}" if i == 3 else tmp_path_factory.mktemp("series")
+        save_dicom_series(ph.ct, series, patient_name=f"DOE^JOHN{i}", patient_id=f"MRN9{i}77")
+        if i == 4:
+            zip_folder(series, folder / f"ph{i}.zip")
     (folder / "corrupt.nii.gz").write_bytes(np.random.default_rng(1).bytes(4096))
     return folder, truth
 
@@ -350,8 +389,9 @@ def test_real_pipeline_batch(phantom_cohort, tmp_path, client):
     # masks on the CT grid, lungs close to the phantom's truth
     from workbench.io import load_ct
 
+    sources = {"ph3": folder / "ph3", "ph4": folder / "ph4.zip"}
     for cid, ph in truth.items():
-        ct = load_ct(folder / f"{cid}.nii.gz")
+        ct = load_ct(sources.get(cid, folder / f"{cid}.nii.gz"))
         lungs = load_mask(out / "masks" / f"{cid}_lungs.nii.gz", ct)
         lesions = load_mask(out / "masks" / f"{cid}_lesions.nii.gz", ct)
         assert lungs.shape == ct.shape and set(np.unique(lesions)) <= {0, 1, 2}
@@ -364,6 +404,12 @@ def test_real_pipeline_batch(phantom_cohort, tmp_path, client):
     s2 = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold",
                    retry_failed=False)
     assert s2.n_skipped == 6 and s2.n_processed == 0
+
+    # no patient identifier from the DICOM headers anywhere in the output
+    for f in out.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert b"DOE" not in data and b"JOHN" not in data and b"MRN9" not in data, f.name
 
 
 def test_cli_arguments_and_bad_input(tmp_path, capsys):

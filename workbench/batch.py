@@ -59,6 +59,7 @@ _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _CASE_SUFFIXES = _NIFTI_SUFFIXES + (".zip",)
 _HASH_CHUNK = 1 << 20
 _MAX_ERROR_CHARS = 400
+_WORKER_LOSS_RETRIES = 1  # resubmissions of a case whose worker died (on top of Dask's own)
 
 #: ``case_fn(path, *, case_id, lesion_method)`` -> a CaseResult (or any object with a
 #: ``biomarkers`` mapping) or a plain mapping of biomarkers.
@@ -587,10 +588,15 @@ def _start_client(scheduler: Any, n_workers: int | None):
         raise InvalidInput("scheduler must be a 'tcp://host:port' address or a dask Client.")
     single = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")}
-    cluster = LocalCluster(
-        n_workers=n_workers or _default_n_workers(), threads_per_worker=1, processes=True,
-        dashboard_address=None, env=single, silence_logs=logging.ERROR,
-    )
+    import dask
+
+    # worker-saturation 1.0: a worker holds only the case it is running, so a worker that
+    # dies (out of memory) takes no queued, innocent case down with it
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        cluster = LocalCluster(
+            n_workers=n_workers or _default_n_workers(), threads_per_worker=1, processes=True,
+            dashboard_address=":0", env=single, silence_logs=logging.ERROR,
+        )
     return Client(cluster), cluster, True
 
 
@@ -703,21 +709,36 @@ def _run_on_dask(todo, store, summary, *, case_fn, scheduler, n_workers, lesion_
             log.warning("the Dask scheduler has no workers yet; cases wait until one joins")
         else:
             client.run(_limit_threads)  # import this module and set thread limits on every worker
-        t0 = time.perf_counter()
-        for case, digest in todo:
+        masks = None if masks_dir is None else str(masks_dir)
+
+        def submit(case: CaseInput, digest: str, attempt: int):
+            key = f"case-{case.case_id}-{digest[:12]}" + (f"-retry{attempt}" if attempt else "")
             fut = client.submit(process_case, case, case_fn=case_fn, lesion_method=lesion_method,
-                                masks_dir=None if masks_dir is None else str(masks_dir),
-                                key=f"case-{case.case_id}-{digest[:12]}", pure=False)
-            futures[fut] = (case, digest)
-        for fut in as_completed(list(futures)):
-            case, digest = futures.pop(fut)
-            if fut.status == "finished":
-                outcome = fut.result()
-            else:  # the worker process died (e.g. out of memory) or the task was cancelled
-                exc = fut.exception() if fut.status == "error" else None
-                if exc is None or type(exc).__name__ == "KilledWorker":
+                                masks_dir=masks, key=key, pure=False)
+            futures[fut] = (case, digest, attempt)
+            return fut
+
+        t0 = time.perf_counter()
+        running = as_completed([submit(case, digest, 0) for case, digest in todo])
+        for fut in running:
+            case, digest, attempt = futures.pop(fut)
+            try:
+                outcome = fut.result()  # process_case itself never raises
+            except BaseException as exc:  # the worker died, the task was lost or cancelled
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                fut.release()
+                killed = type(exc).__name__ == "KilledWorker"
+                if killed and attempt < _WORKER_LOSS_RETRIES:
+                    # a dying worker can take a case that merely sat next to the culprit
+                    # with it; give such a case one more, fresh chance
+                    running.add(submit(case, digest, attempt + 1))
+                    continue
+                if killed:
                     error = ("The worker processing this case stopped repeatedly; the scan may "
                              "need more memory than a worker has.")
+                elif "cancel" in type(exc).__name__.lower():
+                    error = "The case was cancelled on the Dask cluster."
                 else:
                     error = _plain_message(exc, case, expected=False)
                 outcome = CaseOutcome(case.case_id, "failed", error)
