@@ -79,8 +79,13 @@ except Exception as exc:  # noqa: BLE001 - any failure is shown, the app keeps w
     ui.show_error(exc, f"Could not analyse {source.label}")
     st.stop()
 
-for msg in warn_msgs:
+scan_notes = [str(n) for n in (result.ct.metadata.get("notes") or [])]
+for msg in dict.fromkeys(warn_msgs + [n for n in result.notes if n not in scan_notes]):
     st.warning(msg, icon=":material/info:")
+if scan_notes:
+    with st.expander(f"Notes on reading this scan ({len(scan_notes)})"):
+        for n in scan_notes:
+            st.markdown(f"- {n}")
 bm = result.biomarkers
 ct = result.ct
 
@@ -193,7 +198,8 @@ with tab_pred:
     for m, lab in ui.SYNTHETIC_MODELS.items():
         entries[f"synthetic:{m}"] = f"Severe outcome · {lab} fitted on the sample synthetic cohort (imaging + clinical)"
     for stem, path in ui.shipped_models().items():
-        entries[f"file:{path}"] = f"Shipped model {stem}"
+        entries[f"file:{path}"] = f"Shipped model {stem} (real Tongji 2020 cohort)" if stem.startswith(
+            "tongji") else f"Shipped model {stem}"
     ss.setdefault("model_choice", "synthetic:logistic_l2")
     if ss["model_choice"] not in entries:
         ss["model_choice"] = "synthetic:logistic_l2"

@@ -46,7 +46,7 @@ def files(tmp_path_factory) -> dict[str, tuple[str, bytes]]:
     out["no_lungs"] = ("block.nii.gz", _nifti_bytes(block, tmp, "block.nii.gz"))
     # an MR series (valid DICOM, wrong modality)
     mr_dir = tmp / "mr"
-    save_dicom_series(make_phantom(0.2, seed=3, shape_zyx=(24, 48, 48)).ct, mr_dir, modality="MR")
+    save_dicom_series(base.ct, mr_dir, modality="MR")
     out["mr"] = ("mr_series.zip", zip_folder(mr_dir, tmp / "mr.zip").read_bytes())
     # a zip whose DICOM files are truncated garbage
     bad = tmp / "corrupt.zip"
@@ -146,6 +146,33 @@ def test_prediction_and_what_if_move(case_app):
     assert what_if.delta.startswith("-")
 
 
+def test_shipped_tongji_model_explains_labs(case_app):
+    path = REPO / "workbench" / "models" / "tongji_logistic_l1.skops"
+    if not path.exists():
+        pytest.skip("the shipped Tongji model is not installed")
+    at = case_app
+    at.selectbox(key="model_choice").set_value(f"file:{path}").run()
+    _no_exception(at)
+    assert not at.error
+    from workbench.ui import explain_cached
+
+    pred = explain_cached(f"file:{path}", ())
+    assert any(abs(c) > 1e-6 for c in pred["contributions"].values())  # attributions against a real background
+
+    def risk(ldh, crp, lym, age):
+        at.number_input(key="clin_ldh_u_l").set_value(ldh)
+        at.number_input(key="clin_crp_mg_l").set_value(crp)
+        at.number_input(key="clin_lymphocytes_pct").set_value(lym)
+        at.number_input(key="clin_age_years").set_value(age)
+        at.button[0].click().run()
+        _no_exception(at)
+        return float(_metric(at, "Predicted risk of death")[:-2])
+
+    low = risk(180.0, 2.0, 35.0, 40.0)
+    high = risk(900.0, 200.0, 3.0, 80.0)
+    assert high > low + 20  # the published risk factors raise the predicted risk of death
+
+
 def test_followup_gives_volume_change(files):
     at = _case_app(files["phantom"], inject_followup=files["followup"])
     _no_exception(at)
@@ -227,7 +254,7 @@ def test_cohort_upload_without_outcome_shows_error():
     assert len(at.error) == 1 and "Could not load the cohort" in at.error[0].value
 
 
-@pytest.mark.parametrize("page", ["app.py", "pages/0_Home.py", "pages/3_About.py"])
+@pytest.mark.parametrize("page", ["app.py", "pages/3_About.py"])  # app.py runs the Home page
 def test_home_and_about_pages(page):
     at = AppTest.from_file(str(REPO / page), default_timeout=TIMEOUT).run()
     _no_exception(at)

@@ -80,6 +80,8 @@ def smallest_sample_case() -> str | None:
 def open_case(page, url: str, case_id: str, method: str = "threshold", timeout_ms: int = 240_000) -> None:
     page.goto(f"{url}/Case?case={case_id}&method={method}")
     page.wait_for_selector(VIEWER_IMG, timeout=timeout_ms)
+    # the whole script has finished when the last element (the report download) exists
+    page.get_by_text("Case report (.html)").first.wait_for(state="attached", timeout=timeout_ms)
 
 
 def click_tab(page, name: str) -> None:

@@ -38,6 +38,18 @@ CLINICAL_FIELDS: dict[str, tuple[str, str, float, float, float]] = {
     "platelets_1e9_l": ("Platelets", "10^9/L", 0.0, 2000.0, 1.0),
     "albumin_g_l": ("Albumin", "g/L", 0.0, 80.0, 0.1),
     "pao2_mmhg": ("PaO2", "mmHg", 0.0, 700.0, 1.0),
+    "neutrophils_1e9_l": ("Neutrophils", "10^9/L", 0.0, 100.0, 0.01),
+    "lymphocytes_1e9_l": ("Lymphocytes", "10^9/L", 0.0, 50.0, 0.01),
+    "monocytes_1e9_l": ("Monocytes", "10^9/L", 0.0, 20.0, 0.01),
+    "eosinophils_1e9_l": ("Eosinophils", "10^9/L", 0.0, 20.0, 0.01),
+    "monocytes_pct": ("Monocytes", "% of leukocytes", 0.0, 100.0, 0.1),
+    "eosinophils_pct": ("Eosinophils", "% of leukocytes", 0.0, 100.0, 0.1),
+    "nlr": ("Neutrophil/lymphocyte ratio", "", 0.0, 500.0, 0.1),
+    "red_cells_1e12_l": ("Red blood cells", "10^12/L", 0.0, 10.0, 0.01),
+    "haemoglobin_g_l": ("Haemoglobin", "g/L", 0.0, 250.0, 1.0),
+    "haematocrit_pct": ("Haematocrit", "%", 0.0, 80.0, 0.1),
+    "alt_u_l": ("ALT", "U/L", 0.0, 5000.0, 1.0),
+    "ast_u_l": ("AST", "U/L", 0.0, 5000.0, 1.0),
 }
 BINARY_FIELDS: dict[str, str] = {
     "sex": "Sex",
@@ -278,20 +290,46 @@ def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted((Path(__file__).parent / "models").glob("*.skops"))}
 
 
+@st.cache_data(show_spinner="Loading the Tongji cohort …")
+def load_tongji_cohort() -> pd.DataFrame:
+    """The real Tongji cohort (first lab values within 2 days of admission)."""
+    from .cohort import load_tongji
+
+    return load_tongji()
+
+
+def background_for(features: list[str]) -> pd.DataFrame | None:
+    """Reference patients for SHAP: the Tongji cohort or the sample synthetic cohort, whichever has
+    all of the model's features (None when neither does)."""
+    for loader in (load_tongji_cohort, load_sample_cohort):
+        try:
+            df = loader()
+        except Exception:  # noqa: BLE001 - a missing data file only removes this option
+            continue
+        if set(features) <= set(df.columns):
+            return df[features].astype(float)
+    return None
+
+
 @st.cache_resource(show_spinner="Loading the model …")
 def shipped_case_model(path: str) -> dict:
+    """A model shipped in workbench/models with its operating points and SHAP background."""
     from .models import load_model
 
     fitted = load_model(path)
     meta = fitted.metadata or {}
-    thresholds = {"0.5": 0.5}
+    thresholds = {}
+    if meta.get("youden_threshold") is not None:
+        thresholds["Youden (cross-validated on the training cohort)"] = float(meta["youden_threshold"])
     for k, v in (meta.get("operating_points") or {}).items():
         try:
             thresholds[str(k)] = float(v["threshold"] if isinstance(v, dict) else v)
         except (TypeError, ValueError, KeyError):
             continue
-    return {"model": fitted, "label": f"{fitted.name} · {Path(path).stem}", "outcome": fitted.outcome or "outcome",
-            "cv_auc": meta.get("cv_auc"), "thresholds": thresholds, "background": None, "synthetic": False}
+    thresholds["0.5"] = 0.5
+    return {"model": fitted, "label": f"{fitted.name} · {meta.get('cohort', Path(path).stem)}",
+            "outcome": fitted.outcome or "outcome", "cv_auc": meta.get("cv_auc"), "thresholds": thresholds,
+            "background": background_for(list(fitted.features)), "synthetic": False}
 
 
 def explain_case(entry: dict, features: dict[str, float]) -> dict:
@@ -311,11 +349,11 @@ def explain_case(entry: dict, features: dict[str, float]) -> dict:
            "feature_values": row, "missing": [f for f, v in row.items() if not np.isfinite(v)],
            "contributions": {}, "base_value": None, "scale": "log-odds"}
     try:
-        from . import explain as ex
+        from .explain import explain
     except ImportError:
         out["explain_note"] = "SHAP explanations are not available in this installation."
         return out
-    exp = ex.explain(fitted, X, background=entry.get("background"))
+    exp = explain(fitted, X, background=entry.get("background"))
     pat = exp.patient(0)
     out.update(contributions={str(f): float(v) for f, v in zip(pat["feature"], pat["shap"])},
                base_value=float(exp.base_value), scale=exp.output.replace("_", "-"))
