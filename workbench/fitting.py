@@ -126,7 +126,7 @@ def run_fit(
         X_all = co.data[fitted.features].astype(float)
         X_all.index = co.ids
         rows = None if name in _FAST_EXPLAIN else shap_max_rows
-        ex = explain(fitted, X_all, max_rows=rows, max_background=100, seed=seed)
+        ex = explain(fitted, X_all, max_rows=rows, max_background=100 if rows is None else 50, seed=seed)
         shap_df = ex.values.copy()
         shap_df.insert(0, "base_value", ex.base_value)
         shap_df.insert(0, "shap_scale", ex.output)
