@@ -203,7 +203,7 @@ def test_batch_store_rerun_and_changes(tmp_path, client):
 
     table = results_table(out)
     assert list(table["case_id"]) == [f"case{i:02d}" for i in range(5)]
-    assert {"status", "seconds", "pipeline_version", "finished_at", "lung_volume_ml",
+    assert {"status", "notes", "seconds", "pipeline_version", "finished_at", "lung_volume_ml",
             "lesion_pct_lung", "lesion_count"} <= set(table.columns)
     assert table["lung_volume_ml"].tolist() == [12.0, 13.0, 14.0, 15.0, 16.0]
     assert table["lesion_volume_change_pct"].isna().all()
@@ -404,6 +404,12 @@ def test_real_pipeline_batch(phantom_cohort, tmp_path, client):
     s2 = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold",
                    retry_failed=False)
     assert s2.n_skipped == 6 and s2.n_processed == 0
+
+    # a case whose masks were asked for but are missing is redone (and only that one)
+    (out / "masks" / "ph1_lesions.nii.gz").unlink()
+    s3 = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold",
+                   retry_failed=False, write_masks=True)
+    assert (s3.n_ok, s3.n_skipped) == (1, 5) and (out / "masks" / "ph1_lesions.nii.gz").exists()
 
     # no patient identifier from the DICOM headers anywhere in the output
     for f in out.rglob("*"):

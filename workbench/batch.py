@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 STORE_NAME = "results.sqlite"
 TABLE_CSV_NAME = "results.csv"
 MASKS_DIR = "masks"
+MASK_NAMES = ("lungs", "lesions")  # masks/<case_id>_<name>.nii.gz
 LESION_METHODS = ("unet", "threshold")
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -446,18 +447,20 @@ def results_table(out: str | Path, *, include_failed: bool = False,
             whose patient IDs are the case IDs.
 
     Returns:
-        DataFrame: ``id_column, status, error, seconds, pipeline_version, lesion_method,
-        input_hash, finished_at`` then one float column per biomarker (units in the names).
+        DataFrame: ``id_column, status, error, notes, seconds, pipeline_version,
+        lesion_method, input_hash, finished_at`` then one float column per biomarker
+        (units in the names).
     """
     raw = read_store(out)
-    meta_cols = ["case_id", "status", "error", "seconds", "pipeline_version", "lesion_method",
-                 "input_hash", "finished_at"]
+    meta_cols = ["case_id", "status", "error", "notes", "seconds", "pipeline_version",
+                 "lesion_method", "input_hash", "finished_at"]
     if raw.empty:
         return pd.DataFrame(columns=[id_column] + meta_cols[1:])
     latest = raw.sort_values(["case_id", "finished_at"]).groupby("case_id", as_index=False).tail(1)
     if not include_failed:
         latest = latest[latest["status"] == "ok"]
     latest = latest.sort_values("case_id").reset_index(drop=True)
+    latest["notes"] = ["; ".join(json.loads(n)) for n in latest["notes"]]
     markers = pd.DataFrame([{k: (float("nan") if v is None else v) for k, v in
                              json.loads(s).items()} for s in latest["biomarkers"]],
                            index=latest.index)
@@ -517,7 +520,7 @@ def _write_masks(result: Any, case_id: str, masks_dir: Path) -> None:
     if ct is None:
         return
     masks_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("lungs", "lesions"):
+    for name in MASK_NAMES:
         mask = getattr(result, name, None)
         if mask is None:
             continue
@@ -663,7 +666,9 @@ def run_batch(
 
     with ResultsStore(out) as store:
         todo: list[tuple[CaseInput, str]] = []
-        for case in cases:
+        checking = tqdm(cases, desc="Checking inputs", unit="case", leave=False,
+                        disable=not progress or len(cases) < 20)
+        for case in checking:
             try:
                 digest = store.cached_hash(case.path)
             except OSError as exc:
@@ -676,7 +681,10 @@ def run_batch(
                 summary.failed[case.case_id] = outcome.error
                 continue
             status = store.lookup(case.case_id, digest, pipeline_version, lesion_method)
-            if status == "ok" or (status == "failed" and not retry_failed):
+            if status == "ok" and masks_dir is not None and not all(
+                    (masks_dir / f"{case.case_id}_{name}.nii.gz").exists() for name in MASK_NAMES):
+                todo.append((case, digest))  # done before without (all) its masks
+            elif status == "ok" or (status == "failed" and not retry_failed):
                 summary.n_skipped += 1
             else:
                 todo.append((case, digest))
