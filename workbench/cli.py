@@ -105,20 +105,9 @@ def _cmd_train_lesions(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from .fitting import run_fit
+    from .fitting import fit_from_args
 
-    summary = run_fit(
-        args.cohort,
-        outcome=args.outcome,
-        models=args.models,
-        out_dir=Path(args.out),
-        features=args.features,
-        folds=args.folds,
-        seed=args.seed,
-        id_column=args.id_column,
-        centre_column=args.centre_column,
-    )
-    print(json.dumps(summary, indent=2, default=str))
+    fit_from_args(args)
     return 0
 
 
@@ -174,15 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train_lesions)
 
     p = sub.add_parser("fit", help="fit and cross-validate models on a cohort table")
-    p.add_argument("cohort", help="CSV, Parquet or Excel table")
-    p.add_argument("--outcome", required=True)
-    p.add_argument("--models", nargs="+", default=["logistic_l2", "lightgbm", "ann"])
-    p.add_argument("--features", nargs="+", default=None)
-    p.add_argument("--out", default="results/fit")
-    p.add_argument("--folds", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--id-column", default=None)
-    p.add_argument("--centre-column", default=None)
+    from .fitting import add_fit_arguments
+
+    add_fit_arguments(p)
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("batch", help="analyse a folder or manifest of scans on Dask (resumable)")

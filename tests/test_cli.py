@@ -1,0 +1,55 @@
+"""The `workbench` command: analyze writes biomarkers with units, errors are plain messages."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pandas as pd
+
+from conftest import SAMPLE_DATA
+from workbench.cli import main
+
+
+def test_analyze_prints_and_saves_biomarkers_with_units(tmp_path, capsys):
+    rc = main(["analyze", str(SAMPLE_DATA / "cases" / "phantom_dicom.zip"), "--out", str(tmp_path),
+               "--lesion-method", "threshold", "--masks", "--case-id", "study-007"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "CT severity score" in printed and "mL" in printed and "research use only" in printed
+    table = pd.read_csv(tmp_path / "study-007_biomarkers.csv")
+    assert {"name", "value", "unit", "description"} <= set(table.columns)
+    values = table.set_index("name")["value"]
+    assert 4000 < values["lung_volume_ml"] < 6500
+    assert 0 <= values["ct_severity_score"] <= 25
+    payload = json.loads((tmp_path / "study-007_biomarkers.json").read_text())
+    assert payload["biomarkers"]["lesion_volume_ml"]["unit"] == "mL"
+    # no identifier of the DICOM headers reaches any written file
+    for path in tmp_path.iterdir():
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        assert b"ANONYMOUS" not in data and b"ANON" not in data
+
+
+def test_corrupt_input_gives_a_message_and_status_2(tmp_path, capsys):
+    bad = tmp_path / "scan.zip"
+    bad.write_bytes(b"PK\x03\x04 this archive was cut short")
+    assert main(["analyze", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_series_lists_the_dicom_series(capsys):
+    assert main(["series", str(SAMPLE_DATA / "cases" / "phantom_dicom.zip")]) == 0
+    out = capsys.readouterr().out
+    assert "CT" in out and "96 slices" in out
+
+
+def test_fit_writes_a_results_folder(tmp_path, capsys):
+    rc = main(["fit", str(SAMPLE_DATA / "cohort" / "synthetic_cohort.csv"), "--outcome", "severe",
+               "--models", "logistic_l2", "--folds", "5", "--bootstrap", "200", "--out", str(tmp_path)])
+    assert rc == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["models"]["logistic_l2"]["auc"] > 0.75
+    assert (tmp_path / "oof_predictions.csv").exists()
+    assert "true_risk" not in metrics["features"]

@@ -1,0 +1,104 @@
+"""analyze_case runs every step on real files and agrees with the phantom ground truth."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLE_DATA, shared_path
+from workbench.errors import NoLungsFound, WorkbenchError
+from workbench.io import CTScan, load_mask
+from workbench.pipeline import STEPS, analyze_case, predict_case
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def moderate():
+    steps = []
+    result = analyze_case(
+        SAMPLE_DATA / "cases" / "phantom_moderate.nii.gz",
+        lesion_method="unet",
+        progress=lambda key, label, frac: steps.append((key, frac)),
+    )
+    return result, steps
+
+
+def test_pipeline_runs_every_step_and_reports_progress(moderate):
+    result, steps = moderate
+    keys = [k for k, _ in steps]
+    assert keys == [k for k, _ in STEPS if k != "prediction"] + ["done"]
+    fractions = [f for _, f in steps]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert set(result.timings_s) == {"load", "lungs", "lesions", "heart", "biomarkers"}
+    assert result.case_id == "phantom_moderate"
+
+
+def test_pipeline_agrees_with_phantom_ground_truth(moderate):
+    result, _ = moderate
+    truth_lungs = load_mask(SAMPLE_DATA / "truth" / "phantom_moderate_lungs.nii.gz", result.ct)
+    truth_lesions = load_mask(SAMPLE_DATA / "truth" / "phantom_moderate_lesions.nii.gz", result.ct)
+    assert dice(result.lungs == 1, truth_lungs == 1) > 0.95
+    assert dice(result.lungs == 2, truth_lungs == 2) > 0.95
+    assert dice(result.lesions > 0, truth_lesions > 0) > 0.6
+    true_pct = 100.0 * (truth_lesions > 0).sum() / (truth_lungs > 0).sum()
+    # the shipped U-Net measures disease extent within 30 % of the truth on this phantom
+    assert abs(result.biomarkers["lesion_pct_lung"] - true_pct) < 0.3 * true_pct
+    assert result.biomarkers["bilateral_involvement"] == 1.0
+
+
+def test_followup_gives_lesion_volume_change():
+    before = analyze_case(SAMPLE_DATA / "cases" / "followup_t0.nii.gz", lesion_method="threshold")
+    after = analyze_case(SAMPLE_DATA / "cases" / "followup_t1.nii.gz", lesion_method="threshold",
+                         previous=before)
+    assert np.isnan(before.biomarkers["lesion_volume_change_pct"])
+    change = after.biomarkers["lesion_volume_change_pct"]
+    expected = 100.0 * (after.biomarkers["lesion_volume_ml"] / before.biomarkers["lesion_volume_ml"] - 1)
+    assert change > 20.0  # the synthetic patient progresses (severity 0.25 -> 0.55)
+    assert change == pytest.approx(expected, rel=1e-6)
+
+
+def test_unet_pipeline_on_the_dicom_zip_case():
+    result = analyze_case(SAMPLE_DATA / "cases" / "phantom_dicom.zip", lesion_method="unet")
+    truth_lesions = load_mask(SAMPLE_DATA / "truth" / "phantom_dicom_lesions.nii.gz", result.ct)
+    assert result.ct.metadata["modality"] == "CT"
+    assert dice(result.lesions > 0, truth_lesions > 0) > 0.5
+    assert not np.any((result.lesions > 0) & (result.lungs == 0))
+
+
+def test_real_ct_runs_and_flags_partial_lung_coverage():
+    result = analyze_case(shared_path("totalsegmentator_example", "example_ct.nii.gz"),
+                          lesion_method="threshold")
+    assert 50 < result.biomarkers["lung_volume_ml"] < 1500
+    assert any("lung" in note.lower() for note in result.notes)
+
+
+def test_scan_without_lungs_is_refused_with_a_clear_error():
+    hu = np.full((40, 64, 64), -1000.0, dtype=np.float32)
+    zz, yy, xx = np.mgrid[:40, :64, :64]
+    hu[(yy - 32) ** 2 + (xx - 32) ** 2 < 25 ** 2] = 30.0  # a water cylinder: no lungs
+    with pytest.raises(NoLungsFound) as err:
+        analyze_case(CTScan.from_array(hu, spacing_mm=(2.0, 2.0, 4.0)), lesion_method="threshold")
+    assert "lung" in str(err.value).lower()
+
+
+def test_corrupt_file_is_a_workbench_error(tmp_path):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
+    with pytest.raises(WorkbenchError):
+        analyze_case(bad)
+
+
+def test_prediction_with_the_shipped_tongji_model(moderate):
+    from workbench.models import load_model
+
+    model = load_model(SAMPLE_DATA.parent / "workbench" / "models" / "tongji_logistic_l1.skops")
+    low = predict_case(model, {"age_years": 40, "ldh_u_l": 180, "crp_mg_l": 2, "lymphocytes_pct": 35})
+    high = predict_case(model, {"age_years": 80, "ldh_u_l": 900, "crp_mg_l": 150, "lymphocytes_pct": 3})
+    assert 0 <= low.probability < high.probability <= 1
+    # attributions are additive on the log-odds scale and point the clinically expected way
+    logit = np.log(high.probability / (1 - high.probability))
+    assert high.base_value + sum(high.contributions.values()) == pytest.approx(logit, abs=1e-3)
+    assert high.contributions["ldh_u_l"] > 0 > low.contributions["ldh_u_l"]
+    assert "pao2_mmhg" in high.missing or len(high.missing) > 0
