@@ -374,6 +374,21 @@ def tongji_path() -> Path:
     raise CohortError("The Tongji cohort file was not found; looked in: " + ", ".join(map(str, candidates)))
 
 
+def _read_cached(path: Path) -> pd.DataFrame:
+    """load_table with a small cache keyed by path, size and mtime (the Excel read takes seconds)."""
+    if not path.exists():
+        raise CohortError(f"Cohort file not found: {path}")
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _RAW_CACHE:
+        _RAW_CACHE.clear()
+        _RAW_CACHE[key] = load_table(path)
+    return _RAW_CACHE[key].copy()
+
+
+_RAW_CACHE: dict[tuple, pd.DataFrame] = {}
+
+
 def load_tongji(path: str | Path | None = None, rule: str = "first", window_days: float | None = 2.0,
                 landmark: bool = False) -> pd.DataFrame:
     """The Tongji Hospital cohort (Yan et al., Nat Mach Intell 2020; 375 patients), one row
@@ -390,7 +405,7 @@ def load_tongji(path: str | Path | None = None, rule: str = "first", window_days
     stay ended within ``window_days`` (a landmark analysis: predicting, at day
     ``window_days``, the outcome of those still in hospital).
     """
-    raw = load_table(path or tongji_path())
+    raw = _read_cached(Path(path or tongji_path()))
     needed = ["PATIENT_ID", "RE_DATE", "age", "gender", "Admission time", "Discharge time", "outcome"]
     missing = [c for c in needed if c not in raw.columns]
     if missing:
