@@ -65,6 +65,10 @@ def dying_case(path, *, case_id, lesion_method):
     return fake_case(path, case_id=case_id, lesion_method=lesion_method)
 
 
+def refusing_case(path, *, case_id, lesion_method):
+    raise CorruptFile(f"{path} is damaged; provide a NIfTI file (.nii/.nii.gz) or DICOM.")
+
+
 def _calls(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
@@ -177,6 +181,8 @@ def test_error_messages_are_plain_and_path_free(tmp_path):
     assert out.status == "failed"
     assert out.error.startswith("Unexpected error (FileNotFoundError)")
     assert "DOE_JOHN" not in out.error and "Traceback" not in out.error
+    out = process_case(case, case_fn=refusing_case)  # a WorkbenchError keeps its own words
+    assert out.error == "<input> is damaged; provide a NIfTI file (.nii/.nii.gz) or DICOM."
     out = process_case(case, case_fn=fake_case)  # file does not exist -> also a plain failure
     assert out.status == "failed" and str(tmp_path) not in out.error
 

@@ -39,6 +39,7 @@ import re
 import sqlite3
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -426,17 +427,23 @@ class ResultsStore:
         return digest
 
 
-def read_store(out: str | Path) -> pd.DataFrame:
-    """Every row of ``<out>/results.sqlite`` (all versions and attempts), raw JSON columns."""
+def read_store(out: str | Path | sqlite3.Connection) -> pd.DataFrame:
+    """Every row of ``<out>/results.sqlite`` (all versions and attempts), raw JSON columns.
+
+    Safe while a batch is writing (WAL: readers see the last committed rows).
+    """
+    query = f"SELECT {', '.join(_COLUMNS)} FROM cases ORDER BY case_id, finished_at"
+    if isinstance(out, sqlite3.Connection):
+        return pd.read_sql_query(query, out)
     path = Path(out) / STORE_NAME if Path(out).is_dir() else Path(out)
     if not path.exists():
         raise InvalidInput(f"No batch results found in '{Path(out).name}' (no {STORE_NAME}).")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0) as conn:
-        return pd.read_sql_query(f"SELECT {', '.join(_COLUMNS)} FROM cases ORDER BY case_id, "
-                                 "finished_at", conn)
+    with closing(sqlite3.connect(path, timeout=30.0)) as conn:
+        conn.execute("PRAGMA query_only=ON")
+        return pd.read_sql_query(query, conn)
 
 
-def results_table(out: str | Path, *, include_failed: bool = False,
+def results_table(out: str | Path | sqlite3.Connection, *, include_failed: bool = False,
                   id_column: str = "case_id") -> pd.DataFrame:
     """One row per case (its latest result) with the biomarkers expanded to columns.
 
@@ -496,16 +503,22 @@ def _limit_threads() -> None:
         pass
 
 
-_ABS_PATH = re.compile(r"(?:[A-Za-z]:\\|/)[^\s'\"]*")
+# a file-system path inside an arbitrary exception message: /a/b..., ~/a..., C:\\a...
+_PATH_IN_TEXT = re.compile(r"(?<![\w.])(?:~?/[^\s'\"/]+/[^\s'\"]*|[A-Za-z]:\\[^\s'\"]+)")
 
 
 def _plain_message(exc: BaseException, case: CaseInput, *, expected: bool) -> str:
-    """A short, path-free message: the WorkbenchError's own words, else type + message."""
+    """A short, path-free message: the WorkbenchError's own words, else type + message.
+
+    The input's folder is replaced by ``<input>`` in every message; in unexpected
+    exceptions any other absolute path is replaced by ``<path>`` as well.
+    """
     msg = str(exc).strip()
-    for p in (str(case.path), str(case.path.parent)):
-        msg = msg.replace(p, "<input>")
-    msg = _ABS_PATH.sub("<path>", msg)
+    for p in sorted({str(case.path), str(case.path.parent)}, key=len, reverse=True):
+        if len(p) > 1:
+            msg = msg.replace(p, "<input>")
     if not expected:
+        msg = _PATH_IN_TEXT.sub("<path>", msg)
         msg = f"Unexpected error ({type(exc).__name__})" + (f": {msg}" if msg else "")
     elif not msg:
         msg = type(exc).__name__
@@ -693,10 +706,7 @@ def run_batch(
             _run_on_dask(todo, store, summary, case_fn=case_fn, scheduler=scheduler,
                          n_workers=n_workers, lesion_method=lesion_method, masks_dir=masks_dir,
                          pipeline_version=pipeline_version, progress=progress, tqdm=tqdm)
-    try:
-        _write_table_csv(out)
-    except WorkbenchError:
-        pass
+        _write_table_csv(store)
     summary.seconds = time.perf_counter() - t_start
     log.info("batch finished: %d ok, %d failed, %d skipped", summary.n_ok, summary.n_failed,
              summary.n_skipped)
@@ -772,11 +782,12 @@ def _run_on_dask(todo, store, summary, *, case_fn, scheduler, n_workers, lesion_
             cluster.close()
 
 
-def _write_table_csv(out: Path) -> None:
-    table = results_table(out, include_failed=True)
-    tmp = out / f".{TABLE_CSV_NAME}.tmp"
+def _write_table_csv(store: ResultsStore) -> None:
+    """``<out>/results.csv``: :func:`results_table` with failed cases, replaced atomically."""
+    table = results_table(store.conn, include_failed=True)
+    tmp = store.out / f".{TABLE_CSV_NAME}.tmp"
     table.to_csv(tmp, index=False)
-    os.replace(tmp, out / TABLE_CSV_NAME)
+    os.replace(tmp, store.out / TABLE_CSV_NAME)
 
 
 # --------------------------------------------------------------------------- CLI
