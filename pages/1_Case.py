@@ -45,7 +45,7 @@ with st.sidebar:
                 st.info("No sample data found: run `workbench synth sample_data`.")
             else:
                 ids = samples["case_id"].tolist()
-                ss.setdefault("sample_case", ids[0])
+                ss.setdefault("sample_case", "phantom_moderate" if "phantom_moderate" in ids else ids[0])
                 if ss["sample_case"] not in ids:
                     ss["sample_case"] = ids[0]
                 cid = st.selectbox("Sample case", ids, key="sample_case",
@@ -94,7 +94,7 @@ st.subheader(f"{source.label}")
 cols = st.columns(6)
 cols[0].metric("CT severity score", f"{bm.get('ct_severity_score', float('nan')):.0f} / 25",
                help="Sum over 5 lobes (approximated by lung zones) of 0-5 points by % involvement.")
-cols[1].metric("Disease extent (% of lung)", f"{bm.get('lesion_pct_lung', float('nan')):.1f} %")
+cols[1].metric("Extent (% of lung)", f"{bm.get('lesion_pct_lung', float('nan')):.1f} %")
 cols[2].metric("Lesion volume", f"{bm.get('lesion_volume_ml', float('nan')):.0f} ml")
 cols[3].metric("Ground glass", f"{bm.get('ggo_volume_ml', float('nan')):.0f} ml")
 cols[4].metric("Consolidation", f"{bm.get('consolidation_volume_ml', float('nan')):.0f} ml")

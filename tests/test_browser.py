@@ -66,13 +66,16 @@ def streamlit_server(timeout_s: float = 90.0):
             proc.kill()
 
 
-def smallest_sample_case() -> str | None:
+def default_sample_case() -> str | None:
+    """phantom_moderate when the sample data has it, else the smallest sample case."""
     sys.path.insert(0, str(REPO))
     from workbench.ui import sample_cases
 
     cases = sample_cases()
     if not len(cases):
         return None
+    if "phantom_moderate" in set(cases["case_id"]):
+        return "phantom_moderate"
     sizes = [Path(p).stat().st_size for p in cases["path"]]
     return str(cases.iloc[sizes.index(min(sizes))]["case_id"])
 
@@ -128,7 +131,7 @@ def test_app_in_chromium(tmp_path):
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
-    case_id = smallest_sample_case()
+    case_id = default_sample_case()
     if case_id is None:
         pytest.skip("no sample cases in sample_data/")
     with streamlit_server() as url, sync_playwright() as p:
@@ -167,11 +170,11 @@ def save_screenshots(out_dir: Path, method: str = "threshold") -> dict[str, floa
     from playwright.sync_api import sync_playwright
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    case_id = smallest_sample_case() if "--case" not in sys.argv else sys.argv[sys.argv.index("--case") + 1]
+    case_id = default_sample_case() if "--case" not in sys.argv else sys.argv[sys.argv.index("--case") + 1]
     stats: dict[str, float] = {}
     with streamlit_server() as url, sync_playwright() as p:
         browser = launch(p)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page = browser.new_page(viewport={"width": 1440, "height": 1100})
         page.goto(url)
         page.get_by_text("Research use only").first.wait_for(timeout=60_000)
         page.wait_for_timeout(1500)
@@ -179,12 +182,15 @@ def save_screenshots(out_dir: Path, method: str = "threshold") -> dict[str, floa
         if case_id:
             open_case(page, url, case_id, method=method)
             page.wait_for_timeout(2000)
+            page.get_by_role("tab", name="Slices").scroll_into_view_if_needed()
+            page.get_by_text("CT severity score").first.scroll_into_view_if_needed()
             page.screenshot(path=str(out_dir / "case_slices.png"))
             lat = slider_latency_s(page, n=5)
             stats = {"slider_median_s": statistics.median(lat), "slider_max_s": max(lat)}
             for tab, name in (("3D", "case_3d.png"), ("Biomarkers", "case_biomarkers.png"),
                               ("Prediction", "case_prediction.png")):
                 click_tab(page, tab)
+                page.get_by_text("CT severity score").first.scroll_into_view_if_needed()
                 if tab == "3D":
                     page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=120_000)
                 page.wait_for_timeout(2500)
@@ -192,9 +198,15 @@ def save_screenshots(out_dir: Path, method: str = "threshold") -> dict[str, floa
         page.goto(f"{url}/Cohort")
         page.wait_for_selector('[data-testid="stVegaLiteChart"]', timeout=300_000)
         page.wait_for_timeout(3000)
+        page.get_by_role("tab", name="ROC & threshold").scroll_into_view_if_needed()
+        page.mouse.move(800, 600)
+        page.mouse.wheel(0, 300)
+        page.wait_for_timeout(800)
         page.screenshot(path=str(out_dir / "cohort_roc.png"))
         click_tab(page, "Explanations (SHAP)")
         page.wait_for_timeout(4000)
+        page.mouse.wheel(0, 200)
+        page.wait_for_timeout(800)
         page.screenshot(path=str(out_dir / "cohort_shap.png"))
         page.goto(f"{url}/About")
         page.get_by_text("Intended use").first.wait_for(timeout=60_000)
@@ -209,7 +221,7 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--screenshots", type=Path, default=REPO / "docs" / "screenshots")
-    ap.add_argument("--case", default=None, help="sample case id (default: the smallest)")
+    ap.add_argument("--case", default=None, help="sample case id (default: phantom_moderate)")
     ap.add_argument("--method", default="threshold", choices=["threshold", "unet"])
     args = ap.parse_args()
     reason = _skip_reason()

@@ -151,6 +151,9 @@ def test_roc_band_contains_curve_and_separates_models():
     assert list(band.columns) == ["fpr", "tpr", "tpr_lo", "tpr_hi"]
     assert (band["tpr_lo"] <= band["tpr"] + 1e-9).all() and (band["tpr"] <= band["tpr_hi"] + 1e-9).all()
     auc_good = np.trapezoid(band["tpr"], band["fpr"])
+    from sklearn.metrics import roc_auc_score
+
+    assert auc_good == pytest.approx(roc_auc_score(y, good), abs=0.01)  # the curve is the real ROC
     noise = charts.roc_band_table(y, rng.normal(size=300), n_bootstrap=50)
     auc_noise = np.trapezoid(noise["tpr"], noise["fpr"])
     assert auc_good > 0.8 and 0.35 < auc_noise < 0.65

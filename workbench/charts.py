@@ -324,7 +324,7 @@ def waterfall_chart(
     df = pd.DataFrame(recs)
     sort = df.sort_values("order")["feature"].tolist()
     bars = alt.Chart(df).mark_bar().encode(
-        y=alt.Y("feature:N", sort=sort, title=None),
+        y=alt.Y("feature:N", sort=sort, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=260)),
         x=alt.X("start:Q", title=f"model output ({scale})", scale=alt.Scale(zero=False)),
         x2="end:Q",
         color=alt.Color("direction:N", scale=alt.Scale(domain=["towards severe", "away from severe"],
@@ -370,12 +370,13 @@ def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = No
     layers = []
     if {"tpr_lo", "tpr_hi"} <= set(curves.columns):
         layers.append(base.mark_area(opacity=0.15).encode(
-            x=alt.X("fpr:Q"), y="tpr_lo:Q", y2="tpr_hi:Q", color=alt.Color("model:N", legend=None)))
+            x=alt.X("fpr:Q"), y="tpr_lo:Q", y2="tpr_hi:Q",
+            color=alt.Color("model:N", legend=None, scale=alt.Scale(scheme="category10"))))
     layers.append(base.mark_line().encode(
         x=alt.X("fpr:Q", title="1 − specificity (false positive rate)", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("tpr:Q", title="sensitivity (true positive rate)", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("model:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical",
-                                                                   labelLimit=400)),
+        color=alt.Color("model:N", title=None, scale=alt.Scale(scheme="category10"),
+                        legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400)),
         order="fpr:Q",
     ))
     layers.append(alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(
@@ -392,29 +393,33 @@ def roc_band_table(y: Sequence[int], p: Sequence[float], *, n_bootstrap: int = 2
     """Data for a ROC curve with a pointwise bootstrap confidence band (for :func:`roc_chart`).
 
     TPR is interpolated on a fixed FPR grid (vertical averaging); patients are resampled
-    within each outcome class. Columns: fpr, tpr, tpr_lo, tpr_hi.
+    within each outcome class (all resamples at once as multinomial weights on the sorted
+    scores, so 200 resamples of 500 patients take milliseconds). Columns: fpr, tpr, tpr_lo, tpr_hi.
     """
-    from sklearn.metrics import roc_curve
-
     y = np.asarray(y, dtype=int)
     p = np.asarray(p, dtype=float)
+    order = np.argsort(-p, kind="stable")
+    ys, ps = y[order], p[order]
+    last_of_tie = np.r_[ps[1:] != ps[:-1], True]
+    pos, neg = np.flatnonzero(ys == 1), np.flatnonzero(ys == 0)
     fgrid = np.linspace(0, 1, grid)
 
-    def curve(yy: np.ndarray, pp: np.ndarray) -> np.ndarray:
-        fpr, tpr, _ = roc_curve(yy, pp)
-        return np.interp(fgrid, fpr, tpr)
+    def curves(w: np.ndarray) -> np.ndarray:  # w: (B, n) weights -> (B, grid) TPR on the FPR grid
+        tp = np.cumsum(w * ys, axis=1)[:, last_of_tie]
+        fp = np.cumsum(w * (1 - ys), axis=1)[:, last_of_tie]
+        tpr = np.hstack([np.zeros((len(w), 1)), tp / len(pos)])
+        fpr = np.hstack([np.zeros((len(w), 1)), fp / len(neg)])
+        return np.vstack([np.interp(fgrid, f, t) for f, t in zip(fpr, tpr)])
 
-    main = curve(y, p)
+    main = curves(np.ones((1, len(ys))))[0]
     rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    boots = np.empty((n_bootstrap, grid))
-    for b in range(n_bootstrap):
-        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        boots[b] = curve(y[idx], p[idx])
+    w = np.zeros((n_bootstrap, len(ys)))
+    w[:, pos] = rng.multinomial(len(pos), np.full(len(pos), 1.0 / len(pos)), size=n_bootstrap)
+    w[:, neg] = rng.multinomial(len(neg), np.full(len(neg), 1.0 / len(neg)), size=n_bootstrap)
+    boots = curves(w)
     a = (1 - level) / 2
     lo, hi = np.quantile(boots, [a, 1 - a], axis=0)
-    main[0], lo[0], hi[0] = 0.0, 0.0, max(hi[0], 0.0)
-    return pd.DataFrame({"fpr": fgrid, "tpr": main, "tpr_lo": lo, "tpr_hi": hi})
+    return pd.DataFrame({"fpr": fgrid, "tpr": main, "tpr_lo": np.minimum(lo, main), "tpr_hi": np.maximum(hi, main)})
 
 
 def confusion_matrix_chart(tn: int, fp: int, fn: int, tp: int, *, size: int = 120) -> alt.Chart:
@@ -469,7 +474,8 @@ def importance_chart(importance: pd.Series | Mapping[str, float], *, max_display
     s = pd.Series(importance, dtype=float).sort_values(ascending=False).head(max_display)
     df = pd.DataFrame({"feature": s.index, "importance": s.to_numpy()})
     return alt.Chart(df).mark_bar(color="#4c78a8").encode(
-        y=alt.Y("feature:N", sort=list(df["feature"]), title=None),
+        y=alt.Y("feature:N", sort=list(df["feature"]), title=None,
+                axis=alt.Axis(labelOverlap=False, labelLimit=220)),
         x=alt.X("importance:Q", title=title),
         tooltip=["feature:N", alt.Tooltip("importance:Q", format=".3f")],
     ).properties(width=360, height=max(120, 20 * len(df)))
@@ -507,7 +513,7 @@ def beeswarm_chart(shap_values: pd.DataFrame, X: pd.DataFrame, *, max_display: i
     df = pd.concat(recs, ignore_index=True)
     return alt.Chart(df).mark_circle(size=18, opacity=0.75).encode(
         x=alt.X("shap:Q", title="SHAP value (impact on model output)"),
-        y=alt.Y("feature:N", sort=list(cols), title=None),
+        y=alt.Y("feature:N", sort=list(cols), title=None, axis=alt.Axis(labelOverlap=False, labelLimit=220)),
         yOffset=alt.YOffset("jitter:Q", scale=alt.Scale(domain=[-0.5, 0.5])),
         color=alt.Color("value_rank:Q", title="feature value (rank)",
                         scale=alt.Scale(scheme="redblue", reverse=True, domain=[0, 1])),
