@@ -106,6 +106,19 @@ def test_case_page_analyses_an_upload(case_app, files):
     assert at.dataframe[0].value["label"].notna().all()
 
 
+def test_mask_download_round_trips(case_app):
+    from workbench.io import load_mask
+    from workbench.ui import _case_store, mask_nifti_bytes
+
+    result = next(e["result"] for e in _case_store().values() if e["result"].ct.shape == (48, 80, 80))
+    data = mask_nifti_bytes(result.lesions, result.ct)
+    assert data[:2] == b"\x1f\x8b"  # gzip
+    back = load_mask(data, result.ct)
+    assert np.array_equal(back, result.lesions) and set(np.unique(back)) <= {0, 1, 2}
+    labels = [b.label for b in case_app.get("download_button")]
+    assert labels == ["Lesion mask (.nii.gz)", "Lung mask (.nii.gz)", "Biomarkers (.csv)", "Case report (.html)"]
+
+
 def test_viewer_widgets_change_the_image(case_app):
     at = case_app
     url0 = _image_url(at)
