@@ -213,7 +213,7 @@ def main() -> None:
     print(f"  lungmask R231 architecture, slice-wise 256x256: {r231_per_slice:.2f} s/slice x {n_z} = "
           f"{r231_total:.0f} s (timed on {args.r231_slices} slices, lungs only)")
     print(f"  ours: segment_lungs {full['lung_s']:.1f} s + lesions unet {full['unet'][2]:.1f} s = {ours:.1f} s "
-          f"(threshold lesions: {ours_thr:.1f} s)")
+          f"(lungs + threshold lesions: {ours_thr:.1f} s)")
     print(f"  ratio R231 / ours (unet): {r231_total / ours:.1f}x; R231 / ours (threshold): {r231_total / ours_thr:.1f}x")
 
 
