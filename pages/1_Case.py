@@ -283,7 +283,9 @@ with tab_fu:
     st.markdown("Compare with a second scan of the same patient (lesion volume change).")
     fu_opts = ["none"] + [c for c in samples["case_id"] if c != getattr(source, "label", None)]
     suggested = samples.loc[samples["followup_of"] == source.label, "case_id"].tolist()
-    ss.setdefault("followup_case", suggested[0] if suggested else "none")
+    ss.setdefault("followup_case", "none")
+    if suggested:
+        st.caption(f"Sample follow-up scan of this patient: **{suggested[0]}**")
     if ss["followup_case"] not in fu_opts and ss["followup_case"] != "upload":
         ss["followup_case"] = "none"
     fu_choice = st.selectbox("Follow-up scan", fu_opts + ["upload"], key="followup_case")
