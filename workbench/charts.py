@@ -245,7 +245,7 @@ def surface_figure(
             aspectmode="data",
             # LPS: x to patient left, y to posterior, z to superior. Show the patient from the front.
             xaxis=dict(title="right → left (mm)", showbackground=False),
-            yaxis=dict(title="anterior → posterior (mm)", showbackground=False, autorange="reversed"),
+            yaxis=dict(title="anterior → posterior (mm)", showbackground=False),
             zaxis=dict(title="inferior → superior (mm)", showbackground=False),
             camera=dict(eye=dict(x=0.0, y=-2.0, z=0.3)),
         ),

@@ -253,19 +253,16 @@ def load_sample_cohort() -> pd.DataFrame:
 
 
 def operating_points(y: Any, p: Any) -> dict[str, float]:
-    """Thresholds from out-of-fold probabilities: Youden's J, 90 % sensitivity, 90 % specificity."""
-    import numpy as np
-    from sklearn.metrics import roc_curve
+    """Thresholds from out-of-fold probabilities (workbench.evaluation.operating_point):
+    Youden's J, 90 % sensitivity, 90 % specificity, and 0.5."""
+    from .evaluation import operating_point
 
-    fpr, tpr, thr = roc_curve(np.asarray(y), np.asarray(p))
-    thr = np.clip(thr, 0.0, 1.0)
-    out = {"Youden (max sensitivity + specificity)": float(thr[int(np.argmax(tpr - fpr))])}
-    i = int(np.argmax(tpr >= 0.9))
-    out["90 % sensitivity"] = float(thr[i])
-    ok = np.where(1 - fpr >= 0.9)[0]
-    out["90 % specificity"] = float(thr[ok[-1]]) if len(ok) else float(thr[0])
-    out["0.5"] = 0.5
-    return out
+    return {
+        "Youden (max sensitivity + specificity)": operating_point(y, p, "youden").threshold,
+        "90 % sensitivity": operating_point(y, p, "sensitivity", 0.9).threshold,
+        "90 % specificity": operating_point(y, p, "specificity", 0.9).threshold,
+        "0.5": 0.5,
+    }
 
 
 @st.cache_resource(show_spinner="Fitting the demonstration model on the sample synthetic cohort …")
@@ -290,25 +287,12 @@ def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted((Path(__file__).parent / "models").glob("*.skops"))}
 
 
-@st.cache_data(show_spinner="Loading the Tongji cohort …")
-def load_tongji_cohort() -> pd.DataFrame:
-    """The real Tongji cohort (first lab values within 2 days of admission)."""
-    from .cohort import load_tongji
+@st.cache_data(show_spinner="Loading the reference cohort for explanations …")
+def background_for(features: tuple[str, ...]) -> pd.DataFrame | None:
+    """Reference patients for SHAP (:func:`workbench.pipeline.default_background`), cached."""
+    from .pipeline import default_background
 
-    return load_tongji()
-
-
-def background_for(features: list[str]) -> pd.DataFrame | None:
-    """Reference patients for SHAP: the Tongji cohort or the sample synthetic cohort, whichever has
-    all of the model's features (None when neither does)."""
-    for loader in (load_tongji_cohort, load_sample_cohort):
-        try:
-            df = loader()
-        except Exception:  # noqa: BLE001 - a missing data file only removes this option
-            continue
-        if set(features) <= set(df.columns):
-            return df[features].astype(float)
-    return None
+    return default_background(list(features))
 
 
 @st.cache_resource(show_spinner="Loading the model …")
@@ -329,34 +313,22 @@ def shipped_case_model(path: str) -> dict:
     thresholds["0.5"] = 0.5
     return {"model": fitted, "label": f"{fitted.name} · {meta.get('cohort', Path(path).stem)}",
             "outcome": fitted.outcome or "outcome", "cv_auc": meta.get("cv_auc"), "thresholds": thresholds,
-            "background": background_for(list(fitted.features)), "synthetic": False}
+            "background": background_for(tuple(fitted.features)), "synthetic": False}
 
 
 def explain_case(entry: dict, features: dict[str, float]) -> dict:
     """Probability and SHAP attributions of one patient for a model entry
-    (from :func:`synthetic_case_model` / :func:`shipped_case_model`).
+    (from :func:`synthetic_case_model` / :func:`shipped_case_model`), via
+    :func:`workbench.pipeline.predict_case`.
 
-    Returns a dict: probability, base_value, contributions (feature -> SHAP), feature_values,
-    scale, model_name, outcome, missing (model features not given).
+    Returns ``Prediction.to_dict()``: probability, model_name, outcome, feature_values, missing,
+    contributions (feature -> SHAP), base_value, scale, explain_note.
     """
-    import numpy as np
+    from .pipeline import predict_case
 
-    fitted = entry["model"]
-    row = {f: float(features[f]) if features.get(f) is not None else np.nan for f in fitted.features}
-    X = pd.DataFrame([row], columns=fitted.features)
-    prob = float(fitted.predict_proba(X)[0])
-    out = {"probability": prob, "model_name": entry["label"], "outcome": entry["outcome"],
-           "feature_values": row, "missing": [f for f, v in row.items() if not np.isfinite(v)],
-           "contributions": {}, "base_value": None, "scale": "log-odds"}
-    try:
-        from .explain import explain
-    except ImportError:
-        out["explain_note"] = "SHAP explanations are not available in this installation."
-        return out
-    exp = explain(fitted, X, background=entry.get("background"))
-    pat = exp.patient(0)
-    out.update(contributions={str(f): float(v) for f, v in zip(pat["feature"], pat["shap"])},
-               base_value=float(exp.base_value), scale=exp.output.replace("_", "-"))
+    pred = predict_case(entry["model"], features, background=entry.get("background"), model_name=entry["label"])
+    out = pred.to_dict()
+    out["outcome"] = entry["outcome"]
     return out
 
 
