@@ -129,6 +129,7 @@ with c1:
     has_centre = "centre" in df.columns and df["centre"].nunique() > 1
     by_centre = st.checkbox("Leave one centre out", False, key="by_centre", disabled=not has_centre,
                             help="Train on the other centres, test on the held-out one (external validation).")
+    by_centre = bool(by_centre and has_centre)
 try:
     auto = Cohort.from_table(df, outcome=outcome, validate=False)
 except Exception as exc:  # noqa: BLE001

@@ -250,6 +250,10 @@ def test_cohort_page_fits_and_threshold_updates():
     # dependence plot follows the chosen feature
     at.selectbox(key="dep_feature").set_value("age_years").run()
     _no_exception(at)
+    # external validation by centre
+    at.checkbox(key="by_centre").check().run()
+    _no_exception(at)
+    assert set(at.dataframe[-1].value["cv_scheme"]) == {"leave-one-centre-out"}
 
 
 def test_cohort_upload_without_outcome_shows_error():
