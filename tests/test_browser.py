@@ -158,6 +158,19 @@ def test_app_in_chromium(tmp_path):
         click_tab(page, "3D")
         page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=120_000)
         page.screenshot(path=str(tmp_path / "case_3d.png"))
+
+        # a real upload through the file uploader: a damaged DICOM zip gives a clear error, no traceback
+        import zipfile
+
+        bad = tmp_path / "damaged_series.zip"
+        with zipfile.ZipFile(bad, "w") as z:
+            for i in range(12):
+                z.writestr(f"IM{i:04d}.dcm", b"\x00" * 128 + b"DICM" + b"\xff" * 16)
+        page.get_by_text("Upload", exact=True).first.click()
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(bad))
+        page.get_by_text("could not be read (damaged or incomplete)").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "bad_upload.png"))
+        assert not page.get_by_text("Traceback").count()
         assert not page.get_by_text("Traceback").count()
         assert offsite == [], f"requests left the machine: {offsite[:5]}"
         browser.close()
