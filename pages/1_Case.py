@@ -258,14 +258,25 @@ with tab_pred:
                 editable = [f for f in feats_needed]
                 wf = st.selectbox("Feature", editable, key="whatif_feature")
                 cur = prediction["feature_values"].get(wf)
-                col = entry["background"][wf] if entry.get("background") is not None and \
-                    wf in entry["background"] else pd.Series([cur if cur is not None else 0.0])
-                lo, hi = float(np.nanpercentile(col, 1)), float(np.nanpercentile(col, 99))
-                start = cur if cur is not None and math.isfinite(cur) else float(np.nanmedian(col))
-                lo, hi = min(lo, start), max(hi, start)
-                if hi <= lo:
-                    hi = lo + 1.0
-                new = st.slider(f"{wf}", lo, hi, float(start), (hi - lo) / 100, key=f"whatif_{wf}")
+                cur = cur if cur is not None and math.isfinite(cur) else None
+                if wf in ui.BINARY_FIELDS:
+                    names = ["female", "male"] if wf == "sex" else ["no", "yes"]
+                    new = float(st.radio(f"{wf}", [0, 1], index=int(cur) if cur in (0.0, 1.0) else 0,
+                                         format_func=names.__getitem__, horizontal=True, key=f"whatif_{wf}"))
+                else:
+                    bg = entry.get("background")
+                    col = pd.to_numeric(bg[wf], errors="coerce").dropna() if bg is not None and wf in bg else \
+                        pd.Series(dtype=float)
+                    if len(col):
+                        lo, hi = float(np.percentile(col, 1)), float(np.percentile(col, 99))
+                        start = cur if cur is not None else float(np.median(col))
+                    else:  # no reference values: a range around the current value
+                        start = cur if cur is not None else 0.0
+                        lo, hi = start - abs(start) - 1.0, start + abs(start) + 1.0
+                    lo, hi = min(lo, start), max(hi, start)
+                    if hi <= lo:
+                        hi = lo + 1.0
+                    new = st.slider(f"{wf}", lo, hi, float(start), (hi - lo) / 100, key=f"whatif_{wf}")
                 alt_pred = ui.run_safely(lambda: ui.explain_cached(choice, ui.feature_key({**features, wf: new})),
                                         "What if")
                 if alt_pred is not None:
