@@ -193,6 +193,7 @@ with tab_bm:
 
 # ----------------------------------------------------------------------------- prediction
 prediction = None
+clinical_given: dict[str, float] = {}
 with tab_pred:
     entries = {"none": "No prediction"}
     for m, lab in ui.SYNTHETIC_MODELS.items():
@@ -226,7 +227,8 @@ with tab_pred:
                 v = fcols[(len(shown) + j) % 4].selectbox(ui.BINARY_FIELDS[f], opts, key=f"clin_{f}")
                 clinical[f] = None if v == "unknown" else float(opts.index(v) - 1)
             st.form_submit_button("Update prediction")
-        features = {**bm, **{k: v for k, v in clinical.items() if v is not None}}
+        clinical_given = {k: float(v) for k, v in clinical.items() if v is not None}
+        features = {**bm, **clinical_given}
         thresholds = entry["thresholds"]
         ss.setdefault("op_point", next(iter(thresholds)))
         if ss["op_point"] not in thresholds:
@@ -365,5 +367,5 @@ with tab_dl:
     pred_for_report = dict(prediction) if prediction is not None else None
     c4.download_button("Case report (.html)",
                        lambda: case_report_html(result, prediction=pred_for_report, followup=followup,
-                                                label=stem),
+                                                label=stem, clinical=clinical_given),
                        file_name=f"{stem}_report.html", mime="text/html", key="dl_report")

@@ -159,6 +159,17 @@ def test_app_in_chromium(tmp_path):
         page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=120_000)
         page.screenshot(path=str(tmp_path / "case_3d.png"))
 
+        # the one-page report downloads as self-contained HTML (generated on click)
+        click_tab(page, "Downloads")
+        with page.expect_download(timeout=120_000) as dl:
+            page.get_by_text("Case report (.html)").first.click()
+        report = tmp_path / dl.value.suggested_filename
+        dl.value.save_as(report)
+        html = report.read_text()
+        assert report.name == f"{case_id}_report.html"
+        assert "Research use only" in html and html.count("data:image/png;base64,") == 4
+        assert "http://" not in html and "https://" not in html
+
         # a real upload through the file uploader: a damaged DICOM zip gives a clear error, no traceback
         import zipfile
 

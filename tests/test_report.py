@@ -66,7 +66,10 @@ def test_report_contains_biomarkers_prediction_and_clinical(result):
     assert "above" in doc and "40.0 %" in doc  # 0.734 >= threshold 0.4
     assert "+1.200" in doc and "-0.250" in doc  # SHAP attributions, sorted by size
     assert doc.index("lesion_pct_lung</td>") < doc.index("lymphocytes_pct</td>")
+    assert "missing (imputed)" in doc  # lymphocytes_pct was not given
     assert "age_years" in doc and "crp_mg_l" in doc
+    other = case_report_html(result, label="case A", clinical={"ldh_u_l": 412.0})
+    assert "ldh_u_l" in other and "412" in other and "crp_mg_l</td>" not in other
     assert "mL" in doc or "ml" in doc  # units from the registry
 
 

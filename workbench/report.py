@@ -52,6 +52,8 @@ def _fmt(v: Any, digits: int = 4) -> str:
         return "n/a"
     if f == int(f) and abs(f) < 1e6:
         return str(int(f))
+    if abs(f) >= 10 ** digits:
+        return f"{f:.0f}"
     return f"{f:.{digits}g}"
 
 
@@ -116,7 +118,9 @@ def _prediction_html(pred: Mapping[str, Any]) -> str:
         for name, v in items:
             v = float(v)
             w = int(round(120 * abs(v) / vmax))
-            rows.append(f"<tr><td>{html.escape(name)}</td><td class=num>{_fmt(values.get(name))}</td>"
+            fv = values.get(name)
+            shown = _fmt(fv) if fv is not None and math.isfinite(float(fv)) else "missing (imputed)"
+            rows.append(f"<tr><td>{html.escape(name)}</td><td class=num>{shown}</td>"
                         f"<td class=num>{v:+.3f}</td><td><span class='bar {'pos' if v >= 0 else 'neg'}' "
                         f"style='width:{w}px'></span></td></tr>")
         base = pred.get("base_value")
@@ -135,6 +139,7 @@ def case_report_html(
     followup: Any = None,
     label: str | None = None,
     images: list[tuple[str, np.ndarray]] | None = None,
+    clinical: Mapping[str, float] | None = None,
 ) -> str:
     """Render the one-page report for a :class:`workbench.pipeline.CaseResult`.
 
@@ -148,6 +153,7 @@ def case_report_html(
         label: the case label printed in the title (default ``result.case_id``). Pass a neutral
             label when the file name could identify a patient.
         images: pre-rendered ``(caption, rgb)`` pairs; default :func:`key_images`.
+        clinical: clinical values to list (default ``result.clinical``).
 
     Returns:
         A complete HTML document as a string (images embedded, no external references).
@@ -174,7 +180,7 @@ def case_report_html(
             if k == "ct_severity_score":
                 val = f"{_fmt(bm[k])} / 25"
             heads.append(f"<div class=kpi><b>{html.escape(val)}</b><span>{html.escape(lab)}</span></div>")
-    clinical = getattr(result, "clinical", {}) or {}
+    clinical = dict(clinical) if clinical is not None else (getattr(result, "clinical", {}) or {})
     clin_rows = "".join(f"<tr><td>{html.escape(k)}</td><td class=num>{_fmt(v)}</td></tr>" for k, v in clinical.items())
     fu_html = ""
     if followup is not None:
