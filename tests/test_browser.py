@@ -20,6 +20,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -123,9 +125,8 @@ def _skip_reason() -> str | None:
     return None
 
 
+@pytest.mark.browser
 def test_app_in_chromium(tmp_path):
-    import pytest
-
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
