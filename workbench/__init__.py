@@ -25,7 +25,6 @@ _EXPORTS = {
     "WorkbenchError": "errors",
     # synthetic data
     "make_phantom": "synthetic", "make_phantom_pair": "synthetic",
-    "synthetic_cohort": "synthetic_cohort",
     # segmentation
     "segment_lungs": "segmentation.lungs", "segment_lesions": "segmentation.lesions",
     "segment_heart": "segmentation.heart",
@@ -36,10 +35,11 @@ _EXPORTS = {
     # cohorts and models
     "Cohort": "cohort", "load_table": "cohort", "load_tongji": "cohort",
     "make_model": "models", "fit_cv": "models", "save_model": "models", "load_model": "models",
-    "explain": "explain",
     "run_batch": "batch",
 }
 
+# Functions named like their module (``explain.explain``, ``synthetic_cohort.synthetic_cohort``)
+# are deliberately not re-exported: the name would shadow the submodule.
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
