@@ -5,9 +5,9 @@
 
 Phantom scans (workbench.synthetic.make_phantom) are written as NIfTI to a temporary
 folder and run with ``run_batch`` on a LocalCluster (one single-threaded process per
-worker). Each cluster is warmed up first (one case per worker, imports and model
-loading) so the table shows steady-state throughput; the timed run starts from an empty
-results store. Scaling efficiency = (cases/min with N workers) / (N x cases/min with 1);
+worker). Each cluster is warmed up first (imports and model loading on every worker,
+then two cases per worker) so the table shows steady-state throughput; the timed run
+starts from an empty results store. Scaling efficiency = (cases/min with N workers) / (N x cases/min with 1);
 linear scaling is 1.0. The figures depend on the machine and on its other load
 (printed as the 1-minute load average).
 """
@@ -40,6 +40,20 @@ def _noop_case(path, *, case_id, lesion_method):
     return {"lung_volume_ml": float(Path(path).stat().st_size)}
 
 
+def _warm_worker(method: str) -> None:
+    """Import the pipeline (and load the U-Net) on a worker before timing."""
+    import workbench.biomarkers  # noqa: F401
+    import workbench.pipeline  # noqa: F401
+    import workbench.segmentation.heart  # noqa: F401
+    import workbench.segmentation.lesions  # noqa: F401
+    import workbench.segmentation.lungs  # noqa: F401
+
+    if method == "unet":
+        from workbench.segmentation import networks
+
+        networks.load_lesion_model()
+
+
 def _lesion_method(requested: str) -> str:
     if requested != "auto":
         return requested
@@ -64,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="auto: the U-Net when its weights are installed, else threshold")
     args = ap.parse_args(argv)
 
+    import dask
     from distributed import Client, LocalCluster
 
     method = _lesion_method(args.lesion_method)
@@ -77,12 +92,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.cpu_count()} CPU(s)")
         for w in args.workers:
             warm = tmp / f"warm{w}"
-            _write_phantoms(warm, w, tuple(args.shape), seed0=1000 + 10 * w)
-            cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", silence_logs=40,
-                                   env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+            _write_phantoms(warm, 2 * w, tuple(args.shape), seed0=1000 + 10 * w)
+            with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):  # as run_batch
+                cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0", silence_logs=40,
+                                       env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
             client = Client(cluster)
             try:
+                client.run(_warm_worker, method)  # every worker, not just those given a case
                 run_batch(warm, tmp / f"warm_out{w}", scheduler=client, progress=False,
                           lesion_method=method)
                 load = os.getloadavg()[0]

@@ -133,8 +133,12 @@ class BatchSummary:
                if self.n_processed else ""),
             f"Results: {self.store_path}",
         ]
-        for cid, err in sorted(self.failed.items()):
+        failed = sorted(self.failed.items())
+        for cid, err in failed[:20]:
             lines.append(f"  failed {cid}: {err}")
+        if len(failed) > 20:
+            lines.append(f"  ... and {len(failed) - 20} more failed case(s), see "
+                         f"{self.out / TABLE_CSV_NAME}")
         return "\n".join(lines)
 
 
@@ -611,7 +615,7 @@ def _start_client(scheduler: Any, n_workers: int | None):
     with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
         cluster = LocalCluster(
             n_workers=n_workers or _default_n_workers(), threads_per_worker=1, processes=True,
-            dashboard_address=":0", env=single, silence_logs=logging.ERROR,
+            dashboard_address=":0", env=single, silence_logs=logging.CRITICAL,
         )
     return Client(cluster), cluster, True
 
@@ -772,6 +776,12 @@ def _run_on_dask(todo, store, summary, *, case_fn, scheduler, n_workers, lesion_
             bar.set_postfix(done=summary.n_ok, failed=summary.n_failed, refresh=False)
             bar.update(1)
         summary.processing_seconds = time.perf_counter() - t0
+    except KeyboardInterrupt:
+        bar.close()
+        msg = (f"Interrupted: the {summary.n_processed} case(s) finished in this run are saved in "
+               f"{store.path}; run the same command again to do the rest.")
+        print(msg, file=sys.stderr) if progress else log.warning(msg)
+        raise
     finally:
         bar.close()
         if futures:  # interrupted: don't leave work running on a shared cluster
