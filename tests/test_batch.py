@@ -108,7 +108,7 @@ def client():
 
 
 # ----------------------------------------------------------------- discovery and hashing
-def test_discover_folder_cases_and_ids(tmp_path):
+def test_discover_folder_cases_and_ids(tmp_path, caplog):
     (tmp_path / "P001.nii.gz").write_bytes(b"a")
     (tmp_path / "P002.nii").write_bytes(b"b")
     with zipfile.ZipFile(tmp_path / "P003.zip", "w") as zf:
@@ -117,8 +117,10 @@ def test_discover_folder_cases_and_ids(tmp_path):
     (tmp_path / "notes.txt").write_text("not a scan")
     (tmp_path / ".hidden.nii.gz").write_bytes(b"e")
     (tmp_path / "empty_folder").mkdir()
-    cases = discover_cases(tmp_path)
+    with caplog.at_level("WARNING", logger="workbench.batch"):
+        cases = discover_cases(tmp_path)
     assert [c.case_id for c in cases] == ["P001", "P002", "P003", "P004"]
+    assert "ignored 2 file(s)/folder(s)" in caplog.text  # notes.txt and empty_folder
     assert cases[3].path == (tmp_path / "P004").resolve()
 
     hashed = discover_cases(tmp_path, hash_ids=True)

@@ -241,19 +241,26 @@ def _check_unique(ids: Sequence[str]) -> None:
 
 def _cases_from_folder(folder: Path) -> list[CaseInput]:
     cases: list[CaseInput] = []
-    loose_dicom = 0
+    loose_dicom = ignored = 0
     for entry in sorted(folder.iterdir()):
         if _is_hidden(entry):
             continue
         if entry.is_dir():
             if _has_dicom(entry):
                 cases.append(CaseInput(entry.name, entry.resolve()))
+            else:
+                ignored += 1
             continue
         stem = _strip_case_suffix(entry.name)
         if stem is not None:
             cases.append(CaseInput(stem, entry.resolve()))
         elif _looks_like_dicom(entry):
             loose_dicom += 1
+        else:
+            ignored += 1
+    if ignored and cases:
+        log.warning("ignored %d file(s)/folder(s) in the input folder that are neither NIfTI, "
+                    "zip nor a folder of DICOM files", ignored)
     if loose_dicom and not cases:
         raise InvalidInput(
             f"'{folder.name}' holds DICOM files directly, i.e. one series. For a batch put each "
