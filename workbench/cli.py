@@ -111,22 +111,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import run_batch
-
-    summary = run_batch(
-        args.input,
-        Path(args.out),
-        scheduler=args.scheduler,
-        n_workers=args.workers,
-        write_masks=args.masks,
-        lesion_method=args.lesion_method,
-        retry_failed=not args.no_retry,
-    )
-    print(summary)
-    return 0 if getattr(summary, "n_failed", 0) == 0 else 1
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench",
@@ -168,15 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_arguments(p)
     p.set_defaults(func=_cmd_fit)
 
+    from .batch import add_arguments as add_batch_arguments, main_args as batch_main
+
     p = sub.add_parser("batch", help="analyse a folder or manifest of scans on Dask (resumable)")
-    p.add_argument("input", help="folder of scans or manifest CSV (case_id, path)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--scheduler", help="address of an existing Dask scheduler, tcp://host:port")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--masks", action="store_true")
-    p.add_argument("--lesion-method", choices=["unet", "threshold"], default="unet")
-    p.add_argument("--no-retry", action="store_true", help="do not redo cases that failed before")
-    p.set_defaults(func=_cmd_batch)
+    add_batch_arguments(p)
+    p.set_defaults(func=batch_main)
     return parser
 
 
@@ -187,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     except WorkbenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished results are saved; run the same command again to continue",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
