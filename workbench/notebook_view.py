@@ -94,5 +94,139 @@ def show_3d(ct: CTScan, lungs: np.ndarray | None, lesions: np.ndarray | None = N
 
     if lungs is None and lesions is None:
         raise ValueError("show_3d needs a lung or a lesion mask.")
-    choose_backend(backend, viewer_dir)
+    kind = choose_backend(backend, viewer_dir)
+    if kind == "itk-vtk-viewer":
+        return itk_vtk_viewer(ct, lungs, lesions, height_px=height_px, viewer_dir=viewer_dir)
     return HTML(plotly_html(ct, lungs, lesions, height_px=height_px))
+
+
+# --------------------------------------------------------------------------- itk-vtk-viewer (local bundle)
+_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>CT Severity Workbench 3D</title></head>
+<body style="margin:0;background:black">
+<div class="content" style="position:absolute;width:100vw;height:100vh;top:0;left:0;overflow:hidden"></div>
+<script src="itkVtkViewer.js"></script>
+<script>itkVtkViewer.processURLParameters(document.querySelector('.content'));</script>
+</body></html>
+"""
+#: label values of the combined map shown by the viewer
+VIEWER_LABELS = {1: "right lung", 2: "left lung", 3: "ground-glass opacity", 4: "consolidation"}
+MAX_VIEWER_SIDE = 256  # larger volumes are block-averaged so the browser stays responsive
+
+
+def write_viewer_files(ct: CTScan, lungs: np.ndarray | None, lesions: np.ndarray | None,
+                       viewer_dir: Path | str = VIEWER_DIR) -> tuple[str, str, str]:
+    """Write the viewer page and the case (CT + one label map: 1 right lung, 2 left lung,
+    3 GGO, 4 consolidation) as NRRD under ``viewer_dir``.
+
+    Returns paths relative to ``viewer_dir``: (page, image, label image).
+    """
+    import SimpleITK as sitk
+
+    viewer_dir = Path(viewer_dir)
+    bundle = viewer_dir / "itk-vtk-viewer"
+    page = bundle / "workbench.html"
+    if not page.exists() or page.read_text() != _PAGE:
+        page.write_text(_PAGE)
+    labels = np.zeros(ct.shape, np.uint8)
+    if lungs is not None:
+        labels[np.asarray(lungs) == 1] = 1
+        labels[np.asarray(lungs) == 2] = 2
+    if lesions is not None:
+        labels[np.asarray(lesions) == 1] = 3
+        labels[np.asarray(lesions) == 2] = 4
+    image = sitk.GetImageFromArray(np.clip(np.round(ct.hu), -1024, 3071).astype(np.int16))
+    image.CopyInformation(ct.image)
+    lab = sitk.GetImageFromArray(labels)
+    lab.CopyInformation(ct.image)
+    factors = [max(1, int(np.ceil(n / MAX_VIEWER_SIDE))) for n in image.GetSize()]
+    if max(factors) > 1:
+        image = sitk.BinShrink(image, factors)
+        lab = sitk.Resample(lab, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    data = viewer_dir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    _prune(data)
+    key = uuid.uuid4().hex[:12]
+    sitk.WriteImage(image, str(data / f"{key}_ct.nrrd"), useCompression=False)
+    sitk.WriteImage(lab, str(data / f"{key}_labels.nrrd"), useCompression=False)
+    rel = lambda p: p.relative_to(viewer_dir).as_posix()  # noqa: E731
+    return rel(page), f"data/{key}_ct.nrrd", f"data/{key}_labels.nrrd"
+
+
+MAX_VIEWER_CASES = 20  # older case files in ``_viewer/data`` are deleted
+
+
+def _prune(data: Path, keep: int = MAX_VIEWER_CASES) -> None:
+    files = sorted(data.glob("*.nrrd"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[2 * keep:]:
+        old.unlink(missing_ok=True)
+
+
+_SERVERS: dict[str, int] = {}
+
+
+def serve_viewer(viewer_dir: Path | str = VIEWER_DIR) -> int:
+    """Serve ``viewer_dir`` over HTTP on 127.0.0.1 (a random free port) from a daemon thread of
+    the kernel; return the port. One server per directory and kernel.
+
+    Jupyter's own ``/files/`` URLs cannot host the viewer: they are served with a
+    ``sandbox`` Content-Security-Policy (an opaque origin), which blocks the viewer's
+    web workers and data requests. Only this machine can reach the server.
+    """
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = str(Path(viewer_dir).resolve())
+    if root in _SERVERS:
+        return _SERVERS[root]
+
+    class Handler(SimpleHTTPRequestHandler):
+        extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm",
+                          ".js": "text/javascript", ".nrrd": "application/octet-stream"}
+
+        def log_message(self, fmt, *args) -> None:  # keep the notebook quiet
+            if os.environ.get("WORKBENCH_VIEWER_LOG"):
+                print("viewer:", fmt % args, flush=True)
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address) -> None:  # browser closed a download: not an error
+            pass
+
+    server = Server(("127.0.0.1", 0), functools.partial(Handler, directory=root))
+    threading.Thread(target=server.serve_forever, daemon=True, name="workbench-3d-viewer").start()
+    _SERVERS[root] = server.server_address[1]
+    return _SERVERS[root]
+
+
+def itk_vtk_viewer(ct: CTScan, lungs: np.ndarray | None, lesions: np.ndarray | None = None, *,
+                   height_px: int = 520, viewer_dir: Path | str = VIEWER_DIR) -> "object":
+    """The interactive itk-vtk-viewer (CT volume rendering + label map: 1 right lung, 2 left
+    lung, 3 GGO, 4 consolidation) in an iframe, served from the local bundle by
+    :func:`serve_viewer` (no internet). The browser must run on the kernel's machine
+    (a laptop with ``make lab``); otherwise the cell says so -- use ``backend="plotly"``.
+    """
+    from IPython.display import HTML
+
+    page, image, labels = write_viewer_files(ct, lungs, lesions, viewer_dir)
+    port = serve_viewer(viewer_dir)
+    base = f"http://127.0.0.1:{port}/"
+    src = f"{base}{page}?image=../{image}&labelImage=../{labels}&rotate=false"
+    div = f"wbitk-{uuid.uuid4().hex[:8]}"
+    return HTML(f"""<div id="{div}" style="height:{int(height_px)}px;border:1px solid #ccc">
+<p style="padding:8px">Loading the local 3D viewer…</p></div>
+<script>
+(async () => {{
+  const box = document.getElementById("{div}");
+  try {{
+    await fetch("{base}{page}", {{mode: "no-cors"}});
+    box.innerHTML = '<iframe src="{src}" style="width:100%;height:100%;border:0" allowfullscreen></iframe>';
+  }} catch (e) {{
+    box.innerHTML = '<p style="padding:8px">The local 3D viewer (served by the notebook kernel on 127.0.0.1:{port}) ' +
+      'is not reachable from this browser. Run JupyterLab on this computer (<code>make lab</code>), or call ' +
+      '<code>show_3d(..., backend="plotly")</code>.</p>';
+  }}
+}})();
+</script>""")
