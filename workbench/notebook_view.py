@@ -2,18 +2,22 @@
 
 ``show_3d(ct, lungs, lesions)`` picks the best viewer that works WITHOUT internet:
 
-* ``"itk-vtk-viewer"`` -- the interactive itk-vtk-viewer (volume rendering of the CT with the
-  lung/lesion label map, slicing, windowing), served by the Jupyter server itself from a local
-  copy of the viewer bundle (``make viewer3d`` puts it in ``notebooks/_viewer/itk-vtk-viewer``;
-  nothing is fetched from a CDN or IPFS). Used when the bundle is installed and the notebook
-  runs in a Jupyter server whose root is the ``notebooks/`` folder (``make lab``).
+* ``"itk-vtk-viewer"`` -- the interactive itk-vtk-viewer 11.4 (volume rendering of the CT with
+  the lung/lesion label map, slicing, windowing) from a local copy of its bundle
+  (``make viewer3d`` puts it in ``notebooks/_viewer/itk-vtk-viewer``; nothing is fetched from a
+  CDN or IPFS). The case is written as NRRD next to it and the folder is served on 127.0.0.1
+  by a small HTTP server in the kernel (:func:`serve_viewer`), so the browser must run on the
+  kernel's computer (a laptop with ``make lab``). Jupyter's own ``/files/`` URLs cannot host it:
+  they carry a ``sandbox`` Content-Security-Policy that blocks the viewer's web workers.
 * ``"plotly"`` -- the rotatable surface view the Streamlit app draws
   (:func:`workbench.charts.surface_figure`), embedded with its own copy of plotly.js, so it
-  renders offline in JupyterLab, in exported HTML and in headless runs.
+  renders offline in JupyterLab, in exported HTML and in headless runs. Used when the
+  bundle is not installed, or with ``WORKBENCH_3D=plotly``.
 
 Why not ``itkwidgets.view``: itkwidgets 1.x loads its viewer from a public IPFS gateway and UI
-assets from a CDN (a blank cell in a firewalled hospital), and itkwidgets 0.32 ships only a
-classic-Notebook (nbextension) front end that JupyterLab 4 / Notebook 7 cannot load.
+assets from a CDN (a blank cell in a firewalled hospital); itkwidgets 0.32.4 ships only a
+classic-Notebook nbextension (no JupyterLab 4 extension), and its Python side fails with the
+installed ipydatawidgets/traitlets (``TraitError`` on ``label_image_weights``).
 """
 from __future__ import annotations
 
