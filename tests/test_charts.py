@@ -183,3 +183,18 @@ def test_cohort_charts_build():
                                               "net_benefit": [0.1, 0.05, 0.0]})).to_dict()
     charts.volume_change_chart({"baseline": {"ground-glass opacity": 10.0, "consolidation": 2.0},
                                 "follow-up": {"ground-glass opacity": 20.0, "consolidation": 6.0}}).to_dict()
+
+
+def test_beeswarm_stays_within_altairs_row_limit():
+    """A large cohort x many features still renders outside Streamlit (e.g. in a notebook)."""
+    import numpy as np
+    import pandas as pd
+
+    from workbench.charts import ALTAIR_MAX_ROWS, beeswarm_chart
+
+    values = pd.DataFrame(np.random.default_rng(0).normal(size=(900, 14)),
+                          columns=[f"feature_{i}" for i in range(14)])
+    chart = beeswarm_chart(values, values)
+    chart.to_dict()  # raises MaxRowsError above the limit
+    assert len(chart.data) <= ALTAIR_MAX_ROWS
+    assert chart.data["feature"].nunique() == 12

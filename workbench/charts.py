@@ -487,6 +487,10 @@ def _rank_scale(x: pd.Series) -> pd.Series:
     return r.where(x.notna())
 
 
+#: Altair refuses to embed more rows than this without an explicit data transformer
+ALTAIR_MAX_ROWS = 5000
+
+
 def beeswarm_chart(shap_values: pd.DataFrame, X: pd.DataFrame, *, max_display: int = 12,
                    seed: int = 0, max_points: int = 800) -> alt.Chart:
     """SHAP summary ("beeswarm"): one jittered strip per feature, coloured by the feature's value.
@@ -497,6 +501,8 @@ def beeswarm_chart(shap_values: pd.DataFrame, X: pd.DataFrame, *, max_display: i
     cols = shap_values.abs().mean().sort_values(ascending=False).index[:max_display]
     sv = shap_values[cols]
     xv = X.loc[sv.index, cols]
+    # stay under Altair's default 5,000-row limit so the chart renders in notebooks too
+    max_points = min(max_points, ALTAIR_MAX_ROWS // max(len(cols), 1))
     if len(sv) > max_points:
         idx = sv.sample(max_points, random_state=seed).index
         sv, xv = sv.loc[idx], xv.loc[idx]
