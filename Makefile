@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install app test lab browser sample-data benchmarks clean
+.PHONY: install app test lab viewer3d browser sample-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,24 @@ app: install
 test: install browser
 	$(BIN)/python -m pytest
 
-lab: install
-	$(BIN)/jupyter lab notebooks/
+# JupyterLab on the teaching notebooks; jupyter refuses root unless told (containers)
+lab: install viewer3d
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+# The interactive 3D notebook viewer (itk-vtk-viewer, the viewer itkwidgets wraps) served locally:
+# fetched once from the npm registry into an ignored folder, so notebooks never need a CDN or IPFS.
+# Without it (or without npm) notebooks fall back to the app's offline plotly 3D view.
+VIEWER_VERSION := 11.4.0
+VIEWER := notebooks/_viewer
+
+viewer3d: $(VIEWER)/itk-vtk-viewer/itkVtkViewer.js
+
+$(VIEWER)/itk-vtk-viewer/itkVtkViewer.js:
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: notebooks will use the plotly 3D fallback"; exit 0; }; \
+	rm -rf $(VIEWER)/tmp && mkdir -p $(VIEWER)/tmp && \
+	cd $(VIEWER)/tmp && npm pack --silent itk-vtk-viewer@$(VIEWER_VERSION) >/dev/null && tar xzf itk-vtk-viewer-$(VIEWER_VERSION).tgz && cd - >/dev/null && \
+	rm -rf $(VIEWER)/itk-vtk-viewer $(VIEWER)/tmp/package/dist/itk/PolyDataIOs $(VIEWER)/tmp/package/dist/itk/MeshIOs && \
+	mv $(VIEWER)/tmp/package/dist $(VIEWER)/itk-vtk-viewer && rm -rf $(VIEWER)/tmp
 
 sample-data: install
 	$(BIN)/workbench synth sample_data
