@@ -53,3 +53,15 @@ def test_fit_writes_a_results_folder(tmp_path, capsys):
     assert metrics["models"]["logistic_l2"]["auc"] > 0.75
     assert (tmp_path / "oof_predictions.csv").exists()
     assert "true_risk" not in metrics["features"]
+
+
+def test_analyze_with_a_model_prints_the_explained_prediction(tmp_path, capsys):
+    model = SAMPLE_DATA.parent / "workbench" / "models" / "tongji_lightgbm.skops"
+    rc = main(["analyze", str(SAMPLE_DATA / "cases" / "phantom_mild.nii.gz"), "--lesion-method", "threshold",
+               "--model", str(model), "--clinical", '{"age_years": 71, "ldh_u_l": 420}', "--out", str(tmp_path)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "Predicted probability of death" in printed and "SHAP" in printed and "imputed" in printed
+    prediction = json.loads((tmp_path / "phantom_mild_biomarkers.json").read_text())["prediction"]
+    assert 0.0 <= prediction["probability"] <= 1.0
+    assert prediction["contributions"]["ldh_u_l"] > 0  # LDH 420 U/L raises the predicted risk

@@ -64,7 +64,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     print(f"Case {result.case_id} ({args.lesion_method} lesions), research use only")
     print(with_units.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if result.prediction is not None:
-        print(f"\nPredicted probability of severe outcome: {result.prediction.probability:.3f}")
+        pred = result.prediction
+        print(f"\nPredicted probability of {pred.outcome} ({pred.model_name}): {pred.probability:.3f}")
+        top = sorted(pred.contributions.items(), key=lambda kv: -abs(kv[1]))[:5]
+        for name, shap_value in top:
+            print(f"  {name:<28} SHAP {shap_value:+.3f} ({pred.scale})")
+        if pred.missing:
+            print(f"  imputed by the model (not given): {', '.join(pred.missing)}")
     for note in result.notes:
         print(f"note: {note}")
     if out_dir:
