@@ -1,6 +1,7 @@
 """Shared test fixtures: where the real public data lives, and a skip when it is absent."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"../shared/data not available at {SHARED_DATA}")
     return SHARED_DATA
+
+
+#: the interpreter's real ``__main__``, captured before any test runs
+_REAL_MAIN = sys.modules.get("__main__")
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest runs a page as ``__main__`` and leaves it in sys.modules; a later
+    Dask LocalCluster (spawned workers re-import ``__main__``) would then run that page in each
+    worker. Put the real ``__main__`` back before and after every test (module-scoped fixtures
+    may run a page before this fixture's setup)."""
+    if _REAL_MAIN is not None:
+        sys.modules["__main__"] = _REAL_MAIN
+    yield
+    if _REAL_MAIN is not None:
+        sys.modules["__main__"] = _REAL_MAIN
