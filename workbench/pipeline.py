@@ -167,19 +167,10 @@ class Prediction:
 def default_background(features: list[str]) -> "Any":
     """Reference patients for SHAP: the real Tongji cohort (early window) or the sample
     synthetic cohort, whichever has all of ``features``; None when neither does."""
-    import pandas as pd
-
     from .cohort import load_tongji
+    from .sample_data import load_sample_cohort
 
-    def synthetic() -> "pd.DataFrame":
-        path = Path(__file__).resolve().parents[1] / "sample_data" / "cohort" / "synthetic_cohort.csv"
-        if path.exists():
-            return pd.read_csv(path)
-        from .synthetic_cohort import synthetic_cohort
-
-        return synthetic_cohort(500, seed=0)
-
-    for loader in (load_tongji, synthetic):
+    for loader in (load_tongji, load_sample_cohort):
         try:
             table = loader()
         except WorkbenchError:

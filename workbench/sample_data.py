@@ -41,6 +41,21 @@ REAL_CASES = (
 )
 
 
+#: the repository's embedded sample data (the default of the app, notebooks and CLI examples)
+SAMPLE_DATA_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def load_sample_cohort() -> pd.DataFrame:
+    """The sample synthetic cohort (``sample_data/cohort/synthetic_cohort.csv``; generated
+    with seed 0, as ``workbench synth`` does, when the file is absent)."""
+    path = SAMPLE_DATA_DIR / "cohort" / "synthetic_cohort.csv"
+    if path.exists():
+        return pd.read_csv(path)
+    from .synthetic_cohort import synthetic_cohort
+
+    return synthetic_cohort(500, seed=0)
+
+
 def _integer_hu(ct):
     """The phantom rounded to whole HU, as scanners store it (int16 NIfTI: 3x smaller files)."""
     import SimpleITK as sitk

@@ -109,10 +109,6 @@ def sample_cases() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["case_id", "path", "kind", "description", "followup_of"])
 
 
-def sample_cohort_path() -> Path:
-    return SAMPLE_DATA / "cohort" / "synthetic_cohort.csv"
-
-
 # --------------------------------------------------------------------------- sources
 @dataclass(frozen=True)
 class CaseSource:
@@ -243,13 +239,10 @@ SYNTHETIC_MODELS = {"logistic_l2": "logistic regression", "lightgbm": "LightGBM"
 
 @st.cache_data(show_spinner="Loading the sample synthetic cohort …")
 def load_sample_cohort() -> pd.DataFrame:
-    """The sample synthetic cohort (sample_data/cohort/synthetic_cohort.csv, else generated with seed 0)."""
-    path = sample_cohort_path()
-    if path.exists():
-        return pd.read_csv(path)
-    from .synthetic_cohort import synthetic_cohort
+    """:func:`workbench.sample_data.load_sample_cohort`, cached for the session."""
+    from .sample_data import load_sample_cohort as load
 
-    return synthetic_cohort(500, seed=0)
+    return load()
 
 
 def operating_points(y: Any, p: Any) -> dict[str, float]:
