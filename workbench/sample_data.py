@@ -14,7 +14,6 @@ Layout written under ``out_dir``::
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -139,15 +138,3 @@ def build_sample_data(out_dir: Path, seed: int = 0, n_patients: int = 500) -> li
     written.append(manifest)
     return written
 
-
-def copy_real_data(shared_data: Path, out_dir: Path) -> None:
-    """Copy the real public files the product ships (with their LICENSE and README)."""
-    for name, files in {
-        "tongji_2020_clinical": ["LICENSE", "README.md", "time_series_375_prerpocess_en.xlsx"],
-        "totalsegmentator_example": ["LICENSE", "README.md", "example_ct.nii.gz",
-                                     "example_ct_sm.nii.gz", "example_seg.nii.gz"],
-    }.items():
-        dest = Path(out_dir) / "real" / name
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copyfile(Path(shared_data) / name / f, dest / f)
