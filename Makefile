@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install app test lab viewer3d browser sample-data clean
+.PHONY: install app test test-fast lint format typecheck lab viewer3d browser sample-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,26 @@ browser:
 app: install
 	$(BIN)/streamlit run app.py
 
-test: install browser
+test: install browser lint
 	$(BIN)/python -m pytest
+
+# The quick loop while developing: everything but the tests marked slow, on all cores.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" -n auto -q
+
+LINT_PATHS := workbench pages app.py tests benchmarks
+
+lint: install
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+# Rewrites files: the formatter and ruff's safe fixes.
+format: install
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+
+typecheck: install
+	$(BIN)/mypy
 
 # JupyterLab on the teaching notebooks; jupyter refuses root unless told (containers)
 lab: install viewer3d

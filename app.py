@@ -4,6 +4,7 @@ A thin layer over the `workbench` package. This file only declares the pages
 (pages/0_Home.py, 1_Case.py, 2_Cohort.py, 3_About.py); each page shows the
 research-use-only notice. Research use only.
 """
+
 from __future__ import annotations
 
 import streamlit as st

@@ -10,6 +10,7 @@ Prints a table of:
 
 Run: .venv/bin/python benchmarks/app.py [--repeats 7] [--browser]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,11 +58,16 @@ def main() -> None:
     for view in charts.VIEWS:
         n = charts.n_slices(hu.shape, view)
         idx = iter(np.random.default_rng(0).integers(0, n, 1000))
-        med, mx = timed(lambda: charts.slice_rgb(
-            hu, view, next(idx), lungs=res.lungs, lesions=res.lesions, spacing_mm=sp, min_side=480), args.repeats)
+        med, mx = timed(
+            lambda view=view, idx=idx: charts.slice_rgb(
+                hu, view, next(idx), lungs=res.lungs, lesions=res.lesions, spacing_mm=sp, min_side=480
+            ),
+            args.repeats,
+        )
         rows.append((f"slice_rgb (overlay, 480 px), {view}", f"{case['case_id']} {shape}", med, mx))
-    img = charts.slice_rgb(hu, "axial", hu.shape[0] // 2, lungs=res.lungs, lesions=res.lesions, spacing_mm=sp,
-                           min_side=480)
+    img = charts.slice_rgb(
+        hu, "axial", hu.shape[0] // 2, lungs=res.lungs, lesions=res.lesions, spacing_mm=sp, min_side=480
+    )
     med, mx = timed(lambda: charts.png_bytes(img), args.repeats)
     rows.append(("PNG encoding of that image", f"{img.shape[1]}x{img.shape[0]} px", med, mx))
 
@@ -71,8 +77,12 @@ def main() -> None:
     for view in charts.VIEWS:
         n = charts.n_slices(big.shape, view)
         idx = iter(np.random.default_rng(1).integers(0, n, 1000))
-        med, mx = timed(lambda: charts.slice_rgb(
-            big, view, next(idx), lungs=lab, lesions=les, spacing_mm=(0.74, 0.74, 1.25)), args.repeats)
+        med, mx = timed(
+            lambda view=view, idx=idx: charts.slice_rgb(
+                big, view, next(idx), lungs=lab, lesions=les, spacing_mm=(0.74, 0.74, 1.25)
+            ),
+            args.repeats,
+        )
         rows.append((f"slice_rgb (overlay), {view}", "512x512x300 (0.74/1.25 mm)", med, mx))
 
     t0 = time.perf_counter()
@@ -109,8 +119,14 @@ def main() -> None:
                 tb.open_case(page, url, case["case_id"])
                 page.wait_for_timeout(2000)
                 lat = tb.slider_latency_s(page, n=args.repeats)
-                rows.append(("browser: slider key press -> new slice shown", "chromium, viewer fragment",
-                             statistics.median(lat), max(lat)))
+                rows.append(
+                    (
+                        "browser: slider key press -> new slice shown",
+                        "chromium, viewer fragment",
+                        statistics.median(lat),
+                        max(lat),
+                    )
+                )
                 browser.close()
 
     w = max(len(r[0]) for r in rows)

@@ -11,6 +11,7 @@ starts from an empty results store. Scaling efficiency = (cases/min with N worke
 linear scaling is 1.0. The figures depend on the machine and on its other load
 (printed as the 1-minute load average).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,11 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=8, help="timed cases per run (default 8)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--shape", type=int, nargs=3, default=[64, 96, 96], metavar=("Z", "Y", "X"))
-    ap.add_argument("--overhead-cases", type=int, default=200,
-                    help="tiny cases run through a no-op case function to measure the "
-                         "machinery's own cost per case (0 to skip)")
-    ap.add_argument("--lesion-method", default="auto", choices=["auto", "unet", "threshold"],
-                    help="auto: the U-Net when its weights are installed, else threshold")
+    ap.add_argument(
+        "--overhead-cases",
+        type=int,
+        default=200,
+        help="tiny cases run through a no-op case function to measure the machinery's own cost per case (0 to skip)",
+    )
+    ap.add_argument(
+        "--lesion-method",
+        default="auto",
+        choices=["auto", "unet", "threshold"],
+        help="auto: the U-Net when its weights are installed, else threshold",
+    )
     args = ap.parse_args(argv)
 
     import dask
@@ -87,24 +95,29 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         t0 = time.perf_counter()
         _write_phantoms(tmp / "cases", args.cases, tuple(args.shape), seed0=0)
-        print(f"{args.cases} phantoms {tuple(args.shape)} (z, y, x) written in "
-              f"{time.perf_counter() - t0:.1f} s; lesion method: {method}; "
-              f"{os.cpu_count()} CPU(s)")
+        print(
+            f"{args.cases} phantoms {tuple(args.shape)} (z, y, x) written in "
+            f"{time.perf_counter() - t0:.1f} s; lesion method: {method}; "
+            f"{os.cpu_count()} CPU(s)"
+        )
         for w in args.workers:
             warm = tmp / f"warm{w}"
             _write_phantoms(warm, 2 * w, tuple(args.shape), seed0=1000 + 10 * w)
             with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):  # as run_batch
-                cluster = LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0", silence_logs=40,
-                                       env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+                cluster = LocalCluster(
+                    n_workers=w,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",
+                    silence_logs=40,
+                    env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+                )
             client = Client(cluster)
             try:
                 client.run(_warm_worker, method)  # every worker, not just those given a case
-                run_batch(warm, tmp / f"warm_out{w}", scheduler=client, progress=False,
-                          lesion_method=method)
+                run_batch(warm, tmp / f"warm_out{w}", scheduler=client, progress=False, lesion_method=method)
                 load = os.getloadavg()[0]
-                s = run_batch(tmp / "cases", tmp / f"out{w}", scheduler=client, progress=False,
-                              lesion_method=method)
+                s = run_batch(tmp / "cases", tmp / f"out{w}", scheduler=client, progress=False, lesion_method=method)
             finally:
                 client.close()
                 cluster.close()
@@ -118,32 +131,37 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.overhead_cases):
                 (tiny / f"t{i:05d}.nii.gz").write_bytes(os.urandom(64))
             w = max(args.workers)
-            with LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
-                              dashboard_address=":0", silence_logs=40) as cluster, \
-                    Client(cluster) as client:
-                o = run_batch(tiny, tmp / "tiny_out", case_fn=_noop_case, scheduler=client,
-                              progress=False)
+            with (
+                LocalCluster(
+                    n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                o = run_batch(tiny, tmp / "tiny_out", case_fn=_noop_case, scheduler=client, progress=False)
                 t0 = time.perf_counter()
-                again = run_batch(tiny, tmp / "tiny_out", case_fn=_noop_case, scheduler=client,
-                                  progress=False)
+                again = run_batch(tiny, tmp / "tiny_out", case_fn=_noop_case, scheduler=client, progress=False)
                 rerun_s = time.perf_counter() - t0
-            overhead = (o.n_processed, 1000 * o.processing_seconds / o.n_processed, w,
-                        again.n_skipped, rerun_s)
+            overhead = (o.n_processed, 1000 * o.processing_seconds / o.n_processed, w, again.n_skipped, rerun_s)
 
     base = rows[0][3] / rows[0][0]
     print()
-    print(f"{'workers':>7} {'cases':>5} {'seconds':>8} {'cases/min':>9} {'speed-up':>8} "
-          f"{'efficiency':>10} {'load avg':>8}")
+    print(
+        f"{'workers':>7} {'cases':>5} {'seconds':>8} {'cases/min':>9} {'speed-up':>8} "
+        f"{'efficiency':>10} {'load avg':>8}"
+    )
     for w, n, sec, cpm, load in rows:
-        print(f"{w:>7d} {n:>5d} {sec:>8.1f} {cpm:>9.1f} {cpm / rows[0][3]:>7.2f}x "
-              f"{cpm / (w * base):>10.2f} {load:>8.2f}")
+        print(
+            f"{w:>7d} {n:>5d} {sec:>8.1f} {cpm:>9.1f} {cpm / rows[0][3]:>7.2f}x {cpm / (w * base):>10.2f} {load:>8.2f}"
+        )
     if len(rows) > 1:
         w, cpm = rows[-1][0], rows[-1][3]
         print(f"\nscaling {rows[0][0]} -> {w} workers: {cpm / (w * base):.2f} x linear (aim >= 0.8)")
     if args.overhead_cases:
         n, ms, w, skipped, rerun_s = overhead
-        print(f"\nmachinery alone (no-op case function, {w} workers): {n} cases at {ms:.1f} ms "
-              f"per case; re-run skipping all {skipped} finished cases: {rerun_s:.2f} s")
+        print(
+            f"\nmachinery alone (no-op case function, {w} workers): {n} cases at {ms:.1f} ms "
+            f"per case; re-run skipping all {skipped} finished cases: {rerun_s:.2f} s"
+        )
     return 0
 
 

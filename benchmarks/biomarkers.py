@@ -15,6 +15,7 @@ Run:  .venv/bin/python benchmarks/biomarkers.py [--quick] [--n 6] [--real-slices
 (``--quick`` skips the full-scale phantom; ``--real-slices-only`` prints table 5 only, ~10 s). Single-threaded numpy/scipy; the numbers are for
 the machine it runs on (printed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,12 +34,27 @@ from workbench.biomarkers import BIOMARKERS, extract_biomarkers  # noqa: E402
 from workbench.segmentation.heart import segment_heart  # noqa: E402
 
 AGREEMENT_KEYS = [
-    "lung_volume_ml", "lesion_volume_ml", "lesion_pct_lung", "extent_right_pct", "extent_left_pct",
-    "ggo_volume_ml", "consolidation_volume_ml", "consolidation_share_pct", "lesion_count",
-    "lesion_max_diameter_3d_mm", "lesion_mean_hu", "lesion_pleural_distance_mm",
-    "healthy_lung_mean_hu", "lesion_hu_entropy_bits", "lesion_glcm_contrast", "ct_severity_score",
-    "peripheral_fraction_pct", "posterior_fraction_pct", "basal_fraction_pct",
-    "heart_volume_ml", "heart_transverse_diameter_mm",
+    "lung_volume_ml",
+    "lesion_volume_ml",
+    "lesion_pct_lung",
+    "extent_right_pct",
+    "extent_left_pct",
+    "ggo_volume_ml",
+    "consolidation_volume_ml",
+    "consolidation_share_pct",
+    "lesion_count",
+    "lesion_max_diameter_3d_mm",
+    "lesion_mean_hu",
+    "lesion_pleural_distance_mm",
+    "healthy_lung_mean_hu",
+    "lesion_hu_entropy_bits",
+    "lesion_glcm_contrast",
+    "ct_severity_score",
+    "peripheral_fraction_pct",
+    "posterior_fraction_pct",
+    "basal_fraction_pct",
+    "heart_volume_ml",
+    "heart_transverse_diameter_mm",
 ]
 
 
@@ -65,8 +81,10 @@ def speed(quick: bool) -> None:
         ph = make()
         heart, t_heart = timed(segment_heart, ph.ct, ph.lungs)
         _, t_bio = timed(extract_biomarkers, ph.ct, ph.lungs, ph.lesions, heart=heart)
-        print(f"{name:<34}{int(np.prod(ph.ct.shape)):>12,}{t_heart:>11.2f}{t_bio:>12.2f}{t_heart + t_bio:>8.2f}"
-              f"   heart Dice {dice(heart, ph.heart):.3f}")
+        print(
+            f"{name:<34}{int(np.prod(ph.ct.shape)):>12,}{t_heart:>11.2f}{t_bio:>12.2f}{t_heart + t_bio:>8.2f}"
+            f"   heart Dice {dice(heart, ph.heart):.3f}"
+        )
         del ph, heart
 
 
@@ -74,7 +92,9 @@ def heart_accuracy(n: int) -> None:
     from workbench.synthetic import make_phantom
 
     print("\n## 2. Heart segmentation vs phantom ground truth (128 x 128 x 96, ~3 mm)")
-    print(f"{'seed':>4}{'severity':>9}{'Dice':>7}{'pred mL':>9}{'true mL':>9}{'vol err %':>10}{'diam pred':>10}{'diam true':>10}")
+    print(
+        f"{'seed':>4}{'severity':>9}{'Dice':>7}{'pred mL':>9}{'true mL':>9}{'vol err %':>10}{'diam pred':>10}{'diam true':>10}"
+    )
     ds = []
     for seed in range(n):
         sev = [0.1, 0.4, 0.7, 1.0][seed % 4]
@@ -86,8 +106,10 @@ def heart_accuracy(n: int) -> None:
         d = dice(pred, ph.heart)
         ds.append(d)
         err = 100 * (bp["heart_volume_ml"] - bt["heart_volume_ml"]) / bt["heart_volume_ml"]
-        print(f"{seed:>4}{sev:>9.1f}{d:>7.3f}{bp['heart_volume_ml']:>9.0f}{bt['heart_volume_ml']:>9.0f}{err:>10.1f}"
-              f"{bp['heart_transverse_diameter_mm']:>10.0f}{bt['heart_transverse_diameter_mm']:>10.0f}")
+        print(
+            f"{seed:>4}{sev:>9.1f}{d:>7.3f}{bp['heart_volume_ml']:>9.0f}{bt['heart_volume_ml']:>9.0f}{err:>10.1f}"
+            f"{bp['heart_transverse_diameter_mm']:>10.0f}{bt['heart_transverse_diameter_mm']:>10.0f}"
+        )
     print(f"mean Dice {np.mean(ds):.3f}, min {np.min(ds):.3f}")
 
 
@@ -96,14 +118,16 @@ def agreement(n: int) -> None:
 
     print("\n## 3. Biomarkers from predicted masks vs from ground-truth masks (phantoms)")
     try:
-        from workbench.segmentation.lungs import segment_lungs
         from workbench.segmentation.lesions import segment_lesions
+        from workbench.segmentation.lungs import segment_lungs
     except ImportError as exc:
         print(f"skipped: segmentation modules not available ({exc})")
         return
     methods = ["threshold", "unet"]
-    phantoms = [make_phantom(severity=[0.2, 0.4, 0.6, 0.8, 1.0, 0.3][i % 6], seed=10 + i, shape_zyx=(96, 128, 128))
-                for i in range(n)]
+    phantoms = [
+        make_phantom(severity=[0.2, 0.4, 0.6, 0.8, 1.0, 0.3][i % 6], seed=10 + i, shape_zyx=(96, 128, 128))
+        for i in range(n)
+    ]
     truth = [extract_biomarkers(ph.ct, ph.lungs, ph.lesions, heart=ph.heart) for ph in phantoms]
     for method in methods:
         preds = []
@@ -117,7 +141,9 @@ def agreement(n: int) -> None:
             print(f"\nlesion method '{method}': skipped ({type(exc).__name__}: {exc})")
             continue
         print(f"\nlesion method '{method}', {n} phantoms (severity 0.2-1.0, 128 x 128 x 96)")
-        print(f"{'biomarker':<32}{'unit':>7}{'GT mean':>10}{'pred mean':>10}{'bias':>9}{'MAE':>9}{'rel MAE %':>10}{'Spearman':>9}")
+        print(
+            f"{'biomarker':<32}{'unit':>7}{'GT mean':>10}{'pred mean':>10}{'bias':>9}{'MAE':>9}{'rel MAE %':>10}{'Spearman':>9}"
+        )
         from scipy.stats import spearmanr
 
         for key in AGREEMENT_KEYS:
@@ -126,8 +152,10 @@ def agreement(n: int) -> None:
             mae = float(np.mean(np.abs(p - t)))
             rel = 100 * mae / max(float(np.mean(np.abs(t))), 1e-9)
             rho = f"{spearmanr(t, p).statistic:.2f}" if np.ptp(t) > 0 and np.ptp(p) > 0 else "n/a"
-            print(f"{key:<32}{BIOMARKERS[key].unit:>7}{t.mean():>10.2f}{p.mean():>10.2f}{(p - t).mean():>9.2f}"
-                  f"{mae:>9.2f}{rel:>10.1f}{rho:>9}")
+            print(
+                f"{key:<32}{BIOMARKERS[key].unit:>7}{t.mean():>10.2f}{p.mean():>10.2f}{(p - t).mean():>9.2f}"
+                f"{mae:>9.2f}{rel:>10.1f}{rho:>9}"
+            )
         print("(Spearman n/a: the value does not vary across these phantoms, e.g. the fixed anatomy)")
 
 
@@ -149,8 +177,13 @@ def real_ct() -> None:
     lesions = np.zeros_like(lungs)
     b, t_b = timed(extract_biomarkers, ct, lungs, lesions, heart=heart)
     print(f"shape {ct.shape}, lungs {t_l:.2f} s, heart {t_h:.2f} s, biomarkers {t_b:.2f} s")
-    for key in ("lung_right_volume_ml", "lung_left_volume_ml", "healthy_lung_mean_hu", "heart_volume_ml",
-                "heart_transverse_diameter_mm"):
+    for key in (
+        "lung_right_volume_ml",
+        "lung_left_volume_ml",
+        "healthy_lung_mean_hu",
+        "heart_volume_ml",
+        "heart_transverse_diameter_mm",
+    ):
         print(f"  {key:<32}{b[key]:>10.1f} {BIOMARKERS[key].unit}")
     print("  (this CT covers the abdomen and only the lung bases; its reference labels (example_seg,")
     print("   TotalSegmentator) contain no heart, so the right answer is ~0 mL: liver and stomach under")
@@ -158,8 +191,13 @@ def real_ct() -> None:
 
 
 REAL_SLICE_KEYS = [
-    "lesion_pct_lung", "extent_right_pct", "extent_left_pct", "consolidation_share_pct",
-    "lesion_mean_hu", "lesion_max_diameter_2d_mm", "lesion_count",
+    "lesion_pct_lung",
+    "extent_right_pct",
+    "extent_left_pct",
+    "consolidation_share_pct",
+    "lesion_mean_hu",
+    "lesion_max_diameter_2d_mm",
+    "lesion_count",
 ]
 #: slice thickness assumed for the 1-slice CTs (as in benchmarks/segmentation.py); it only sets
 #: the minimum counted lesion size: MIN_LESION_MM3 / thickness = minimum area in mm^2.
@@ -184,7 +222,7 @@ def label_lungs_2d(mask_yx: np.ndarray) -> tuple[np.ndarray, str]:
         sizes = ndi.sum(m, lab, range(1, n + 1))
         two = np.argsort(sizes)[-2:] + 1
         xs = [np.nonzero(lab == i)[1].mean() for i in two]
-        right, left = (two if xs[0] < xs[1] else two[::-1])
+        right, left = two if xs[0] < xs[1] else two[::-1]
         out[lab == right] = 1
         out[lab == left] = 2
         return out, "2 components"
@@ -192,7 +230,7 @@ def label_lungs_2d(mask_yx: np.ndarray) -> tuple[np.ndarray, str]:
     lo, hi = int(cols[0]), int(cols[-1])
     third = (hi - lo) // 3
     counts = m.sum(axis=0)
-    cut = lo + third + int(np.argmin(counts[lo + third:hi - third + 1]))
+    cut = lo + third + int(np.argmin(counts[lo + third : hi - third + 1]))
     out[:, :cut][m[:, :cut]] = 1
     out[:, cut:][m[:, cut:]] = 2
     return out, f"split at x={cut}"
@@ -216,6 +254,7 @@ def real_slices() -> None:
         from workbench.io import CTScan
         from workbench.segmentation.lesions import segment_lesions
         from workbench.segmentation.train import HELD_OUT_SLICES, REAL_PIXEL_MM, load_real_slices
+
         slices = load_real_slices(HELD_OUT_SLICES)
     except (ImportError, FileNotFoundError) as exc:
         print(f"skipped: {exc}")
@@ -240,13 +279,17 @@ def real_slices() -> None:
             values[m].append(extract_biomarkers(ct, lungs, masks[m], heart=no_heart))
     secs = time.perf_counter() - t0
     min_area = MIN_LESION_MM3 / REAL_SLICE_THICKNESS_MM
-    print(f"{len(slices)} slices ({', '.join(HELD_OUT_SLICES)}), never used in training; HU estimated from the "
-          f"8-bit JPG through the window {WINDOW_HU[0]:.0f}..{WINDOW_HU[1]:.0f} HU; pixel {REAL_PIXEL_MM} mm "
-          f"assumed; lesion_count = 8-connected 2D regions >= {min_area:g} mm2 "
-          f"({MIN_LESION_MM3:g} mm3 / {REAL_SLICE_THICKNESS_MM:g} mm assumed thickness); "
-          f"GGO share = 100 - consolidation_share_pct. {secs:.1f} s in all.")
-    print(f"\n{'biomarker':<28}{'unit':>6}{'expert mean':>12}"
-          f"{'U-Net MAE':>11}{'U-Net rho':>10}{'thr MAE':>10}{'thr rho':>9}")
+    print(
+        f"{len(slices)} slices ({', '.join(HELD_OUT_SLICES)}), never used in training; HU estimated from the "
+        f"8-bit JPG through the window {WINDOW_HU[0]:.0f}..{WINDOW_HU[1]:.0f} HU; pixel {REAL_PIXEL_MM} mm "
+        f"assumed; lesion_count = 8-connected 2D regions >= {min_area:g} mm2 "
+        f"({MIN_LESION_MM3:g} mm3 / {REAL_SLICE_THICKNESS_MM:g} mm assumed thickness); "
+        f"GGO share = 100 - consolidation_share_pct. {secs:.1f} s in all."
+    )
+    print(
+        f"\n{'biomarker':<28}{'unit':>6}{'expert mean':>12}"
+        f"{'U-Net MAE':>11}{'U-Net rho':>10}{'thr MAE':>10}{'thr rho':>9}"
+    )
     for key in REAL_SLICE_KEYS:
         e = np.array([v[key] for v in values["expert"]])
         row = f"{key:<28}{BIOMARKERS[key].unit:>6}{e.mean():>12.1f}"
@@ -257,13 +300,17 @@ def real_slices() -> None:
             row += f"{mae:>11.1f}{rho:>10}" if m == "unet" else f"{mae:>10.1f}{rho:>9}"
         print(row)
     print("(MAE: mean absolute difference from the expert-mask value over the slices; rho: Spearman)")
-    print(f"\n{'slice':<7}{'lungs R/L':<18}{'lesion_pct_lung %: expert':>27}{'U-Net':>8}{'threshold':>11}"
-          f"{'expert lesion outside lung-air mask %':>40}")
+    print(
+        f"\n{'slice':<7}{'lungs R/L':<18}{'lesion_pct_lung %: expert':>27}{'U-Net':>8}{'threshold':>11}"
+        f"{'expert lesion outside lung-air mask %':>40}"
+    )
     for s, how, e, u, t in zip(slices, splits, values["expert"], values["unet"], values["threshold"]):
         les = s.labels > 0
         outside = 100.0 * np.count_nonzero(les & (s.lungs == 0)) / max(1, np.count_nonzero(les))
-        print(f"{s.name:<7}{how:<18}{e['lesion_pct_lung']:>27.1f}{u['lesion_pct_lung']:>8.1f}"
-              f"{t['lesion_pct_lung']:>11.1f}{outside:>40.1f}")
+        print(
+            f"{s.name:<7}{how:<18}{e['lesion_pct_lung']:>27.1f}{u['lesion_pct_lung']:>8.1f}"
+            f"{t['lesion_pct_lung']:>11.1f}{outside:>40.1f}"
+        )
     print("Lung = automatic lung-air mask OR the lesion mask (extract_biomarkers counts lesion pixels outside")
     print("the lung mask as diseased lung), so the denominator differs between the three masks. Dense")
     print("consolidation outside the lung-air mask is kept in the expert masks but cannot be found by the")
@@ -283,8 +330,10 @@ def main() -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
-    print(f"# Biomarker benchmark ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-          f"Python {platform.python_version()})")
+    print(
+        f"# Biomarker benchmark ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+        f"Python {platform.python_version()})"
+    )
     if args.real_slices_only:
         real_slices()
         return

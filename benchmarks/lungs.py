@@ -6,6 +6,7 @@ Prints one row per case: Dice (right, left, whole lung), lesion and consolidatio
 (fraction of ground-truth lesion voxels inside the lung mask), share of the trachea/heart
 wrongly labelled lung, and seconds for ``segment_lungs`` alone (phantom generation excluded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,16 @@ def phantom_row(name, ph):
     les, cons = ph.lesions > 0, ph.lesions == 2
     rec = lambda m: float((labels[m] > 0).mean()) if m.any() else float("nan")  # noqa: E731
     return (
-        name, "x".join(map(str, ph.ct.shape)),
-        dice(labels == 1, ph.lungs == 1), dice(labels == 2, ph.lungs == 2), dice(labels > 0, ph.lungs > 0),
-        rec(les), rec(cons), rec(ph.airways > 0), rec(ph.heart > 0), sec,
+        name,
+        "x".join(map(str, ph.ct.shape)),
+        dice(labels == 1, ph.lungs == 1),
+        dice(labels == 2, ph.lungs == 2),
+        dice(labels > 0, ph.lungs > 0),
+        rec(les),
+        rec(cons),
+        rec(ph.airways > 0),
+        rec(ph.heart > 0),
+        sec,
     )
 
 
@@ -60,10 +68,22 @@ def real_rows():
     for f in ("example_ct_sm.nii.gz", "example_ct.nii.gz"):
         ct = CTScan(image=sitk.Cast(read(f), sitk.sitkFloat32))
         labels, sec = timed(ct)
-        lab = labels[-ref.shape[0]:]  # the reference covers the top 30 slices of the full scan
+        lab = labels[-ref.shape[0] :]  # the reference covers the top 30 slices of the full scan
         nan = float("nan")
-        rows.append((f"real {f}", "x".join(map(str, ct.shape)), dice(lab == 1, right), dice(lab == 2, left),
-                     dice(lab > 0, right | left), nan, nan, nan, nan, sec))
+        rows.append(
+            (
+                f"real {f}",
+                "x".join(map(str, ct.shape)),
+                dice(lab == 1, right),
+                dice(lab == 2, left),
+                dice(lab > 0, right | left),
+                nan,
+                nan,
+                nan,
+                nan,
+                sec,
+            )
+        )
     return rows
 
 

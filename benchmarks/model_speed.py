@@ -7,6 +7,7 @@ model-agnostic permutation explainer).
 
 Run:  .venv/bin/python benchmarks/model_speed.py
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,10 @@ def main() -> None:
     df = synthetic_cohort(500, seed=0)
     base = Cohort.from_table(df, outcome="severe")
     cohort = Cohort.from_table(df, outcome="severe", features=base.features[:30])
-    print(f"500 patients x {len(cohort.features)} features, 10-fold CV, Bayes AUC {bayes_auc(df):.3f}, "
-          f"{os.cpu_count()} CPUs visible")
+    print(
+        f"500 patients x {len(cohort.features)} features, 10-fold CV, Bayes AUC {bayes_auc(df):.3f}, "
+        f"{os.cpu_count()} CPUs visible"
+    )
     print(f"{'model':<15} {'CV AUC':>7} {'CV s':>7} {'SHAP s':>7} {'SHAP rows':>9}  explainer")
     total = 0.0
     for name in CORE + EXTRA:

@@ -22,6 +22,7 @@ Tables printed:
    256 x 256 as lungmask does, batch 20. It is timed on ``--r231-slices`` slices of the full-scale
    volume and extrapolated linearly to all its slices, side by side with our lungs + lesions time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from workbench.segmentation.lesions import segment_lesions
-from workbench.segmentation.train import (HELD_OUT_SLICES, REAL_PIXEL_MM, dice_per_class,
-                                          load_real_slices, pooled_dice)
+from workbench.segmentation.train import HELD_OUT_SLICES, REAL_PIXEL_MM, dice_per_class, load_real_slices, pooled_dice
 
 
 # --- lungmask R231 architecture (re-implemented from JoHof/lungmask, lungmask/resunet.py) -------------
@@ -47,8 +47,13 @@ class _ConvBlock(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.block = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(cout),
-            nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(cout))
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.ReLU(),
+            nn.BatchNorm2d(cout),
+            nn.Conv2d(cout, cout, 3, padding=1),
+            nn.ReLU(),
+            nn.BatchNorm2d(cout),
+        )
 
     def forward(self, x):
         return self.block(x)
@@ -103,7 +108,7 @@ def time_r231(hu: np.ndarray, n_slices: int, batch: int = 20) -> float:
         net(x[:1])  # warm-up
         t0 = time.perf_counter()
         for b in range(0, len(x), batch):
-            net(x[b:b + batch]).argmax(1)
+            net(x[b : b + batch]).argmax(1)
         sec = time.perf_counter() - t0
     return sec / len(zs)
 
@@ -123,18 +128,22 @@ def _fmt(v: float) -> str:
     return "   nan" if v != v else f"{v:6.3f}"
 
 
-HEADER = (f"{'case':<28} {'method':<10} {'lungs':>6} {'lesion':>6} {'GGO':>6} {'cons':>6} "
-          f"{'volerr%':>8} {'lung s':>7} {'lesion s':>8}")
+HEADER = (
+    f"{'case':<28} {'method':<10} {'lungs':>6} {'lesion':>6} {'GGO':>6} {'cons':>6} "
+    f"{'volerr%':>8} {'lung s':>7} {'lesion s':>8}"
+)
 
 
 def phantom_rows(shape: tuple[int, int, int], severity: float, seed: int, full: bool = False) -> dict:
     from workbench.synthetic import make_phantom
+
     t0 = time.perf_counter()
     ph = make_phantom(severity, seed=seed, shape_zyx=shape)
     gen_s = time.perf_counter() - t0
     ref = np.asarray(ph.lesions)
     try:
         from workbench.segmentation.lungs import segment_lungs
+
         t0 = time.perf_counter()
         lungs = segment_lungs(ph.ct)
         lung_s = time.perf_counter() - t0
@@ -143,21 +152,31 @@ def phantom_rows(shape: tuple[int, int, int], severity: float, seed: int, full: 
         lungs, lung_s, lung_src = np.asarray(ph.lungs), float("nan"), "ground truth"
     lung_d = _dice(lungs > 0, ph.lungs > 0)
     name = f"phantom s={severity:.1f} {'x'.join(map(str, shape))}"
-    out = {"name": name, "lung_s": lung_s, "lung_dice": lung_d, "gen_s": gen_s, "lung_src": lung_src,
-           "hu": ph.ct.hu if full else None}
+    out = {
+        "name": name,
+        "lung_s": lung_s,
+        "lung_dice": lung_d,
+        "gen_s": gen_s,
+        "lung_src": lung_src,
+        "hu": ph.ct.hu if full else None,
+    }
     for method in ("threshold", "unet"):
         t0 = time.perf_counter()
         pred = segment_lesions(ph.ct, lungs, method=method)
         sec = time.perf_counter() - t0
         d = dice_per_class(pred, ref)
         out[method] = (d, _vol_err_pct(pred, ref), sec)
-        print(f"{name:<28} {method:<10} {_fmt(lung_d)} {_fmt(d['lesion'])} {_fmt(d['ggo'])} "
-              f"{_fmt(d['consolidation'])} {_vol_err_pct(pred, ref):+8.1f} {lung_s:7.1f} {sec:8.2f}", flush=True)
+        print(
+            f"{name:<28} {method:<10} {_fmt(lung_d)} {_fmt(d['lesion'])} {_fmt(d['ggo'])} "
+            f"{_fmt(d['consolidation'])} {_vol_err_pct(pred, ref):+8.1f} {lung_s:7.1f} {sec:8.2f}",
+            flush=True,
+        )
     return out
 
 
 def real_rows() -> None:
     from workbench.io import CTScan
+
     slices = load_real_slices(HELD_OUT_SLICES)
     for lung_mask in ("auto", "auto+gt"):
         lm_d = float("nan")
@@ -174,13 +193,15 @@ def real_rows() -> None:
                 per.append(dice_per_class(pred, s.labels))
             d = pooled_dice(preds, refs)
             mean = {k: np.nanmean([p[k] for p in per]) for k in d}
-            verr = _vol_err_pct(np.concatenate([p.ravel() for p in preds]),
-                                np.concatenate([r.ravel() for r in refs]))
+            verr = _vol_err_pct(np.concatenate([p.ravel() for p in preds]), np.concatenate([r.ravel() for r in refs]))
             name = f"real held-out 10 ({lung_mask})"
-            print(f"{name:<28} {method:<10} {_fmt(lm_d)} {_fmt(d['lesion'])} {_fmt(d['ggo'])} "
-                  f"{_fmt(d['consolidation'])} {verr:+8.1f} {'-':>7} {np.mean(secs):8.3f}"
-                  f"   (mean per slice: lesion {mean['lesion']:.3f}, GGO {mean['ggo']:.3f}, "
-                  f"cons {mean['consolidation']:.3f})", flush=True)
+            print(
+                f"{name:<28} {method:<10} {_fmt(lm_d)} {_fmt(d['lesion'])} {_fmt(d['ggo'])} "
+                f"{_fmt(d['consolidation'])} {verr:+8.1f} {'-':>7} {np.mean(secs):8.3f}"
+                f"   (mean per slice: lesion {mean['lesion']:.3f}, GGO {mean['ggo']:.3f}, "
+                f"cons {mean['consolidation']:.3f})",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -191,8 +212,10 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(96, 128, 128))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, os.cpu_count()={os.cpu_count()}, "
-          f"torch threads={torch.get_num_threads()}, CUDA={torch.cuda.is_available()}, torch {torch.__version__}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, os.cpu_count()={os.cpu_count()}, "
+        f"torch threads={torch.get_num_threads()}, CUDA={torch.cuda.is_available()}, torch {torch.__version__}"
+    )
     print("\nDice (lungs: segment_lungs vs truth; lesions: vs truth), volume error of all lesions, seconds per case")
     print(HEADER)
     print("-" * len(HEADER))
@@ -202,19 +225,28 @@ def main() -> None:
     if args.no_full:
         return
     from workbench.synthetic import FULL_SCALE_SHAPE_ZYX
+
     full = phantom_rows(tuple(FULL_SCALE_SHAPE_ZYX), 0.3, 14, full=True)
     n_z = full["hu"].shape[0]
     r231_per_slice = time_r231(np.asarray(full["hu"]), args.r231_slices)
     ours = full["lung_s"] + full["unet"][2]
     ours_thr = full["lung_s"] + full["threshold"][2]
     r231_total = r231_per_slice * n_z
-    print(f"\nSpeed anchor on the full-scale phantom ({n_z} slices, {os.cpu_count()} CPUs, "
-          f"{torch.get_num_threads()} torch threads):")
-    print(f"  lungmask R231 architecture, slice-wise 256x256: {r231_per_slice:.2f} s/slice x {n_z} = "
-          f"{r231_total:.0f} s (timed on {args.r231_slices} slices, lungs only)")
-    print(f"  ours: segment_lungs {full['lung_s']:.1f} s + lesions unet {full['unet'][2]:.1f} s = {ours:.1f} s "
-          f"(lungs + threshold lesions: {ours_thr:.1f} s)")
-    print(f"  ratio R231 / ours (unet): {r231_total / ours:.1f}x; R231 / ours (threshold): {r231_total / ours_thr:.1f}x")
+    print(
+        f"\nSpeed anchor on the full-scale phantom ({n_z} slices, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads):"
+    )
+    print(
+        f"  lungmask R231 architecture, slice-wise 256x256: {r231_per_slice:.2f} s/slice x {n_z} = "
+        f"{r231_total:.0f} s (timed on {args.r231_slices} slices, lungs only)"
+    )
+    print(
+        f"  ours: segment_lungs {full['lung_s']:.1f} s + lesions unet {full['unet'][2]:.1f} s = {ours:.1f} s "
+        f"(lungs + threshold lesions: {ours_thr:.1f} s)"
+    )
+    print(
+        f"  ratio R231 / ours (unet): {r231_total / ours:.1f}x; R231 / ours (threshold): {r231_total / ours_thr:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Models from C, trained on all 375 patients, are saved to workbench/models/tongji
 
 Run:  .venv/bin/python benchmarks/tongji.py [--quick]   (--quick: 5 folds, 200 bootstraps)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,17 +36,36 @@ from workbench.evaluation import auc_ci, delong_test, operating_point  # noqa: E
 from workbench.models import MODEL_ZOO, fit_cv, fit_model, save_model  # noqa: E402
 
 CONTRACT_FEATURES = [
-    "age_years", "sex", "leukocytes_1e9_l", "neutrophils_1e9_l", "lymphocytes_1e9_l", "monocytes_1e9_l",
-    "eosinophils_1e9_l", "neutrophils_pct", "lymphocytes_pct", "monocytes_pct", "eosinophils_pct", "nlr",
-    "red_cells_1e12_l", "haemoglobin_g_l", "haematocrit_pct", "platelets_1e9_l", "alt_u_l", "ast_u_l",
-    "albumin_g_l", "ldh_u_l", "crp_mg_l",
+    "age_years",
+    "sex",
+    "leukocytes_1e9_l",
+    "neutrophils_1e9_l",
+    "lymphocytes_1e9_l",
+    "monocytes_1e9_l",
+    "eosinophils_1e9_l",
+    "neutrophils_pct",
+    "lymphocytes_pct",
+    "monocytes_pct",
+    "eosinophils_pct",
+    "nlr",
+    "red_cells_1e12_l",
+    "haemoglobin_g_l",
+    "haematocrit_pct",
+    "platelets_1e9_l",
+    "alt_u_l",
+    "ast_u_l",
+    "albumin_g_l",
+    "ldh_u_l",
+    "crp_mg_l",
 ]
 SAVE = ("lightgbm", "logistic_l1", "ann", "tongji_rule")
 
 
 def run(cohort: Cohort, label: str, folds: int, n_boot: int) -> dict:
-    print(f"\n## {label}: {len(cohort)} patients, {int(cohort.y.sum())} deaths, {len(cohort.features)} features,"
-          f" {folds}-fold CV")
+    print(
+        f"\n## {label}: {len(cohort)} patients, {int(cohort.y.sum())} deaths, {len(cohort.features)} features,"
+        f" {folds}-fold CV"
+    )
     print(f"{'model':<15} {'AUC (95% CI)':<24} {'sens':>5} {'spec':>5} {'DeLong p vs rule':>17} {'fit s':>6}")
     res = {}
     for name in [*MODEL_ZOO, "tongji_rule"]:
@@ -56,8 +76,10 @@ def run(cohort: Cohort, label: str, folds: int, n_boot: int) -> dict:
         ci = auc_ci(r.y, p, n_bootstrap=n_boot, seed=0)
         op = operating_point(r.y, p)
         dp = "" if name == "tongji_rule" else f"{delong_test(r.y, p, rule).p_value:.2g}"
-        print(f"{name:<15} {ci.auc:.3f} ({ci.ci_low:.3f}-{ci.ci_high:.3f})    {op.sensitivity:5.2f} "
-              f"{op.specificity:5.2f} {dp:>17} {r.seconds:6.1f}")
+        print(
+            f"{name:<15} {ci.auc:.3f} ({ci.ci_low:.3f}-{ci.ci_high:.3f})    {op.sensitivity:5.2f} "
+            f"{op.specificity:5.2f} {dp:>17} {r.seconds:6.1f}"
+        )
         res[name] = (r, ci)
     return res
 
@@ -78,25 +100,39 @@ def main() -> None:
     res = run(contract, "C. all patients, contract features only (saved for the app)", folds, n_boot)
     if not a.no_save:
         out = REPO / "workbench" / "models"
-        card = ["# Tongji mortality models (research use only)", "",
-                "Trained by `benchmarks/tongji.py` on all 375 patients of the Tongji Hospital cohort "
-                "(Yan L. et al., Nat Mach Intell 2020; data MIT-licensed, HAIRLAB/Pre_Surv_COVID_19).",
-                "Outcome: in-hospital death (174/375). Inputs: the first value of each lab drawn within 2 days "
-                "of admission, plus age and sex; missing labs are allowed (median imputation + missing "
-                "indicators, or LightGBM's native handling). Not validated outside Wuhan, early 2020; "
-                "the cohort's mortality (46 %) is far above most settings, so absolute risks do not transfer.",
-                "", "| file | model | features | 10-fold CV AUC (95% CI) |", "|---|---|---|---|"]
+        card = [
+            "# Tongji mortality models (research use only)",
+            "",
+            "Trained by `benchmarks/tongji.py` on all 375 patients of the Tongji Hospital cohort "
+            "(Yan L. et al., Nat Mach Intell 2020; data MIT-licensed, HAIRLAB/Pre_Surv_COVID_19).",
+            "Outcome: in-hospital death (174/375). Inputs: the first value of each lab drawn within 2 days "
+            "of admission, plus age and sex; missing labs are allowed (median imputation + missing "
+            "indicators, or LightGBM's native handling). Not validated outside Wuhan, early 2020; "
+            "the cohort's mortality (46 %) is far above most settings, so absolute risks do not transfer.",
+            "",
+            "| file | model | features | 10-fold CV AUC (95% CI) |",
+            "|---|---|---|---|",
+        ]
         for name in SAVE:
             r, ci = res[name]
             fitted = fit_model(name, contract, random_state=0)
             stem = "tongji_rule" if name == "tongji_rule" else f"tongji_{name}"
-            path = save_model(fitted, out / f"{stem}.skops", extra_metadata={
-                "cohort": "Tongji Hospital 2020 (Yan et al.), 375 patients",
-                "aggregation": "first value within 2 days of admission",
-                "cv_auc": ci.auc, "cv_auc_ci": [ci.ci_low, ci.ci_high], "validation": r.scheme,
-                "youden_threshold": operating_point(r.y, r.oof.to_numpy()).threshold})
-            card.append(f"| {path.name} | {fitted.metadata.get('description') or 'published three-feature rule'} "
-                        f"| {len(fitted.features)} | {ci} |")
+            path = save_model(
+                fitted,
+                out / f"{stem}.skops",
+                extra_metadata={
+                    "cohort": "Tongji Hospital 2020 (Yan et al.), 375 patients",
+                    "aggregation": "first value within 2 days of admission",
+                    "cv_auc": ci.auc,
+                    "cv_auc_ci": [ci.ci_low, ci.ci_high],
+                    "validation": r.scheme,
+                    "youden_threshold": operating_point(r.y, r.oof.to_numpy()).threshold,
+                },
+            )
+            card.append(
+                f"| {path.name} | {fitted.metadata.get('description') or 'published three-feature rule'} "
+                f"| {len(fitted.features)} | {ci} |"
+            )
             print(f"saved {path.relative_to(REPO)} ({path.stat().st_size / 1024:.0f} KiB)")
         (out / "tongji_models.md").write_text("\n".join(card) + "\n")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")

@@ -1,4 +1,5 @@
 """Home page: what the workbench does, its pages and the sample cases. Research use only."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -28,9 +29,13 @@ st.subheader("Sample cases")
 cases = ui.sample_cases()
 if len(cases):
     st.dataframe(cases[["case_id", "kind", "description", "followup_of"]], hide_index=True)
-    st.caption("'synthetic' cases are computer-generated phantoms with exact ground truth; 'real' cases are "
-               "public CT scans (see sample_data/README.md and the licences there).")
+    st.caption(
+        "'synthetic' cases are computer-generated phantoms with exact ground truth; 'real' cases are "
+        "public CT scans (see sample_data/README.md and the licences there)."
+    )
 else:
     st.info("No sample data found: run `workbench synth sample_data`.")
-st.caption("Uploaded scans are processed in memory on the machine running this app and are not stored. "
-           "Everything runs offline; no data leaves the machine.")
+st.caption(
+    "Uploaded scans are processed in memory on the machine running this app and are not stored. "
+    "Everything runs offline; no data leaves the machine."
+)

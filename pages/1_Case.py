@@ -5,6 +5,7 @@ method); pictures are workbench.charts; the report is workbench.report.
 Tests inject a source without the uploader through ``st.session_state["inject_upload"]
 = (file_name, bytes)`` (AppTest cannot upload files).
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from workbench import charts
-from workbench import ui
+from workbench import charts, ui
 
 ui.page_header("Case analysis")
 
@@ -48,26 +48,37 @@ with st.sidebar:
                 ss.setdefault("sample_case", "phantom_moderate" if "phantom_moderate" in ids else ids[0])
                 if ss["sample_case"] not in ids:
                     ss["sample_case"] = ids[0]
-                cid = st.selectbox("Sample case", ids, key="sample_case",
-                                   format_func=lambda c: f"{c} ({samples.set_index('case_id').at[c, 'kind']})")
+                cid = st.selectbox(
+                    "Sample case",
+                    ids,
+                    key="sample_case",
+                    format_func=lambda c: f"{c} ({samples.set_index('case_id').at[c, 'kind']})",
+                )
                 row = samples.set_index("case_id").loc[cid]
                 st.caption(row["description"])
                 source = ui.source_from_path(row["path"], label=cid)
         else:
             up = st.file_uploader(
                 f"Chest CT: NIfTI (.nii, .nii.gz) or a DICOM series as .zip (max {ui.MAX_UPLOAD_MB} MB)",
-                type=ui.UPLOAD_TYPES, key="upload")
-            st.caption("Uploads are analysed in memory on this server; identifiers are not kept. "
-                       "The case is labelled 'uploaded case'.")
+                type=ui.UPLOAD_TYPES,
+                key="upload",
+            )
+            st.caption(
+                "Uploads are analysed in memory on this server; identifiers are not kept. "
+                "The case is labelled 'uploaded case'."
+            )
             if up is not None:
                 ui.check_upload_name(up.name)
                 source = ui.source_from_bytes(up.name, up.getvalue())
     except Exception as exc:  # noqa: BLE001
         source = None
         ui.show_error(exc, "This file cannot be used")
-    st.selectbox("Lesion segmentation", ["unet", "threshold"], key="lesion_method",
-                 format_func={"unet": "U-Net (shipped MONAI network)",
-                              "threshold": "HU thresholds (fast, rough)"}.get)
+    st.selectbox(
+        "Lesion segmentation",
+        ["unet", "threshold"],
+        key="lesion_method",
+        format_func={"unet": "U-Net (shipped MONAI network)", "threshold": "HU thresholds (fast, rough)"}.get,
+    )
 
 if source is None:
     st.info("Choose a sample case or upload a chest CT in the sidebar.")
@@ -92,17 +103,21 @@ ct = result.ct
 # ----------------------------------------------------------------------------- headline
 st.subheader(f"{source.label}")
 cols = st.columns(6)
-cols[0].metric("CT severity score", f"{bm.get('ct_severity_score', float('nan')):.0f} / 25",
-               help="Sum over 5 lobes (approximated by lung zones) of 0-5 points by % involvement.")
+cols[0].metric(
+    "CT severity score",
+    f"{bm.get('ct_severity_score', float('nan')):.0f} / 25",
+    help="Sum over 5 lobes (approximated by lung zones) of 0-5 points by % involvement.",
+)
 cols[1].metric("Extent (% of lung)", f"{bm.get('lesion_pct_lung', float('nan')):.1f} %")
 cols[2].metric("Lesion volume", f"{bm.get('lesion_volume_ml', float('nan')):.0f} ml")
 cols[3].metric("Ground glass", f"{bm.get('ggo_volume_ml', float('nan')):.0f} ml")
 cols[4].metric("Consolidation", f"{bm.get('consolidation_volume_ml', float('nan')):.0f} ml")
 cols[5].metric("Lung volume", f"{bm.get('lung_volume_ml', float('nan')):.0f} ml")
-st.caption(f"Grid {ct.shape[2]}×{ct.shape[1]}×{ct.shape[0]} voxels, spacing "
-           f"{' × '.join(f'{s:.2f}' for s in ct.spacing_mm)} mm · lesion method: {result.lesion_method} · "
-           f"times: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings_s.items()))
-
+st.caption(
+    f"Grid {ct.shape[2]}×{ct.shape[1]}×{ct.shape[0]} voxels, spacing "
+    f"{' × '.join(f'{s:.2f}' for s in ct.spacing_mm)} mm · lesion method: {result.lesion_method} · "
+    f"times: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings_s.items())
+)
 
 
 @st.cache_resource(show_spinner="Building 3D surfaces …", max_entries=4)
@@ -111,7 +126,8 @@ def _surface(_result, key: tuple):
 
 
 tab_view, tab_3d, tab_bm, tab_pred, tab_fu, tab_dl = st.tabs(
-    ["Slices", "3D", "Biomarkers", "Prediction", "Follow-up", "Downloads"])
+    ["Slices", "3D", "Biomarkers", "Prediction", "Follow-up", "Downloads"]
+)
 
 
 # ----------------------------------------------------------------------------- viewer
@@ -126,8 +142,13 @@ def slice_viewer() -> None:
         if skey not in ss or not 0 <= ss[skey] < n:
             ss[skey] = default
         idx = st.slider("Slice", 0, n - 1, key=skey)
-        window = st.radio("Window", ["lung", "mediastinal"], key="window", horizontal=True,
-                          format_func={"lung": "Lung W1500/L-600", "mediastinal": "Mediastinal W350/L40"}.get)
+        window = st.radio(
+            "Window",
+            ["lung", "mediastinal"],
+            key="window",
+            horizontal=True,
+            format_func={"lung": "Lung W1500/L-600", "mediastinal": "Mediastinal W350/L40"}.get,
+        )
         opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
         show_lungs = st.checkbox("Lungs (outline)", True, key="show_lungs")
         show_les = st.checkbox("Lesions", True, key="show_lesions")
@@ -136,16 +157,27 @@ def slice_viewer() -> None:
             f"<span style='color:{charts._hex(charts.LESION_COLOURS[2])}'>■</span> consolidation<br>"
             f"<span style='color:{charts._hex(charts.LUNG_COLOURS[1])}'>■</span> right lung &nbsp; "
             f"<span style='color:{charts._hex(charts.LUNG_COLOURS[2])}'>■</span> left lung",
-            unsafe_allow_html=True)
+            unsafe_allow_html=True,
+        )
         les_here = int(np.count_nonzero(charts.extract_slice(result.lesions, view, idx)))
         st.caption(f"Lesion voxels on this slice: {les_here}")
     with c2:
-        img = charts.slice_rgb(ct.hu, view, idx, lungs=result.lungs if show_lungs else None,
-                               lesions=result.lesions if show_les else None, window=window, opacity=opacity,
-                               spacing_mm=ct.spacing_mm, min_side=480)
-        orient = {"axial": "patient's right on the left, anterior at the top",
-                  "coronal": "patient's right on the left, superior at the top",
-                  "sagittal": "anterior on the left, superior at the top"}[view]
+        img = charts.slice_rgb(
+            ct.hu,
+            view,
+            idx,
+            lungs=result.lungs if show_lungs else None,
+            lesions=result.lesions if show_les else None,
+            window=window,
+            opacity=opacity,
+            spacing_mm=ct.spacing_mm,
+            min_side=480,
+        )
+        orient = {
+            "axial": "patient's right on the left, anterior at the top",
+            "coronal": "patient's right on the left, superior at the top",
+            "sagittal": "anterior on the left, superior at the top",
+        }[view]
         st.image(img, caption=f"{view} slice {idx} / {n - 1} · {orient}")
 
 
@@ -159,8 +191,10 @@ with tab_3d:
         fig = ui.run_safely(lambda: _surface(result, case_key), "3D view")
         if fig is not None:
             st.plotly_chart(fig, config={"displaylogo": False})
-            st.caption("Lungs translucent; ground-glass opacity yellow, consolidation red. Drag to rotate. "
-                       "Surfaces are computed on a downsampled mask (marching cubes) in millimetres.")
+            st.caption(
+                "Lungs translucent; ground-glass opacity yellow, consolidation red. Drag to rotate. "
+                "Surfaces are computed on a downsampled mask (marching cubes) in millimetres."
+            )
 
 # ----------------------------------------------------------------------------- biomarkers
 cohort_df = ui.run_safely(ui.load_sample_cohort, "Sample cohort")
@@ -171,25 +205,49 @@ with tab_bm:
     if cohort_df is not None:
         table["cohort percentile"] = [
             charts.percentile_of(cohort_df[n], v) if n in cohort_df.columns else np.nan
-            for n, v in zip(table["name"], table["value"])]
-    st.dataframe(table[[c for c in ["label", "value", "unit", "cohort percentile", "description", "name", "source"]
-                        if c in table.columns]],
-                 hide_index=True, column_config={
-                     "value": st.column_config.NumberColumn(format="%.4g"),
-                     "cohort percentile": st.column_config.NumberColumn(
-                         format="%.0f", help="Percentile of this value in the sample synthetic cohort")})
+            for n, v in zip(table["name"], table["value"])
+        ]
+    st.dataframe(
+        table[
+            [
+                c
+                for c in ["label", "value", "unit", "cohort percentile", "description", "name", "source"]
+                if c in table.columns
+            ]
+        ],
+        hide_index=True,
+        column_config={
+            "value": st.column_config.NumberColumn(format="%.4g"),
+            "cohort percentile": st.column_config.NumberColumn(
+                format="%.0f", help="Percentile of this value in the sample synthetic cohort"
+            ),
+        },
+    )
     if cohort_df is not None:
         st.markdown("**This case against the sample (synthetic) cohort's distribution** (red line: this case)")
         comparable = [n for n in table["name"] if n in cohort_df.columns]
-        default = [n for n in ("ct_severity_score", "lesion_pct_lung", "lesion_volume_ml",
-                               "consolidation_share_pct", "lung_volume_ml", "lesion_mean_hu") if n in comparable]
+        default = [
+            n
+            for n in (
+                "ct_severity_score",
+                "lesion_pct_lung",
+                "lesion_volume_ml",
+                "consolidation_share_pct",
+                "lung_volume_ml",
+                "lesion_mean_hu",
+            )
+            if n in comparable
+        ]
         chosen = st.multiselect("Biomarkers to compare", comparable, default=default, key="bm_compare")
         reg = table.set_index("name")
         grid = st.columns(3)
         for i, name in enumerate(chosen):
             with grid[i % 3]:
-                st.altair_chart(charts.distribution_chart(cohort_df[name], bm.get(name), title=reg.at[name, "label"],
-                                                          unit=reg.at[name, "unit"]))
+                st.altair_chart(
+                    charts.distribution_chart(
+                        cohort_df[name], bm.get(name), title=reg.at[name, "label"], unit=reg.at[name, "unit"]
+                    )
+                )
 
 # ----------------------------------------------------------------------------- prediction
 prediction = None
@@ -199,8 +257,9 @@ with tab_pred:
     for m, lab in ui.SYNTHETIC_MODELS.items():
         entries[f"synthetic:{m}"] = f"Severe outcome · {lab} fitted on the sample synthetic cohort (imaging + clinical)"
     for stem, path in ui.shipped_models().items():
-        entries[f"file:{path}"] = f"Shipped model {stem} (real Tongji 2020 cohort)" if stem.startswith(
-            "tongji") else f"Shipped model {stem}"
+        entries[f"file:{path}"] = (
+            f"Shipped model {stem} (real Tongji 2020 cohort)" if stem.startswith("tongji") else f"Shipped model {stem}"
+        )
     ss.setdefault("model_choice", "synthetic:logistic_l2")
     if ss["model_choice"] not in entries:
         ss["model_choice"] = "synthetic:logistic_l2"
@@ -209,19 +268,27 @@ with tab_pred:
     if entry is not None:
         feats_needed = entry["model"].features
         if entry["synthetic"]:
-            st.caption("Demonstration model: trained on SYNTHETIC patients from a documented generative model, "
-                       "not on real outcomes.")
+            st.caption(
+                "Demonstration model: trained on SYNTHETIC patients from a documented generative model, "
+                "not on real outcomes."
+            )
         with st.form("clinical"):
             st.markdown("**Clinical values** (leave empty when unknown; the model imputes missing values)")
             fcols = st.columns(4)
             clinical: dict[str, float | None] = {}
-            shown = [f for f in ui.CLINICAL_FIELDS if f in feats_needed] + \
-                [f for f in feats_needed if f not in ui.CLINICAL_FIELDS and f not in ui.BINARY_FIELDS
-                 and f not in bm]
+            shown = [f for f in ui.CLINICAL_FIELDS if f in feats_needed] + [
+                f for f in feats_needed if f not in ui.CLINICAL_FIELDS and f not in ui.BINARY_FIELDS and f not in bm
+            ]
             for i, f in enumerate(shown):
                 label, unit, lo, hi, step = ui.CLINICAL_FIELDS.get(f, (f, "", -1e9, 1e9, 0.1))
-                clinical[f] = fcols[i % 4].number_input(f"{label} ({unit})" if unit else label, min_value=lo,
-                                                        max_value=hi, value=None, step=step, key=f"clin_{f}")
+                clinical[f] = fcols[i % 4].number_input(
+                    f"{label} ({unit})" if unit else label,
+                    min_value=lo,
+                    max_value=hi,
+                    value=None,
+                    step=step,
+                    key=f"clin_{f}",
+                )
             for j, f in enumerate([f for f in ui.BINARY_FIELDS if f in feats_needed]):
                 opts = ["unknown", "female", "male"] if f == "sex" else ["unknown", "no", "yes"]
                 v = fcols[(len(shown) + j) % 4].selectbox(ui.BINARY_FIELDS[f], opts, key=f"clin_{f}")
@@ -233,8 +300,12 @@ with tab_pred:
         ss.setdefault("op_point", next(iter(thresholds)))
         if ss["op_point"] not in thresholds:
             ss["op_point"] = next(iter(thresholds))
-        op = st.selectbox("Operating point", list(thresholds), key="op_point",
-                          format_func=lambda k: f"{k} (threshold {thresholds[k]:.2f})")
+        op = st.selectbox(
+            "Operating point",
+            list(thresholds),
+            key="op_point",
+            format_func=lambda k: f"{k} (threshold {thresholds[k]:.2f})",
+        )
         prediction = ui.run_safely(lambda: dict(ui.explain_cached(choice, ui.feature_key(features))), "Prediction")
         if prediction is not None:
             prediction["threshold"] = thresholds[op]
@@ -250,9 +321,14 @@ with tab_pred:
                 st.caption("Missing (imputed by the model): " + ", ".join(prediction["missing"]))
             if prediction["contributions"]:
                 st.markdown("**Why this prediction** (SHAP attributions of this patient)")
-                st.altair_chart(charts.waterfall_chart(prediction["contributions"], prediction["base_value"] or 0.0,
-                                                       feature_values=prediction["feature_values"],
-                                                       scale=prediction["scale"]))
+                st.altair_chart(
+                    charts.waterfall_chart(
+                        prediction["contributions"],
+                        prediction["base_value"] or 0.0,
+                        feature_values=prediction["feature_values"],
+                        scale=prediction["scale"],
+                    )
+                )
             elif prediction.get("explain_note"):
                 st.info(prediction["explain_note"])
 
@@ -263,12 +339,23 @@ with tab_pred:
                 cur = cur if cur is not None and math.isfinite(cur) else None
                 if wf in ui.BINARY_FIELDS:
                     names = ["female", "male"] if wf == "sex" else ["no", "yes"]
-                    new = float(st.radio(f"{wf}", [0, 1], index=int(cur) if cur in (0.0, 1.0) else 0,
-                                         format_func=names.__getitem__, horizontal=True, key=f"whatif_{wf}"))
+                    new = float(
+                        st.radio(
+                            f"{wf}",
+                            [0, 1],
+                            index=int(cur) if cur in (0.0, 1.0) else 0,
+                            format_func=names.__getitem__,
+                            horizontal=True,
+                            key=f"whatif_{wf}",
+                        )
+                    )
                 else:
                     bg = entry.get("background")
-                    col = pd.to_numeric(bg[wf], errors="coerce").dropna() if bg is not None and wf in bg else \
-                        pd.Series(dtype=float)
+                    col = (
+                        pd.to_numeric(bg[wf], errors="coerce").dropna()
+                        if bg is not None and wf in bg
+                        else pd.Series(dtype=float)
+                    )
                     if len(col):
                         lo, hi = float(np.percentile(col, 1)), float(np.percentile(col, 99))
                         start = cur if cur is not None else float(np.median(col))
@@ -279,16 +366,26 @@ with tab_pred:
                     if hi <= lo:
                         hi = lo + 1.0
                     new = st.slider(f"{wf}", lo, hi, float(start), (hi - lo) / 100, key=f"whatif_{wf}")
-                alt_pred = ui.run_safely(lambda: ui.explain_cached(choice, ui.feature_key({**features, wf: new})),
-                                        "What if")
+                alt_pred = ui.run_safely(
+                    lambda: ui.explain_cached(choice, ui.feature_key({**features, wf: new})), "What if"
+                )
                 if alt_pred is not None:
                     d = alt_pred["probability"] - p
-                    st.metric(f"Predicted risk with {wf} = {new:.4g}", f"{100 * alt_pred['probability']:.1f} %",
-                              delta=f"{100 * d:+.1f} points", delta_color="inverse")
+                    st.metric(
+                        f"Predicted risk with {wf} = {new:.4g}",
+                        f"{100 * alt_pred['probability']:.1f} %",
+                        delta=f"{100 * d:+.1f} points",
+                        delta_color="inverse",
+                    )
                     if alt_pred["contributions"]:
-                        st.altair_chart(charts.waterfall_chart(
-                            alt_pred["contributions"], alt_pred["base_value"] or 0.0,
-                            feature_values=alt_pred["feature_values"], scale=alt_pred["scale"]))
+                        st.altair_chart(
+                            charts.waterfall_chart(
+                                alt_pred["contributions"],
+                                alt_pred["base_value"] or 0.0,
+                                feature_values=alt_pred["feature_values"],
+                                scale=alt_pred["scale"],
+                            )
+                        )
 
 # ----------------------------------------------------------------------------- follow-up
 followup = None
@@ -309,8 +406,9 @@ with tab_fu:
             ui.check_upload_name(n_)
             fu_source = ui.source_from_bytes(n_, d_, label="follow-up scan")
         elif fu_choice == "upload":
-            fu_up = st.file_uploader(f"Follow-up CT (NIfTI or DICOM .zip, max {ui.MAX_UPLOAD_MB} MB)",
-                                     type=ui.UPLOAD_TYPES, key="fu_upload")
+            fu_up = st.file_uploader(
+                f"Follow-up CT (NIfTI or DICOM .zip, max {ui.MAX_UPLOAD_MB} MB)", type=ui.UPLOAD_TYPES, key="fu_upload"
+            )
             if fu_up is not None:
                 ui.check_upload_name(fu_up.name)
                 fu_source = ui.source_from_bytes(fu_up.name, fu_up.getvalue(), label="follow-up scan")
@@ -321,8 +419,7 @@ with tab_fu:
         ui.show_error(exc, "This follow-up file cannot be used")
     if fu_source is not None:
         try:
-            _, followup, fu_warn = ui.analyse(fu_source, ss["lesion_method"], previous_key=case_key,
-                                              previous=result)
+            _, followup, fu_warn = ui.analyse(fu_source, ss["lesion_method"], previous_key=case_key, previous=result)
         except Exception as exc:  # noqa: BLE001
             ui.show_error(exc, "Could not analyse the follow-up scan")
             followup = None
@@ -330,42 +427,90 @@ with tab_fu:
             fb = followup.biomarkers
             c1, c2, c3 = st.columns(3)
             c1.metric("Lesion volume, baseline", f"{bm['lesion_volume_ml']:.1f} ml")
-            c2.metric("Lesion volume, follow-up", f"{fb['lesion_volume_ml']:.1f} ml",
-                      delta=f"{fb['lesion_volume_ml'] - bm['lesion_volume_ml']:+.1f} ml", delta_color="inverse")
+            c2.metric(
+                "Lesion volume, follow-up",
+                f"{fb['lesion_volume_ml']:.1f} ml",
+                delta=f"{fb['lesion_volume_ml'] - bm['lesion_volume_ml']:+.1f} ml",
+                delta_color="inverse",
+            )
             chg = fb.get("lesion_volume_change_pct", float("nan"))
             c3.metric("Lesion volume change", f"{chg:+.0f} %" if math.isfinite(chg) else "n/a")
-            st.altair_chart(charts.volume_change_chart({
-                "baseline": {"ground-glass opacity": bm["ggo_volume_ml"],
-                             "consolidation": bm["consolidation_volume_ml"]},
-                "follow-up": {"ground-glass opacity": fb["ggo_volume_ml"],
-                              "consolidation": fb["consolidation_volume_ml"]}}))
+            st.altair_chart(
+                charts.volume_change_chart(
+                    {
+                        "baseline": {
+                            "ground-glass opacity": bm["ggo_volume_ml"],
+                            "consolidation": bm["consolidation_volume_ml"],
+                        },
+                        "follow-up": {
+                            "ground-glass opacity": fb["ggo_volume_ml"],
+                            "consolidation": fb["consolidation_volume_ml"],
+                        },
+                    }
+                )
+            )
             i0 = charts.best_slice(result.lesions, "coronal", fallback=result.lungs)
             i1 = charts.best_slice(followup.lesions, "coronal", fallback=followup.lungs)
             a, b = st.columns(2)
-            a.image(charts.slice_rgb(ct.hu, "coronal", i0, lungs=result.lungs, lesions=result.lesions,
-                                     spacing_mm=ct.spacing_mm, min_side=360), caption=f"baseline, coronal {i0}")
-            b.image(charts.slice_rgb(followup.ct.hu, "coronal", i1, lungs=followup.lungs, lesions=followup.lesions,
-                                     spacing_mm=followup.ct.spacing_mm, min_side=360),
-                    caption=f"follow-up, coronal {i1}")
+            a.image(
+                charts.slice_rgb(
+                    ct.hu,
+                    "coronal",
+                    i0,
+                    lungs=result.lungs,
+                    lesions=result.lesions,
+                    spacing_mm=ct.spacing_mm,
+                    min_side=360,
+                ),
+                caption=f"baseline, coronal {i0}",
+            )
+            b.image(
+                charts.slice_rgb(
+                    followup.ct.hu,
+                    "coronal",
+                    i1,
+                    lungs=followup.lungs,
+                    lesions=followup.lesions,
+                    spacing_mm=followup.ct.spacing_mm,
+                    min_side=360,
+                ),
+                caption=f"follow-up, coronal {i1}",
+            )
 
 # ----------------------------------------------------------------------------- downloads
 with tab_dl:
     from workbench.biomarkers import biomarker_table as _bt
     from workbench.report import case_report_html
 
-    st.markdown("Downloads contain no patient identifiers: masks carry only the scan geometry, the report "
-                "only this page's label and non-identifying scan parameters.")
+    st.markdown(
+        "Downloads contain no patient identifiers: masks carry only the scan geometry, the report "
+        "only this page's label and non-identifying scan parameters."
+    )
     stem = "case" if source.data is not None else source.label
     c1, c2, c3, c4 = st.columns(4)
-    c1.download_button("Lesion mask (.nii.gz)", lambda: ui.mask_nifti_bytes(result.lesions, ct),
-                       file_name=f"{stem}_lesions.nii.gz", mime="application/gzip", key="dl_lesions")
-    c2.download_button("Lung mask (.nii.gz)", lambda: ui.mask_nifti_bytes(result.lungs, ct),
-                       file_name=f"{stem}_lungs.nii.gz", mime="application/gzip", key="dl_lungs")
+    c1.download_button(
+        "Lesion mask (.nii.gz)",
+        lambda: ui.mask_nifti_bytes(result.lesions, ct),
+        file_name=f"{stem}_lesions.nii.gz",
+        mime="application/gzip",
+        key="dl_lesions",
+    )
+    c2.download_button(
+        "Lung mask (.nii.gz)",
+        lambda: ui.mask_nifti_bytes(result.lungs, ct),
+        file_name=f"{stem}_lungs.nii.gz",
+        mime="application/gzip",
+        key="dl_lungs",
+    )
     bm_csv = _bt(bm)[["name", "label", "value", "unit"]].to_csv(index=False)
-    c3.download_button("Biomarkers (.csv)", bm_csv, file_name=f"{stem}_biomarkers.csv", mime="text/csv",
-                       key="dl_csv")
+    c3.download_button("Biomarkers (.csv)", bm_csv, file_name=f"{stem}_biomarkers.csv", mime="text/csv", key="dl_csv")
     pred_for_report = dict(prediction) if prediction is not None else None
-    c4.download_button("Case report (.html)",
-                       lambda: case_report_html(result, prediction=pred_for_report, followup=followup,
-                                                label=stem, clinical=clinical_given),
-                       file_name=f"{stem}_report.html", mime="text/html", key="dl_report")
+    c4.download_button(
+        "Case report (.html)",
+        lambda: case_report_html(
+            result, prediction=pred_for_report, followup=followup, label=stem, clinical=clinical_given
+        ),
+        file_name=f"{stem}_report.html",
+        mime="text/html",
+        key="dl_report",
+    )

@@ -5,6 +5,7 @@ workbench.evaluation (ROC + CI, operating points, calibration, decision curves, 
 and workbench.explain (SHAP). Fits are cached on the table's content hash + settings.
 Tests inject a table through ``st.session_state["inject_cohort"] = (file_name, bytes)``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,9 @@ def read_table_cached(name: str, data: bytes) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cv_cached(table_hash: str, _df: pd.DataFrame, outcome: str, features: tuple, model: str, folds: int,
-              by_centre: bool) -> dict:
+def cv_cached(
+    table_hash: str, _df: pd.DataFrame, outcome: str, features: tuple, model: str, folds: int, by_centre: bool
+) -> dict:
     """Out-of-fold probabilities, AUC with bootstrap CI and a ROC band for one model."""
     from workbench.cohort import Cohort
     from workbench.evaluation import auc_ci
@@ -54,9 +56,18 @@ def cv_cached(table_hash: str, _df: pd.DataFrame, outcome: str, features: tuple,
     cv = fit_cv(model, cohort, folds=folds, seed=0, group_by_centre=by_centre, keep_models=False)
     p = cv.oof.to_numpy()
     ci = auc_ci(cv.y, p, n_bootstrap=500, seed=0)
-    return {"model": model, "p": p, "y": cv.y, "ids": cv.oof.index.to_numpy(), "auc": ci.auc, "lo": ci.ci_low,
-            "hi": ci.ci_high, "seconds": cv.seconds, "scheme": cv.scheme,
-            "band": charts.roc_band_table(cv.y, p, n_bootstrap=200, seed=0)}
+    return {
+        "model": model,
+        "p": p,
+        "y": cv.y,
+        "ids": cv.oof.index.to_numpy(),
+        "auc": ci.auc,
+        "lo": ci.ci_low,
+        "hi": ci.ci_high,
+        "seconds": cv.seconds,
+        "scheme": cv.scheme,
+        "band": charts.roc_band_table(cv.y, p, n_bootstrap=200, seed=0),
+    }
 
 
 @st.cache_data(show_spinner="Computing SHAP values …", max_entries=16)
@@ -70,8 +81,7 @@ def shap_cached(table_hash: str, _df: pd.DataFrame, outcome: str, features: tupl
     fitted = fit_model(model, cohort, random_state=0)
     rows = 300 if model in ("logistic_l2", "logistic_l1", "lightgbm", "random_forest") else 50
     exp = explain(fitted, cohort.data[fitted.features].astype(float), max_rows=rows, max_background=50, seed=0)
-    return {"values": exp.values, "data": exp.data, "base": exp.base_value, "output": exp.output,
-            "method": exp.method}
+    return {"values": exp.values, "data": exp.data, "base": exp.base_value, "output": exp.output, "method": exp.method}
 
 
 # ----------------------------------------------------------------------------- data
@@ -87,15 +97,22 @@ with st.sidebar:
         elif src == "synthetic":
             df = ui.load_sample_cohort()
         elif src == "tongji":
-            rule = st.selectbox("Aggregation of labs per patient", ["first", "worst", "mean", "last"], key="tj_rule",
-                                help="Which value of each lab within the window enters the model.")
+            rule = st.selectbox(
+                "Aggregation of labs per patient",
+                ["first", "worst", "mean", "last"],
+                key="tj_rule",
+                help="Which value of each lab within the window enters the model.",
+            )
             window = st.selectbox("Time window after admission (days)", [2.0, 1.0, 3.0, 7.0], key="tj_window")
             if rule == "last":
                 st.warning("The last value before discharge/death leaks the outcome (not an early warning).")
             df = load_tongji_cached(rule, window)
         else:
-            up = st.file_uploader(f"One row per patient with a 0/1 outcome column (max {ui.MAX_UPLOAD_MB} MB)",
-                                  type=["csv", "tsv", "txt", "xlsx", "xls", "parquet"], key="cohort_upload")
+            up = st.file_uploader(
+                f"One row per patient with a 0/1 outcome column (max {ui.MAX_UPLOAD_MB} MB)",
+                type=["csv", "tsv", "txt", "xlsx", "xls", "parquet"],
+                key="cohort_upload",
+            )
             if up is not None:
                 df = read_table_cached(up.name, up.getvalue())
     except Exception as exc:  # noqa: BLE001
@@ -107,14 +124,23 @@ if df is None:
     st.stop()
 
 table_hash = ui.hash_table(df)
-binary = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])
-          and set(pd.unique(df[c].dropna())) <= {0, 1} and df[c].notna().any()]
-outcomes = [c for c in ("severe", "death", "icu", "intubation") if c in binary] + \
-    [c for c in binary if c not in ("severe", "death", "icu", "intubation", "sex")]
+binary = [
+    c
+    for c in df.columns
+    if pd.api.types.is_numeric_dtype(df[c]) and set(pd.unique(df[c].dropna())) <= {0, 1} and df[c].notna().any()
+]
+outcomes = [c for c in ("severe", "death", "icu", "intubation") if c in binary] + [
+    c for c in binary if c not in ("severe", "death", "icu", "intubation", "sex")
+]
 st.caption(f"{len(df)} patients × {df.shape[1]} columns")
 if not outcomes:
-    ui.show_error(CohortError("The table has no binary (0/1) outcome column such as 'severe' or 'death'. "
-                              "Add one column with 1 for the outcome and 0 otherwise."), "No outcome")
+    ui.show_error(
+        CohortError(
+            "The table has no binary (0/1) outcome column such as 'severe' or 'death'. "
+            "Add one column with 1 for the outcome and 0 otherwise."
+        ),
+        "No outcome",
+    )
     st.stop()
 
 from workbench.cohort import Cohort  # noqa: E402
@@ -127,8 +153,13 @@ with c1:
     outcome = st.selectbox("Outcome", outcomes, key="outcome")
     folds = st.selectbox("Cross-validation folds", [5, 10], key="folds")
     has_centre = "centre" in df.columns and df["centre"].nunique() > 1
-    by_centre = st.checkbox("Leave one centre out", False, key="by_centre", disabled=not has_centre,
-                            help="Train on the other centres, test on the held-out one (external validation).")
+    by_centre = st.checkbox(
+        "Leave one centre out",
+        False,
+        key="by_centre",
+        disabled=not has_centre,
+        help="Train on the other centres, test on the held-out one (external validation).",
+    )
     by_centre = bool(by_centre and has_centre)
 try:
     auto = Cohort.from_table(df, outcome=outcome, validate=False)
@@ -145,7 +176,9 @@ with c2:
 with c3:
     zoo = list(MODEL_ZOO) + (["tongji_rule"] if {"ldh_u_l", "crp_mg_l", "lymphocytes_pct"} <= set(df.columns) else [])
     ss.setdefault("models", ["logistic_l2", "lightgbm"])
-    models = st.multiselect("Models", zoo, key="models", help="\n".join(f"- **{k}**: {v[0]}" for k, v in MODEL_ZOO.items()))
+    models = st.multiselect(
+        "Models", zoo, key="models", help="\n".join(f"- **{k}**: {v[0]}" for k, v in MODEL_ZOO.items())
+    )
 
 if not features or not models:
     st.info("Choose at least one feature and one model.")
@@ -160,8 +193,9 @@ results = {}
 prog = st.progress(0.0, text="Cross-validating …")
 for i, m in enumerate(models):
     prog.progress(i / len(models), text=f"Cross-validating {m} ({folds} folds) …")
-    r = ui.run_safely(lambda m=m: cv_cached(table_hash, df, outcome, tuple(features), m, int(folds), by_centre),
-                      f"Model {m}")
+    r = ui.run_safely(
+        lambda m=m: cv_cached(table_hash, df, outcome, tuple(features), m, int(folds), by_centre), f"Model {m}"
+    )
     if r is not None:
         results[m] = r
 prog.empty()
@@ -175,13 +209,17 @@ def legend(m: str) -> str:
 
 
 y = next(iter(results.values()))["y"]
-st.caption(f"{next(iter(results.values()))['scheme']} cross-validation · {int(y.sum())} events in {len(y)} patients "
-           f"({100 * y.mean():.1f} %). All metrics below are on out-of-fold predictions.")
+st.caption(
+    f"{next(iter(results.values()))['scheme']} cross-validation · {int(y.sum())} events in {len(y)} patients "
+    f"({100 * y.mean():.1f} %). All metrics below are on out-of-fold predictions."
+)
 
 tab_roc, tab_cal, tab_shap, tab_sub, tab_tab = st.tabs(
-    ["ROC & threshold", "Calibration & decision curve", "Explanations (SHAP)", "Centres & subgroups", "Metrics table"])
+    ["ROC & threshold", "Calibration & decision curve", "Explanations (SHAP)", "Centres & subgroups", "Metrics table"]
+)
 
 from workbench import evaluation as ev  # noqa: E402
+
 
 @st.fragment
 def roc_and_threshold() -> None:
@@ -195,8 +233,14 @@ def roc_and_threshold() -> None:
         r = results[op_model]
         youden = ev.operating_point(r["y"], r["p"]).threshold
         ss.setdefault("threshold", round(float(youden), 2))
-        thr = st.slider("Threshold (predicted risk)", 0.0, 1.0, step=0.01, key="threshold",
-                        help=f"Youden's optimum for {op_model}: {youden:.2f}")
+        thr = st.slider(
+            "Threshold (predicted risk)",
+            0.0,
+            1.0,
+            step=0.01,
+            key="threshold",
+            help=f"Youden's optimum for {op_model}: {youden:.2f}",
+        )
         op = ev.metrics_at_threshold(r["y"], r["p"], thr)
         m1, m2 = st.columns(2)
         m1.metric("Sensitivity", f"{100 * op.sensitivity:.1f} %")
@@ -208,17 +252,22 @@ def roc_and_threshold() -> None:
         curves = pd.concat([r["band"].assign(model=legend(m)) for m, r in results.items()], ignore_index=True)
         point = pd.DataFrame({"model": [legend(op_model)], "fpr": [1 - op.specificity], "tpr": [op.sensitivity]})
         st.altair_chart(charts.roc_chart(curves, threshold_point=point))
-        st.caption("Shaded: pointwise 95 % bootstrap band; legend: AUC with 95 % bootstrap CI. "
-                   "Black dot: the chosen threshold.")
+        st.caption(
+            "Shaded: pointwise 95 % bootstrap band; legend: AUC with 95 % bootstrap CI. "
+            "Black dot: the chosen threshold."
+        )
         if len(results) >= 2:
             ma, mb = list(results)[:2]
             d = ev.delong_test(y, results[ma]["p"], results[mb]["p"])
-            st.caption(f"DeLong test {ma} vs {mb}: ΔAUC {d.difference:+.3f} "
-                       f"(95 % CI {d.ci_low:+.3f} to {d.ci_high:+.3f}), p = {d.p_value:.3g}")
+            st.caption(
+                f"DeLong test {ma} vs {mb}: ΔAUC {d.difference:+.3f} "
+                f"(95 % CI {d.ci_low:+.3f} to {d.ci_high:+.3f}), p = {d.p_value:.3g}"
+            )
 
 
 with tab_roc:
     roc_and_threshold()
+
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def summaries(key: tuple, _results: dict) -> dict:
@@ -227,23 +276,52 @@ def summaries(key: tuple, _results: dict) -> dict:
     for m, r in _results.items():
         cal = ev.calibration(r["y"], r["p"])
         cal_rows.append(cal.curve.rename(columns={"mean_predicted": "predicted"}).assign(model=m))
-        cal_stats.append({"model": m, "Brier score": cal.brier, "calibration intercept": cal.intercept,
-                          "calibration slope": cal.slope})
+        cal_stats.append(
+            {
+                "model": m,
+                "Brier score": cal.brier,
+                "calibration intercept": cal.intercept,
+                "calibration slope": cal.slope,
+            }
+        )
         dc = ev.decision_curve(r["y"], r["p"])
-        dca_rows.append(pd.DataFrame({"model": m, "threshold": dc["threshold"], "net_benefit": dc["net_benefit_model"]}))
-    dca_rows.append(pd.DataFrame({"model": "treat all", "threshold": dc["threshold"], "net_benefit": dc["net_benefit_all"]}))
-    dca_rows.append(pd.DataFrame({"model": "treat none", "threshold": dc["threshold"],
-                                  "net_benefit": dc["net_benefit_none"]}))
+        dca_rows.append(
+            pd.DataFrame({"model": m, "threshold": dc["threshold"], "net_benefit": dc["net_benefit_model"]})
+        )
+    dca_rows.append(
+        pd.DataFrame({"model": "treat all", "threshold": dc["threshold"], "net_benefit": dc["net_benefit_all"]})
+    )
+    dca_rows.append(
+        pd.DataFrame({"model": "treat none", "threshold": dc["threshold"], "net_benefit": dc["net_benefit_none"]})
+    )
     for m, r in _results.items():
         yo = ev.operating_point(r["y"], r["p"])
         cal = ev.calibration(r["y"], r["p"])
-        rows.append({"model": m, "auc": r["auc"], "auc_ci_low": r["lo"], "auc_ci_high": r["hi"], "brier": cal.brier,
-                     "calibration_slope": cal.slope, "youden_threshold": yo.threshold,
-                     "sensitivity_youden": yo.sensitivity, "specificity_youden": yo.specificity,
-                     "ppv_youden": yo.ppv, "npv_youden": yo.npv, "cv_scheme": r["scheme"], "n_patients": len(r["y"]),
-                     "n_events": int(r["y"].sum()), "fit_seconds": r["seconds"]})
-    return {"cal": pd.concat(cal_rows, ignore_index=True), "cal_stats": pd.DataFrame(cal_stats),
-            "dca": pd.concat(dca_rows, ignore_index=True), "metrics": pd.DataFrame(rows)}
+        rows.append(
+            {
+                "model": m,
+                "auc": r["auc"],
+                "auc_ci_low": r["lo"],
+                "auc_ci_high": r["hi"],
+                "brier": cal.brier,
+                "calibration_slope": cal.slope,
+                "youden_threshold": yo.threshold,
+                "sensitivity_youden": yo.sensitivity,
+                "specificity_youden": yo.specificity,
+                "ppv_youden": yo.ppv,
+                "npv_youden": yo.npv,
+                "cv_scheme": r["scheme"],
+                "n_patients": len(r["y"]),
+                "n_events": int(r["y"].sum()),
+                "fit_seconds": r["seconds"],
+            }
+        )
+    return {
+        "cal": pd.concat(cal_rows, ignore_index=True),
+        "cal_stats": pd.DataFrame(cal_stats),
+        "dca": pd.concat(dca_rows, ignore_index=True),
+        "metrics": pd.DataFrame(rows),
+    }
 
 
 fit_key = (table_hash, outcome, tuple(features), tuple(results), int(folds), by_centre)
@@ -265,8 +343,10 @@ with tab_shap:
     sm = st.selectbox("Model to explain (refitted on all patients)", list(results), key="shap_model")
     sh = ui.run_safely(lambda: shap_cached(table_hash, df, outcome, tuple(features), sm), "SHAP")
     if sh is not None:
-        st.caption(f"SHAP ({sh['method']}), attributions on the {sh['output'].replace('_', '-')} scale, "
-                   f"{len(sh['values'])} patients explained.")
+        st.caption(
+            f"SHAP ({sh['method']}), attributions on the {sh['output'].replace('_', '-')} scale, "
+            f"{len(sh['values'])} patients explained."
+        )
         a, b = st.columns(2)
         with a:
             st.markdown("**Global importance**")
@@ -283,9 +363,16 @@ with tab_shap:
         if ss.get("dep_colour") not in colour_opts:
             ss["dep_colour"] = colour_opts[1] if len(colour_opts) > 1 else "none"
         col = d2.selectbox("Colour by", colour_opts, key="dep_colour")
-        st.altair_chart(charts.dependence_chart(sh["data"][dep], sh["values"][dep], feature=dep,
-                                                colour=None if col == "none" else sh["data"][col],
-                                                colour_name=col))
+        st.altair_chart(
+            charts.dependence_chart(
+                sh["data"][dep],
+                sh["values"][dep],
+                feature=dep,
+                colour=None if col == "none" else sh["data"][col],
+                colour_name=col,
+            )
+        )
+
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def subgroup_cached(key: tuple, model: str, var: str, _y: np.ndarray, _p: np.ndarray, _g: np.ndarray) -> tuple:
@@ -310,8 +397,9 @@ with tab_sub:
         ss["sub_model"] = next(iter(results))
     sub_model = st.selectbox("Model", list(results), key="sub_model")
     r = results[sub_model]
-    data = df.set_index(df["patient_id"].astype(str)) if "patient_id" in df.columns else df.set_index(
-        df.index.astype(str))
+    data = (
+        df.set_index(df["patient_id"].astype(str)) if "patient_id" in df.columns else df.set_index(df.index.astype(str))
+    )
     sub = data.loc[r["ids"]] if set(r["ids"]) <= set(data.index) else data
     groups = {}
     if "centre" in sub.columns:
@@ -327,12 +415,19 @@ with tab_sub:
         curves, table, thr_sub = subgroup_cached(fit_key, sub_model, var, r["y"], r["p"], groups[var])
         if curves is not None:
             st.altair_chart(charts.roc_chart(curves))
-        st.markdown(f"**{sub_model} per {var}** (out-of-fold; sensitivity etc. at its Youden threshold "
-                    f"{thr_sub:.2f}; AUC 95 % bootstrap CI)")
+        st.markdown(
+            f"**{sub_model} per {var}** (out-of-fold; sensitivity etc. at its Youden threshold "
+            f"{thr_sub:.2f}; AUC 95 % bootstrap CI)"
+        )
         st.dataframe(table, hide_index=True)
 
 with tab_tab:
     metrics = summ["metrics"]
     st.dataframe(metrics, hide_index=True)
-    st.download_button("Download metrics (.csv)", metrics.to_csv(index=False), file_name="cohort_metrics.csv",
-                       mime="text/csv", key="dl_metrics")
+    st.download_button(
+        "Download metrics (.csv)",
+        metrics.to_csv(index=False),
+        file_name="cohort_metrics.csv",
+        mime="text/csv",
+        key="dl_metrics",
+    )

@@ -1,4 +1,5 @@
 """About page: what the workbench measures and predicts, how, and its limits."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -36,8 +37,9 @@ not be used for diagnosis, triage or treatment decisions.
 )
 
 st.subheader("Imaging biomarkers")
-res = ui.run_safely(lambda: __import__("workbench.biomarkers", fromlist=["registry_frame"]).registry_frame(),
-                    "Biomarker registry")
+res = ui.run_safely(
+    lambda: __import__("workbench.biomarkers", fromlist=["registry_frame"]).registry_frame(), "Biomarker registry"
+)
 if res is not None:
     st.dataframe(res, hide_index=True)
 
@@ -45,9 +47,16 @@ st.subheader("Models")
 try:
     from workbench.models import MODEL_ZOO
 
-    st.dataframe([{"model": k, "description": v[0]} for k, v in MODEL_ZOO.items()]
-                 + [{"model": "tongji_rule", "description": "Published three-feature decision rule "
-                     "(LDH, hs-CRP, lymphocyte %), Yan et al. 2020"}], hide_index=True)
+    st.dataframe(
+        [{"model": k, "description": v[0]} for k, v in MODEL_ZOO.items()]
+        + [
+            {
+                "model": "tongji_rule",
+                "description": "Published three-feature decision rule (LDH, hs-CRP, lymphocyte %), Yan et al. 2020",
+            }
+        ],
+        hide_index=True,
+    )
 except Exception as exc:  # noqa: BLE001
     ui.show_error(exc, "Model zoo")
 

@@ -1,4 +1,5 @@
 """Shared test fixtures: where the real public data lives, and a skip when it is absent."""
+
 from __future__ import annotations
 
 import sys

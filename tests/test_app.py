@@ -3,6 +3,7 @@
 AppTest cannot upload files, so files are injected as if uploaded through
 ``session_state["inject_upload"] = (name, bytes)`` (Case) and ``["inject_cohort"]`` (Cohort).
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -94,8 +95,11 @@ def test_case_page_analyses_an_upload(case_app, files):
     # the page shows what the pipeline measured on this scan
     from workbench.ui import _case_store
 
-    (result,) = [e["result"] for k, e in _case_store().items() if k[0].startswith("sha256:") and k[2] is None
-                 and e["result"].ct.shape == (48, 80, 80)][:1]
+    (result,) = [
+        e["result"]
+        for k, e in _case_store().items()
+        if k[0].startswith("sha256:") and k[2] is None and e["result"].ct.shape == (48, 80, 80)
+    ][:1]
     bm = result.biomarkers
     assert _metric(at, "CT severity score") == f"{bm['ct_severity_score']:.0f} / 25"
     assert _metric(at, "Lesion volume") == f"{bm['lesion_volume_ml']:.0f} ml"
@@ -194,12 +198,15 @@ def test_followup_gives_volume_change(files):
     assert change.startswith("+") and change.endswith("%")  # severity 0.5 -> 0.8 grows
 
 
-@pytest.mark.parametrize("kind, words", [
-    ("text", "not supported"),
-    ("corrupt", "could not be read"),
-    ("mr", "MR"),
-    ("no_lungs", "No air-filled lung"),
-])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("text", "not supported"),
+        ("corrupt", "could not be read"),
+        ("mr", "MR"),
+        ("no_lungs", "No air-filled lung"),
+    ],
+)
 def test_bad_uploads_show_a_clear_error(files, kind, words):
     at = _case_app(files[kind])
     _no_exception(at)  # never a traceback

@@ -1,5 +1,6 @@
 """Batch processing on Dask: case discovery, results store, resume after a hard kill,
 the real pipeline over a small phantom cohort."""
+
 from __future__ import annotations
 
 import functools
@@ -90,17 +91,20 @@ def _fake_dicom(path: Path, payload: bytes) -> None:
 @pytest.fixture(scope="module")
 def client():
     """One local Dask cluster (2 worker processes, 1 thread each) shared by the tests."""
-    from distributed import Client, LocalCluster
-
     import dask
+    from distributed import Client, LocalCluster
 
     # worker-saturation as in run_batch's own cluster; allowed-failures 0 so that the
     # worker-death test needs one worker restart per attempt instead of four
-    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0,
-                          "distributed.scheduler.allowed-failures": 0}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=50,
-                               env={"OMP_NUM_THREADS": "1"})
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0, "distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=50,
+            env={"OMP_NUM_THREADS": "1"},
+        )
     c = Client(cluster)
     yield c
     c.close()
@@ -201,8 +205,7 @@ def test_batch_store_rerun_and_changes(tmp_path, client):
 
     con = sqlite3.connect(out / "results.sqlite")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    rows = con.execute("SELECT case_id, status, error, input_hash, biomarkers FROM cases "
-                       "ORDER BY case_id").fetchall()
+    rows = con.execute("SELECT case_id, status, error, input_hash, biomarkers FROM cases ORDER BY case_id").fetchall()
     con.close()
     assert [r[1] for r in rows] == ["failed"] + ["ok"] * 5
     assert rows[0][2] == "The scan file is damaged or truncated; export it again."
@@ -211,8 +214,16 @@ def test_batch_store_rerun_and_changes(tmp_path, client):
 
     table = results_table(out)
     assert list(table["case_id"]) == [f"case{i:02d}" for i in range(5)]
-    assert {"status", "notes", "seconds", "pipeline_version", "finished_at", "lung_volume_ml",
-            "lesion_pct_lung", "lesion_count"} <= set(table.columns)
+    assert {
+        "status",
+        "notes",
+        "seconds",
+        "pipeline_version",
+        "finished_at",
+        "lung_volume_ml",
+        "lesion_pct_lung",
+        "lesion_count",
+    } <= set(table.columns)
     assert table["lung_volume_ml"].tolist() == [12.0, 13.0, 14.0, 15.0, 16.0]
     assert table["lesion_volume_change_pct"].isna().all()
     full = results_table(out, include_failed=True, id_column="patient_id")
@@ -240,8 +251,7 @@ def test_batch_store_rerun_and_changes(tmp_path, client):
     assert len(table) == 6 and table.loc["case03", "lung_volume_ml"] == 42.0
 
     # a new pipeline version recomputes everything
-    s5 = run_batch(inp, out, case_fn=fn, scheduler=client, progress=False,
-                   pipeline_version="test-9")
+    s5 = run_batch(inp, out, case_fn=fn, scheduler=client, progress=False, pipeline_version="test-9")
     assert s5.n_ok == 6 and set(results_table(out)["pipeline_version"]) == {"test-9"}
 
 
@@ -249,13 +259,13 @@ def test_manifest_batch_with_missing_file(tmp_path, client):
     inp = tmp_path / "scans"
     _write_fake_cases(inp, n_ok=2)
     manifest = tmp_path / "cohort.csv"
-    manifest.write_text("case_id,path\nA1,scans/case00.nii.gz\nA2,scans/case01.nii.gz\n"
-                        "A3,scans/gone.nii.gz\n")
+    manifest.write_text("case_id,path\nA1,scans/case00.nii.gz\nA2,scans/case01.nii.gz\nA3,scans/gone.nii.gz\n")
     # the scheduler given by address, as with `workbench batch --scheduler tcp://...`
     address = client.scheduler.address
     assert address.startswith("tcp://")
-    s = run_batch(manifest, tmp_path / "out", case_fn=fake_case, scheduler=address,
-                  progress=False, lesion_method="threshold")
+    s = run_batch(
+        manifest, tmp_path / "out", case_fn=fake_case, scheduler=address, progress=False, lesion_method="threshold"
+    )
     assert (s.n_ok, s.n_failed) == (2, 1)
     assert s.failed["A3"] == "The input of case A3 is not found."
     table = results_table(tmp_path / "out", include_failed=True)
@@ -291,10 +301,10 @@ def test_hard_kill_loses_nothing_and_resumes(tmp_path, client):
     n = 16
     inp, out, calls = tmp_path / "in", tmp_path / "out", tmp_path / "calls.txt"
     _write_fake_cases(inp, n_ok=n)
-    script = _KILL_SCRIPT.format(repo=str(REPO), tests=str(TESTS), inp=str(inp), out=str(out),
-                                 calls=str(calls))
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    script = _KILL_SCRIPT.format(repo=str(REPO), tests=str(TESTS), inp=str(inp), out=str(out), calls=str(calls))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     db = out / "results.sqlite"
     done = 0
     try:
@@ -324,10 +334,9 @@ def test_hard_kill_loses_nothing_and_resumes(tmp_path, client):
     assert len(before) >= done
     calls_before = _calls(calls)
 
-    s = run_batch(inp, out, case_fn=functools.partial(fake_case, calls=str(calls)),
-                  scheduler=client, progress=False)
+    s = run_batch(inp, out, case_fn=functools.partial(fake_case, calls=str(calls)), scheduler=client, progress=False)
     assert s.n_skipped == len(before) and s.n_ok == n - len(before) and s.n_failed == 0
-    redone = _calls(calls)[len(calls_before):]
+    redone = _calls(calls)[len(calls_before) :]
     assert set(redone).isdisjoint(before)  # finished cases were not recomputed
     assert sorted(redone) == sorted(set(f"case{i:02d}" for i in range(n)) - set(before))
     con = sqlite3.connect(db)
@@ -345,8 +354,12 @@ def test_hard_kill_loses_nothing_and_resumes(tmp_path, client):
 @pytest.fixture(scope="module")
 def phantom_cohort(tmp_path_factory):
     pytest.importorskip("workbench.synthetic", reason="workbench.synthetic (phantoms) not there yet")
-    for mod in ("workbench.segmentation.lungs", "workbench.segmentation.lesions",
-                "workbench.segmentation.heart", "workbench.biomarkers"):
+    for mod in (
+        "workbench.segmentation.lungs",
+        "workbench.segmentation.lesions",
+        "workbench.segmentation.heart",
+        "workbench.biomarkers",
+    ):
         pytest.importorskip(mod, reason=f"{mod} not there yet")
     from workbench.io import save_ct, save_dicom_series, zip_folder
     from workbench.synthetic import make_phantom
@@ -374,8 +387,7 @@ def test_real_pipeline_batch(phantom_cohort, tmp_path, client):
 
     folder, truth = phantom_cohort
     out = tmp_path / "out"
-    s = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold",
-                  write_masks=True)
+    s = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold", write_masks=True)
     assert (s.n_ok, s.n_failed) == (5, 1), s.failed
     assert s.failed["corrupt"] and "Traceback" not in s.failed["corrupt"]
 
@@ -405,18 +417,19 @@ def test_real_pipeline_batch(phantom_cohort, tmp_path, client):
         assert lungs.shape == ct.shape and set(np.unique(lesions)) <= {0, 1, 2}
         assert set(np.unique(lungs)) == {0, 1, 2}
         assert np.count_nonzero(lungs) * ct.voxel_volume_ml == pytest.approx(
-            table.set_index("case_id").loc[cid, "lung_volume_ml"], rel=0.01)
+            table.set_index("case_id").loc[cid, "lung_volume_ml"], rel=0.01
+        )
         seg, gt = lungs > 0, ph.lungs > 0
         assert 2 * np.count_nonzero(seg & gt) / (seg.sum() + gt.sum()) > 0.95, cid
 
-    s2 = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold",
-                   retry_failed=False)
+    s2 = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold", retry_failed=False)
     assert s2.n_skipped == 6 and s2.n_processed == 0
 
     # a case whose masks were asked for but are missing is redone (and only that one)
     (out / "masks" / "ph1_lesions.nii.gz").unlink()
-    s3 = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold",
-                   retry_failed=False, write_masks=True)
+    s3 = run_batch(
+        folder, out, scheduler=client, progress=False, lesion_method="threshold", retry_failed=False, write_masks=True
+    )
     assert (s3.n_ok, s3.n_skipped) == (1, 5) and (out / "masks" / "ph1_lesions.nii.gz").exists()
 
     # no patient identifier from the DICOM headers anywhere in the output
@@ -430,10 +443,29 @@ def test_cli_arguments_and_bad_input(tmp_path, capsys):
     import argparse
 
     parser = batch.add_arguments(argparse.ArgumentParser())
-    args = parser.parse_args([str(tmp_path), "--out", "r", "--scheduler", "tcp://h:8786",
-                              "--workers", "3", "--masks", "--lesion-method", "threshold",
-                              "--no-retry", "--hash-ids"])
-    assert (args.scheduler, args.workers, args.masks, args.lesion_method, args.retry_failed,
-            args.hash_ids) == ("tcp://h:8786", 3, True, "threshold", False, True)
+    args = parser.parse_args(
+        [
+            str(tmp_path),
+            "--out",
+            "r",
+            "--scheduler",
+            "tcp://h:8786",
+            "--workers",
+            "3",
+            "--masks",
+            "--lesion-method",
+            "threshold",
+            "--no-retry",
+            "--hash-ids",
+        ]
+    )
+    assert (args.scheduler, args.workers, args.masks, args.lesion_method, args.retry_failed, args.hash_ids) == (
+        "tcp://h:8786",
+        3,
+        True,
+        "threshold",
+        False,
+        True,
+    )
     assert batch.main([str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Imaging biomarkers: checked on hand-made volumes with known geometry and on phantoms."""
+
 from __future__ import annotations
 
 import math
@@ -45,7 +46,7 @@ def ball(shape, centre_mm, radius_mm, spacing_zyx):
     zz, yy, xx = np.ogrid[tuple(slice(0, n) for n in shape)]
     cz, cy, cx = centre_mm
     sz, sy, sx = spacing_zyx
-    return ((zz * sz - cz) ** 2 + (yy * sy - cy) ** 2 + (xx * sx - cx) ** 2) <= radius_mm ** 2
+    return ((zz * sz - cz) ** 2 + (yy * sy - cy) ** 2 + (xx * sx - cx) ** 2) <= radius_mm**2
 
 
 def run(hu, lungs, lesions, spacing_xyz=(1.0, 1.0, 1.0), heart=None, previous=None):
@@ -122,7 +123,7 @@ def test_volumes_counts_diameters_with_known_balls(spacing_xyz):
 
     voxel_ml = sx * sy * sz / 1000
     true_lung_ml = np.count_nonzero(lungs) * voxel_ml
-    ball_ml = [4 / 3 * math.pi * r ** 3 / 1000 for r in radii]
+    ball_ml = [4 / 3 * math.pi * r**3 / 1000 for r in radii]
     assert v["lung_volume_ml"] == pytest.approx(true_lung_ml, rel=1e-9)
     assert v["lung_right_volume_ml"] + v["lung_left_volume_ml"] == pytest.approx(v["lung_volume_ml"])
     assert v["lung_volume_ml"] == pytest.approx(110 * 80 * 110 / 1000, rel=0.03)
@@ -152,7 +153,7 @@ def test_sphericity_ball_vs_elongated_box_and_2d_vs_3d_diameter():
     assert v_ball["lesion_sphericity"] > 0.85
     # a 40x5x5 cuboid has sphericity ~0.53
     assert v_box["lesion_sphericity"] < 0.65
-    assert v_box["lesion_max_diameter_3d_mm"] == pytest.approx(math.sqrt(40 ** 2 + 5 ** 2 + 5 ** 2), abs=1.0)
+    assert v_box["lesion_max_diameter_3d_mm"] == pytest.approx(math.sqrt(40**2 + 5**2 + 5**2), abs=1.0)
     # axial cross-section is only 5 x 5 mm
     assert v_box["lesion_max_diameter_2d_mm"] == pytest.approx(math.sqrt(50), abs=1.0)
 
@@ -161,7 +162,7 @@ def test_count_exact_for_separated_lesions_and_26_connectivity():
     hu, lungs = box_chest()
     les = np.zeros_like(lungs)
     for i in range(5):
-        les[8 + 9 * i: 13 + 9 * i, 20:25, 10:15] = 1  # five separate 5 mm cubes (125 mm3)
+        les[8 + 9 * i : 13 + 9 * i, 20:25, 10:15] = 1  # five separate 5 mm cubes (125 mm3)
     les[20:25, 40:45, 70:75] = 2
     les[25:30, 45:50, 75:80] = 2  # touches the previous cube at a corner: one lesion
     les[40:44, 40:44, 70:74] = 1  # 64 mm3: below the minimum lesion size, not counted
@@ -318,7 +319,18 @@ def test_lesion_outside_lung_mask_counts_as_lung_on_its_side():
 # ----------------------------------------------------------------------------------------
 def test_severity_points_bands():
     assert [severity_points(p) for p in (0, 0.01, 4.9, 5, 25, 25.1, 50, 50.5, 75, 75.1, 100)] == [
-        0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+        4,
+        5,
+        5,
+    ]
 
 
 def test_ct_severity_score_hand_checked_zones():
@@ -337,7 +349,12 @@ def test_ct_severity_score_hand_checked_zones():
     assert v["zone_left_upper_pct"] == pytest.approx(60.0)
     assert v["zone_left_lower_pct"] == 0.0
     assert [v[f"css_{z}"] for z in ("right_upper", "right_middle", "right_lower", "left_upper", "left_lower")] == [
-        0.0, 2.0, 5.0, 4.0, 0.0]
+        0.0,
+        2.0,
+        5.0,
+        4.0,
+        0.0,
+    ]
     assert v["ct_severity_score"] == 11.0
 
 
@@ -434,8 +451,7 @@ def _naive_css(lungs, lesions):
 @pytest.fixture(scope="module")
 def phantoms():
     synthetic = pytest.importorskip("workbench.synthetic", reason="workbench.synthetic not available yet")
-    return [synthetic.make_phantom(severity=s, seed=i, shape_zyx=(64, 96, 96))
-            for i, s in enumerate((0.2, 0.6))]
+    return [synthetic.make_phantom(severity=s, seed=i, shape_zyx=(64, 96, 96)) for i, s in enumerate((0.2, 0.6))]
 
 
 def test_phantom_biomarkers_match_ground_truth(phantoms):

@@ -7,6 +7,7 @@ Script mode saves screenshots of each page for the README::
 
     python tests/test_browser.py --screenshots docs/screenshots
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIEWER_IMG = '[data-testid="stImage"] img'
 
 
@@ -41,10 +48,28 @@ def streamlit_server(timeout_s: float = 90.0):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         t0 = time.monotonic()
@@ -105,7 +130,9 @@ def slider_latency_s(page, n: int = 5) -> list[float]:
         thumb.press(key)
         page.wait_for_function(
             "([sel, old]) => { const i = document.querySelector(sel); return i && i.src !== old && i.complete; }",
-            arg=[VIEWER_IMG, before], timeout=30_000)
+            arg=[VIEWER_IMG, before],
+            timeout=30_000,
+        )
         out.append(time.perf_counter() - t0)
     return out
 
@@ -139,8 +166,10 @@ def test_app_in_chromium(tmp_path):
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         offsite: list[str] = []
-        page.on("request", lambda r: offsite.append(r.url) if not r.url.startswith(
-            (url, "data:", "blob:", "about:")) else None)
+        page.on(
+            "request",
+            lambda r: offsite.append(r.url) if not r.url.startswith((url, "data:", "blob:", "about:")) else None,
+        )
         page.goto(url)
         page.get_by_text("Research use only").first.wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "home.png"))
@@ -212,8 +241,11 @@ def save_screenshots(out_dir: Path, method: str = "threshold") -> dict[str, floa
             page.screenshot(path=str(out_dir / "case_slices.png"))
             lat = slider_latency_s(page, n=5)
             stats = {"slider_median_s": statistics.median(lat), "slider_max_s": max(lat)}
-            for tab, name in (("3D", "case_3d.png"), ("Biomarkers", "case_biomarkers.png"),
-                              ("Prediction", "case_prediction.png")):
+            for tab, name in (
+                ("3D", "case_3d.png"),
+                ("Biomarkers", "case_biomarkers.png"),
+                ("Prediction", "case_prediction.png"),
+            ):
                 click_tab(page, tab)
                 page.get_by_text("CT severity score").first.scroll_into_view_if_needed()
                 if tab == "3D":

@@ -1,4 +1,5 @@
 """workbench.charts: windowing, orientation and aspect of slices, overlays, 3D meshes, Altair specs."""
+
 from __future__ import annotations
 
 import io
@@ -179,10 +180,17 @@ def test_cohort_charts_build():
     cells = next(iter(cm["datasets"].values()))
     assert {c["kind"]: c["count"] for c in cells} == {"TN": 40, "FP": 5, "FN": 3, "TP": 12}
     charts.calibration_chart(pd.DataFrame({"model": "m", "predicted": [0.1, 0.5], "observed": [0.12, 0.4]})).to_dict()
-    charts.decision_curve_chart(pd.DataFrame({"model": ["m", "treat all", "treat none"], "threshold": [0.2] * 3,
-                                              "net_benefit": [0.1, 0.05, 0.0]})).to_dict()
-    charts.volume_change_chart({"baseline": {"ground-glass opacity": 10.0, "consolidation": 2.0},
-                                "follow-up": {"ground-glass opacity": 20.0, "consolidation": 6.0}}).to_dict()
+    charts.decision_curve_chart(
+        pd.DataFrame(
+            {"model": ["m", "treat all", "treat none"], "threshold": [0.2] * 3, "net_benefit": [0.1, 0.05, 0.0]}
+        )
+    ).to_dict()
+    charts.volume_change_chart(
+        {
+            "baseline": {"ground-glass opacity": 10.0, "consolidation": 2.0},
+            "follow-up": {"ground-glass opacity": 20.0, "consolidation": 6.0},
+        }
+    ).to_dict()
 
 
 def test_beeswarm_stays_within_altairs_row_limit():
@@ -192,8 +200,7 @@ def test_beeswarm_stays_within_altairs_row_limit():
 
     from workbench.charts import ALTAIR_MAX_ROWS, beeswarm_chart
 
-    values = pd.DataFrame(np.random.default_rng(0).normal(size=(900, 14)),
-                          columns=[f"feature_{i}" for i in range(14)])
+    values = pd.DataFrame(np.random.default_rng(0).normal(size=(900, 14)), columns=[f"feature_{i}" for i in range(14)])
     chart = beeswarm_chart(values, values)
     chart.to_dict()  # raises MaxRowsError above the limit
     assert len(chart.data) <= ALTAIR_MAX_ROWS

@@ -1,18 +1,30 @@
 """The `workbench` command: analyze writes biomarkers with units, errors are plain messages."""
+
 from __future__ import annotations
 
 import gzip
 import json
 
 import pandas as pd
-
 from conftest import SAMPLE_DATA
+
 from workbench.cli import main
 
 
 def test_analyze_prints_and_saves_biomarkers_with_units(tmp_path, capsys):
-    rc = main(["analyze", str(SAMPLE_DATA / "cases" / "phantom_dicom.zip"), "--out", str(tmp_path),
-               "--lesion-method", "threshold", "--masks", "--case-id", "study-007"])
+    rc = main(
+        [
+            "analyze",
+            str(SAMPLE_DATA / "cases" / "phantom_dicom.zip"),
+            "--out",
+            str(tmp_path),
+            "--lesion-method",
+            "threshold",
+            "--masks",
+            "--case-id",
+            "study-007",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "CT severity score" in printed and "mL" in printed and "research use only" in printed
@@ -46,8 +58,22 @@ def test_series_lists_the_dicom_series(capsys):
 
 
 def test_fit_writes_a_results_folder(tmp_path, capsys):
-    rc = main(["fit", str(SAMPLE_DATA / "cohort" / "synthetic_cohort.csv"), "--outcome", "severe",
-               "--models", "logistic_l2", "--folds", "5", "--bootstrap", "200", "--out", str(tmp_path)])
+    rc = main(
+        [
+            "fit",
+            str(SAMPLE_DATA / "cohort" / "synthetic_cohort.csv"),
+            "--outcome",
+            "severe",
+            "--models",
+            "logistic_l2",
+            "--folds",
+            "5",
+            "--bootstrap",
+            "200",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["models"]["logistic_l2"]["auc"] > 0.75
@@ -57,8 +83,20 @@ def test_fit_writes_a_results_folder(tmp_path, capsys):
 
 def test_analyze_with_a_model_prints_the_explained_prediction(tmp_path, capsys):
     model = SAMPLE_DATA.parent / "workbench" / "models" / "tongji_lightgbm.skops"
-    rc = main(["analyze", str(SAMPLE_DATA / "cases" / "phantom_mild.nii.gz"), "--lesion-method", "threshold",
-               "--model", str(model), "--clinical", '{"age_years": 71, "ldh_u_l": 420}', "--out", str(tmp_path)])
+    rc = main(
+        [
+            "analyze",
+            str(SAMPLE_DATA / "cases" / "phantom_mild.nii.gz"),
+            "--lesion-method",
+            "threshold",
+            "--model",
+            str(model),
+            "--clinical",
+            '{"age_years": 71, "ldh_u_l": 420}',
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "Predicted probability of death" in printed and "SHAP" in printed and "imputed" in printed

@@ -1,4 +1,5 @@
 """Cohort loading, validation errors and longitudinal aggregation (incl. the real Tongji table)."""
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,11 @@ def syn():
 def test_load_table_formats(syn, tmp_path, fmt):
     df = syn.iloc[:30, :12]
     path = tmp_path / f"t.{fmt}"
-    {"csv": lambda: df.to_csv(path, index=False), "parquet": lambda: df.to_parquet(path),
-     "xlsx": lambda: df.to_excel(path, index=False)}[fmt]()
+    {
+        "csv": lambda: df.to_csv(path, index=False),
+        "parquet": lambda: df.to_parquet(path),
+        "xlsx": lambda: df.to_excel(path, index=False),
+    }[fmt]()
     back = load_table(path)
     assert list(back.columns) == list(df.columns) and len(back) == 30
     np.testing.assert_allclose(back["lesion_pct_lung"], df["lesion_pct_lung"], rtol=1e-9)
@@ -58,18 +62,24 @@ def test_auto_features_skip_constant_and_empty(syn):
     assert c.dropped == {"const": "constant", "empty": "no values", "text": "not numeric"}
 
 
-@pytest.mark.parametrize("mutate, features, match", [
-    (lambda d: d, ["lesion_pct_lung", "not_there"], r"Missing column.*not_there"),
-    (lambda d: d.assign(crp_mg_l=d["crp_mg_l"].astype(object).where(d.index != 5, "<0.5")), ["crp_mg_l"],
-     r"'crp_mg_l' has non-numeric values.*'<0.5'"),
-    (lambda d: d.assign(k=3.0), ["k", "age_years"], r"'k' has the same value"),
-    (lambda d: d.assign(e=np.nan), ["e", "age_years"], r"'e' has no values"),
-    (lambda d: d.assign(severe=d["severe"] * 2), ["age_years"], r"must be binary"),
-    (lambda d: d.assign(severe=d["severe"].where(d.index != 0)), ["age_years"], r"missing for 1 patient"),
-    (lambda d: d.assign(severe=(d.index < 5).astype(int)), ["age_years"], r"Too few patients with severe = 1: 5"),
-    (lambda d: d.assign(patient_id="same"), ["age_years"], r"appears more than once"),
-    (lambda d: d.assign(x=np.where(d.index == 3, np.inf, 1.0)), ["x"], r"'x' contains infinite"),
-])
+@pytest.mark.parametrize(
+    "mutate, features, match",
+    [
+        (lambda d: d, ["lesion_pct_lung", "not_there"], r"Missing column.*not_there"),
+        (
+            lambda d: d.assign(crp_mg_l=d["crp_mg_l"].astype(object).where(d.index != 5, "<0.5")),
+            ["crp_mg_l"],
+            r"'crp_mg_l' has non-numeric values.*'<0.5'",
+        ),
+        (lambda d: d.assign(k=3.0), ["k", "age_years"], r"'k' has the same value"),
+        (lambda d: d.assign(e=np.nan), ["e", "age_years"], r"'e' has no values"),
+        (lambda d: d.assign(severe=d["severe"] * 2), ["age_years"], r"must be binary"),
+        (lambda d: d.assign(severe=d["severe"].where(d.index != 0)), ["age_years"], r"missing for 1 patient"),
+        (lambda d: d.assign(severe=(d.index < 5).astype(int)), ["age_years"], r"Too few patients with severe = 1: 5"),
+        (lambda d: d.assign(patient_id="same"), ["age_years"], r"appears more than once"),
+        (lambda d: d.assign(x=np.where(d.index == 3, np.inf, 1.0)), ["x"], r"'x' contains infinite"),
+    ],
+)
 def test_validation_errors(syn, mutate, features, match):
     with pytest.raises(CohortError, match=match) as info:
         Cohort.from_table(mutate(syn.copy()), outcome="severe", features=features)
@@ -104,8 +114,9 @@ def longitudinal():
 
 
 def test_aggregation_rules(longitudinal):
-    agg = lambda **k: aggregate_longitudinal(longitudinal, "pid", "t", "adm", static_columns=["age"], **k  # noqa: E731
-                                            ).set_index("pid")
+    def agg(**k):
+        return aggregate_longitudinal(longitudinal, "pid", "t", "adm", static_columns=["age"], **k).set_index("pid")
+
     first = agg(rule="first", window_days=2)
     assert first.loc[1, "ldh_u_l"] == 300 and first.loc[1, "lymphocytes_pct"] == 20
     assert np.isnan(first.loc[2, "ldh_u_l"]) and first.loc[2, "n_draws_in_window"] == 0
@@ -160,7 +171,8 @@ def test_tongji_first_window_no_leakage(tongji_raw):
     pd.testing.assert_series_equal(got.reindex(expected.index), expected, check_names=False)
     # patients whose LDH was only measured after day 2 have no value (nothing late leaks in)
     late_only = set(raw[raw["Lactate dehydrogenase"].notna()]["PATIENT_ID"]) - set(
-        early[early["Lactate dehydrogenase"].notna()]["PATIENT_ID"])
+        early[early["Lactate dehydrogenase"].notna()]["PATIENT_ID"]
+    )
     assert late_only and got.reindex(sorted(late_only)).isna().all()
     cohort = Cohort.from_table(df, outcome="death")
     assert "n_draws_in_window" not in cohort.features and "time_to_event_days" not in cohort.features

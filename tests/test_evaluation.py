@@ -1,15 +1,25 @@
 """Evaluation metrics against hand computations, sklearn and a slow reference DeLong."""
+
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from workbench.errors import WorkbenchError
 from workbench.evaluation import (
-    age_bands, auc, auc_ci, bootstrap_compare, calibration, decision_curve, delong_test, metrics_at_threshold,
-    operating_point, roc, subgroup_metrics)
+    age_bands,
+    auc,
+    auc_ci,
+    bootstrap_compare,
+    calibration,
+    decision_curve,
+    delong_test,
+    metrics_at_threshold,
+    operating_point,
+    roc,
+    subgroup_metrics,
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +112,12 @@ def test_decision_curve(data):
 
 def _slow_delong(y, pa, pb):
     """Textbook DeLong (1988) with O(m n) structural components."""
+
     def comps(p):
         x, z = p[y == 1], p[y == 0]
         psi = (x[:, None] > z[None, :]) + 0.5 * (x[:, None] == z[None, :])
         return psi.mean(), psi.mean(axis=1), psi.mean(axis=0)
+
     a, v10a, v01a = comps(pa)
     b, v10b, v01b = comps(pb)
     m, n = (y == 1).sum(), (y == 0).sum()
@@ -133,8 +145,7 @@ def test_delong_matches_reference(data):
 def test_subgroups(data):
     y, p, _ = data
     n = len(y)
-    groups = {"centre": np.where(np.arange(n) % 2, "A", "B"),
-              "age_band": age_bands(np.linspace(20, 90, n))}
+    groups = {"centre": np.where(np.arange(n) % 2, "A", "B"), "age_band": age_bands(np.linspace(20, 90, n))}
     df = subgroup_metrics(y, p, groups, threshold=0.5, n_bootstrap=200)
     assert set(df["variable"]) == {"centre", "age_band"}
     assert df[df.variable == "centre"]["n"].sum() == n

@@ -1,8 +1,8 @@
 """SHAP explanations: additivity, original feature names, and recovery of the generator's truth."""
+
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from workbench.cohort import Cohort
@@ -31,9 +31,15 @@ def _logit(p):
     return np.log(p / (1 - p))
 
 
-@pytest.mark.parametrize("name, method, output", [
-    ("lightgbm", "tree", "log_odds"), ("logistic_l1", "linear", "log_odds"),
-    ("random_forest", "tree", "probability"), ("ann", "permutation", "log_odds")])
+@pytest.mark.parametrize(
+    "name, method, output",
+    [
+        ("lightgbm", "tree", "log_odds"),
+        ("logistic_l1", "linear", "log_odds"),
+        ("random_forest", "tree", "probability"),
+        ("ann", "permutation", "log_odds"),
+    ],
+)
 def test_additive_and_on_original_features(cohort, fitted, name, method, output):
     model = fitted[name]
     e = explain(model, cohort.X, max_rows=40 if method == "permutation" else None, max_background=50)
@@ -95,6 +101,7 @@ def test_permutation_shap_recovers_linear_truth():
 
 def test_plain_pipeline_and_rule(cohort):
     from workbench.models import make_model
+
     pipe = make_model("logistic_l2").fit(cohort.X, cohort.y)
     e = explain(pipe, cohort.X.iloc[:10])
     assert e.method == "linear" and list(e.values.columns) == cohort.features

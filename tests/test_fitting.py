@@ -1,4 +1,5 @@
 """The `fit` runner writes a complete, consistent results folder."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,15 +28,24 @@ def table(tmp_path_factory):
 def result(table, tmp_path_factory):
     _, path = table
     out = tmp_path_factory.mktemp("results")
-    return run_fit(path, "severe", models=["logistic_l1", "lightgbm", "tongji_rule"], out_dir=out, folds=5,
-                   n_bootstrap=200), out
+    return run_fit(
+        path, "severe", models=["logistic_l1", "lightgbm", "tongji_rule"], out_dir=out, folds=5, n_bootstrap=200
+    ), out
 
 
 def test_results_folder(table, result):
     df, _ = table
     res, out = result
-    for name in ("metrics.json", "metrics.csv", "oof_predictions.csv", "models/logistic_l1.skops",
-                 "models/logistic_l1.json", "models/lightgbm.skops", "shap_lightgbm.csv", "shap_tongji_rule.csv"):
+    for name in (
+        "metrics.json",
+        "metrics.csv",
+        "oof_predictions.csv",
+        "models/logistic_l1.skops",
+        "models/logistic_l1.json",
+        "models/lightgbm.skops",
+        "shap_lightgbm.csv",
+        "shap_tongji_rule.csv",
+    ):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_patients"] == 300 and metrics["n_events"] == int(df["severe"].sum())
@@ -70,8 +80,22 @@ def test_saved_model_and_shap(table, result):
 def test_cli_arguments(table, tmp_path, capsys):
     _, path = table
     parser = add_fit_arguments(argparse.ArgumentParser(prog="workbench fit"))
-    args = parser.parse_args([str(path), "--outcome", "severe", "--models", "logistic_l2", "--folds", "3",
-                              "--out", str(tmp_path / "r"), "--bootstrap", "100", "--group-by-centre"])
+    args = parser.parse_args(
+        [
+            str(path),
+            "--outcome",
+            "severe",
+            "--models",
+            "logistic_l2",
+            "--folds",
+            "3",
+            "--out",
+            str(tmp_path / "r"),
+            "--bootstrap",
+            "100",
+            "--group-by-centre",
+        ]
+    )
     res = fit_from_args(args)
     assert res["validation"] == "leave-one-centre-out"
     assert "logistic_l2" in capsys.readouterr().out
@@ -95,10 +119,30 @@ def test_longitudinal_input(tmp_path):
     early = base.assign(day=0.5)
     late = base.assign(day=5.0, crp_mg_l=np.where(base["severe"] == 1, 500.0, 1.0))
     long = pd.concat([early, late]).sort_values(["patient_id", "day"])
-    res = run_fit(long, "severe", models=["logistic_l2"], out_dir=tmp_path, folds=5, id_column="patient_id",
-                  aggregate="first", time_column="day", window_days=2, n_bootstrap=100)
+    res = run_fit(
+        long,
+        "severe",
+        models=["logistic_l2"],
+        out_dir=tmp_path,
+        folds=5,
+        id_column="patient_id",
+        aggregate="first",
+        time_column="day",
+        window_days=2,
+        n_bootstrap=100,
+    )
     assert res["n_patients"] == 120
     assert res["models"]["logistic_l2"]["auc"] < 0.99  # the leaky day-5 CRP would give ~1.0
-    leaky = run_fit(long, "severe", models=["logistic_l2"], out_dir=tmp_path / "leaky", folds=5,
-                    id_column="patient_id", aggregate="last", time_column="day", window_days=None, n_bootstrap=100)
+    leaky = run_fit(
+        long,
+        "severe",
+        models=["logistic_l2"],
+        out_dir=tmp_path / "leaky",
+        folds=5,
+        id_column="patient_id",
+        aggregate="last",
+        time_column="day",
+        window_days=None,
+        n_bootstrap=100,
+    )
     assert leaky["models"]["logistic_l2"]["auc"] > 0.99

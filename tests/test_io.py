@@ -1,4 +1,5 @@
 """Tests for workbench.io: reading, validating, reorienting, de-identifying and writing CT."""
+
 from __future__ import annotations
 
 import gzip
@@ -12,8 +13,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-
 from conftest import shared_path
+
 from workbench.errors import (
     CorruptFile,
     EmptyInput,
@@ -240,7 +241,9 @@ def test_list_series_and_choice_by_uid(mixed_dir, tmp_path):
     series = list_series(mixed_dir)
     assert all(isinstance(s, SeriesInfo) for s in series)
     assert [(s.modality, s.n_slices, s.description) for s in series] == [
-        ("CT", 20, "thin"), ("MR", 15, "mr"), ("CT", 12, "thick")
+        ("CT", 20, "thin"),
+        ("MR", 15, "mr"),
+        ("CT", 12, "thick"),
     ]
     thick = next(s.series_uid for s in series if s.description == "thick")
     assert load_ct(mixed_dir, series_uid=thick).shape[0] == 12
@@ -327,26 +330,58 @@ def test_inconsistent_series(series_dir, tmp_path):
     assert "missing" in str(raises_exactly(InconsistentSeries, load_ct, missing))
 
     uneven = copy("uneven")
-    _edit_positions(uneven, lambda ds: ds.InstanceNumber == 11 and setattr(
-        ds, "ImagePositionPatient", [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.6]))
+    _edit_positions(
+        uneven,
+        lambda ds: (
+            ds.InstanceNumber == 11
+            and setattr(
+                ds, "ImagePositionPatient", [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.6]
+            )
+        ),
+    )
     assert "uneven" in str(raises_exactly(InconsistentSeries, load_ct, uneven))
 
     duplicate = copy("duplicate")
-    _edit_positions(duplicate, lambda ds: ds.InstanceNumber == 11 and setattr(
-        ds, "ImagePositionPatient", [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 2.5]))
+    _edit_positions(
+        duplicate,
+        lambda ds: (
+            ds.InstanceNumber == 11
+            and setattr(
+                ds, "ImagePositionPatient", [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 2.5]
+            )
+        ),
+    )
     raises_exactly(InconsistentSeries, load_ct, duplicate)
 
     tilted = copy("tilted")
-    _edit_positions(tilted, lambda ds: setattr(ds, "ImagePositionPatient", [
-        ds.ImagePositionPatient[0], float(ds.ImagePositionPatient[1]) + 0.2 * float(ds.ImagePositionPatient[2]),
-        ds.ImagePositionPatient[2]]))
+    _edit_positions(
+        tilted,
+        lambda ds: setattr(
+            ds,
+            "ImagePositionPatient",
+            [
+                ds.ImagePositionPatient[0],
+                float(ds.ImagePositionPatient[1]) + 0.2 * float(ds.ImagePositionPatient[2]),
+                ds.ImagePositionPatient[2],
+            ],
+        ),
+    )
     assert "tilt" in str(raises_exactly(InconsistentSeries, load_ct, tilted))
 
     jitter = copy("jitter")  # sub-0.01 mm rounding noise in positions is accepted
     rng = np.random.default_rng(3)
-    _edit_positions(jitter, lambda ds: setattr(ds, "ImagePositionPatient", [
-        ds.ImagePositionPatient[0], ds.ImagePositionPatient[1],
-        round(float(ds.ImagePositionPatient[2]) + rng.uniform(-0.005, 0.005), 4)]))
+    _edit_positions(
+        jitter,
+        lambda ds: setattr(
+            ds,
+            "ImagePositionPatient",
+            [
+                ds.ImagePositionPatient[0],
+                ds.ImagePositionPatient[1],
+                round(float(ds.ImagePositionPatient[2]) + rng.uniform(-0.005, 0.005), 4),
+            ],
+        ),
+    )
     ct = load_ct(jitter)
     assert ct.spacing_mm[2] == pytest.approx(2.5, abs=0.01)
 
@@ -466,8 +501,10 @@ def test_patient_identifiers_never_leave_io(series_dir, series_zip, loaded, tmp_
         assert set(ct.metadata) <= set(SAFE_METADATA_KEYS)
     series_text = repr(list_series(series_zip))
     assert not any(s in series_text for s in secrets)
-    for path in (save_ct(loaded, tmp_path / "ct.nii.gz"),
-                 save_mask(np.zeros(loaded.shape, np.uint8), loaded, tmp_path / "m.nii.gz")):
+    for path in (
+        save_ct(loaded, tmp_path / "ct.nii.gz"),
+        save_mask(np.zeros(loaded.shape, np.uint8), loaded, tmp_path / "m.nii.gz"),
+    ):
         data = gzip.decompress(path.read_bytes())
         assert not any(s.encode() in data for s in secrets)
 

@@ -1,4 +1,5 @@
 """Model zoo, cross-validation against the generator's Bayes AUC, safe save/load, the Tongji rule."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,17 @@ import skops.io as sio
 from workbench.cohort import Cohort
 from workbench.errors import ModelError, WorkbenchError
 from workbench.models import (
-    ALLOWED_TYPES, MODEL_ZOO, CVResult, TongjiRule, fit_cv, fit_model, load_model, make_model, save_model,
-    table_sha256)
+    ALLOWED_TYPES,
+    MODEL_ZOO,
+    CVResult,
+    TongjiRule,
+    fit_cv,
+    fit_model,
+    load_model,
+    make_model,
+    save_model,
+    table_sha256,
+)
 from workbench.synthetic_cohort import bayes_auc, synthetic_cohort
 
 
@@ -30,8 +40,18 @@ def cohort(syn):
 @pytest.fixture(scope="module")
 def small():
     df = synthetic_cohort(160, seed=5)
-    keep = ["patient_id", "centre", "severe", "lesion_pct_lung", "age_years", "crp_mg_l", "lymphocytes_pct",
-            "ldh_u_l", "pao2_mmhg", "sex"]
+    keep = [
+        "patient_id",
+        "centre",
+        "severe",
+        "lesion_pct_lung",
+        "age_years",
+        "crp_mg_l",
+        "lymphocytes_pct",
+        "ldh_u_l",
+        "pao2_mmhg",
+        "sex",
+    ]
     df = df[keep].copy()
     df.loc[df.index % 7 == 0, "crp_mg_l"] = np.nan  # missing values must be handled by every pipeline
     return Cohort.from_table(df, outcome="severe")
@@ -127,8 +147,10 @@ def test_tampered_and_untrusted_files_refused(small, tmp_path):
     with pytest.raises(ModelError, match="does not match its metadata"):
         load_model(bad)
     # 2) a file carrying a type outside the allow-list, even with a matching hash
-    from sklearn.preprocessing import FunctionTransformer
     import hashlib
+
+    from sklearn.preprocessing import FunctionTransformer
+
     evil = tmp_path / "evil.skops"
     sio.dump(FunctionTransformer(func=eval), evil)
     meta = json.loads(path.with_suffix(".json").read_text())
@@ -144,11 +166,13 @@ def test_tampered_and_untrusted_files_refused(small, tmp_path):
 
 
 def test_tongji_rule_matches_the_published_tree():
-    X = pd.DataFrame({
-        "ldh_u_l": [400, 300, 300, 300, 365, np.nan],
-        "crp_mg_l": [1, 10, 50, 50, 1, 50],
-        "lymphocytes_pct": [30, 5, 20, 10, 30, 10],
-    })
+    X = pd.DataFrame(
+        {
+            "ldh_u_l": [400, 300, 300, 300, 365, np.nan],
+            "crp_mg_l": [1, 10, 50, 50, 1, 50],
+            "lymphocytes_pct": [30, 5, 20, 10, 30, 10],
+        }
+    )
     rule = TongjiRule().fit(X, [1, 0, 0, 1, 1, 1])
     assert list(rule.predict(X)) == [1, 0, 0, 1, 1, 1]
     np.testing.assert_array_equal(rule.predict_proba(X)[:, 1], [1, 0, 0, 1, 1, 1])
@@ -164,16 +188,20 @@ def test_tongji_rule_through_cv_and_save(small, tmp_path):
     assert res.features == list(TongjiRule.FEATURES) and 0.5 < res.auc < 1
     fitted = fit_model("tongji_rule", small)
     back = load_model(save_model(fitted, tmp_path / "rule"))
-    np.testing.assert_array_equal(back.predict_proba(small.data[list(TongjiRule.FEATURES)]),
-                                  fitted.predict_proba(small.data[list(TongjiRule.FEATURES)]))
+    np.testing.assert_array_equal(
+        back.predict_proba(small.data[list(TongjiRule.FEATURES)]),
+        fitted.predict_proba(small.data[list(TongjiRule.FEATURES)]),
+    )
 
 
 @pytest.mark.parametrize("stem", ["tongji_lightgbm", "tongji_logistic_l1", "tongji_ann", "tongji_rule"])
 def test_shipped_tongji_models_load_and_predict(stem):
     """The models the app uses (written by benchmarks/tongji.py) load safely and predict on the real cohort."""
     from pathlib import Path
+
     from workbench.cohort import load_tongji, tongji_path
     from workbench.evaluation import auc
+
     path = Path(__file__).resolve().parents[1] / "workbench" / "models" / f"{stem}.skops"
     if not path.exists():
         pytest.skip(f"{path.name} not built yet (run benchmarks/tongji.py)")

@@ -1,5 +1,6 @@
 """workbench.notebook_view: offline slice rows, backend choice, plotly 3D without a CDN,
 the itk-vtk-viewer files (NRRD round trip) and the local viewer server."""
+
 from __future__ import annotations
 
 import re

@@ -4,6 +4,7 @@ with the venv's kernel and reproduces its key numbers.
 Execution uses nbclient with kernel ``python3`` (jupyter_client maps its ``python`` argv to
 this interpreter, i.e. the venv), cwd ``notebooks/`` and ``WORKBENCH_FAST=1``.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,11 @@ def test_all_four_notebooks_exist():
 def test_committed_notebooks_have_no_outputs(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    dirty = [i for i, c in enumerate(nb.cells)
-             if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
+    dirty = [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)
+    ]
     assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
 
 
@@ -59,8 +63,9 @@ def _execute(name: str) -> tuple[str, float]:
     os.environ["WORKBENCH_FAST"] = "1"
     try:
         t0 = time.perf_counter()
-        NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3",
-                       resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+        NotebookClient(
+            nb, timeout=TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+        ).execute()
         seconds = time.perf_counter() - t0
     finally:
         if env_before is None:
@@ -84,6 +89,7 @@ def executed():
         if name not in cache:
             cache[name] = _execute(name)
         return cache[name][0]
+
     return run
 
 

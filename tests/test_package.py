@@ -1,4 +1,5 @@
 """The public API re-exported by ``workbench`` resolves, lazily, to the real functions."""
+
 from __future__ import annotations
 
 import subprocess

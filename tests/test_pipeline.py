@@ -1,10 +1,11 @@
 """analyze_case runs every step on real files and agrees with the phantom ground truth."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLE_DATA, shared_path
+
 from workbench.errors import NoLungsFound, WorkbenchError
 from workbench.io import CTScan, load_mask
 from workbench.pipeline import STEPS, analyze_case, predict_case
@@ -50,8 +51,7 @@ def test_pipeline_agrees_with_phantom_ground_truth(moderate):
 
 def test_followup_gives_lesion_volume_change():
     before = analyze_case(SAMPLE_DATA / "cases" / "followup_t0.nii.gz", lesion_method="threshold")
-    after = analyze_case(SAMPLE_DATA / "cases" / "followup_t1.nii.gz", lesion_method="threshold",
-                         previous=before)
+    after = analyze_case(SAMPLE_DATA / "cases" / "followup_t1.nii.gz", lesion_method="threshold", previous=before)
     assert np.isnan(before.biomarkers["lesion_volume_change_pct"])
     change = after.biomarkers["lesion_volume_change_pct"]
     expected = 100.0 * (after.biomarkers["lesion_volume_ml"] / before.biomarkers["lesion_volume_ml"] - 1)
@@ -68,8 +68,7 @@ def test_unet_pipeline_on_the_dicom_zip_case():
 
 
 def test_real_ct_runs_and_flags_partial_lung_coverage():
-    result = analyze_case(shared_path("totalsegmentator_example", "example_ct.nii.gz"),
-                          lesion_method="threshold")
+    result = analyze_case(shared_path("totalsegmentator_example", "example_ct.nii.gz"), lesion_method="threshold")
     assert 50 < result.biomarkers["lung_volume_ml"] < 1500
     assert any("lung" in note.lower() for note in result.notes)
 
@@ -77,7 +76,7 @@ def test_real_ct_runs_and_flags_partial_lung_coverage():
 def test_scan_without_lungs_is_refused_with_a_clear_error():
     hu = np.full((40, 64, 64), -1000.0, dtype=np.float32)
     zz, yy, xx = np.mgrid[:40, :64, :64]
-    hu[(yy - 32) ** 2 + (xx - 32) ** 2 < 25 ** 2] = 30.0  # a water cylinder: no lungs
+    hu[(yy - 32) ** 2 + (xx - 32) ** 2 < 25**2] = 30.0  # a water cylinder: no lungs
     with pytest.raises(NoLungsFound) as err:
         analyze_case(CTScan.from_array(hu, spacing_mm=(2.0, 2.0, 4.0)), lesion_method="threshold")
     assert "lung" in str(err.value).lower()

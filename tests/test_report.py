@@ -1,4 +1,5 @@
 """workbench.report: a self-contained one-page HTML report without identifiers."""
+
 from __future__ import annotations
 
 import base64
@@ -29,18 +30,35 @@ def result() -> CaseResult:
     les[10:12, 24:27, 10:13] = 2
     hu[les == 1] = -550.0
     hu[les == 2] = 0.0
-    ct = CTScan.from_array(hu, spacing_mm=(6.0, 6.0, 10.0),
-                           metadata={"modality": "CT", "source_type": "nifti",
-                                     "patient_name": "DOE^JANE", "patient_id": "PID-123456"})
+    ct = CTScan.from_array(
+        hu,
+        spacing_mm=(6.0, 6.0, 10.0),
+        metadata={"modality": "CT", "source_type": "nifti", "patient_name": "DOE^JANE", "patient_id": "PID-123456"},
+    )
     bm = extract_biomarkers(ct, lungs, les)
-    return CaseResult(case_id="DOE_JANE_scan", ct=ct, lungs=lungs, lesions=les, heart=None, biomarkers=bm,
-                      clinical={"age_years": 67.0, "crp_mg_l": 55.0}, lesion_method="threshold")
+    return CaseResult(
+        case_id="DOE_JANE_scan",
+        ct=ct,
+        lungs=lungs,
+        lesions=les,
+        heart=None,
+        biomarkers=bm,
+        clinical={"age_years": 67.0, "crp_mg_l": 55.0},
+        lesion_method="threshold",
+    )
 
 
-PREDICTION = {"probability": 0.734, "threshold": 0.4, "operating_point": "Youden", "model_name": "logistic_l2 demo",
-              "outcome": "severe", "base_value": -1.1, "scale": "log-odds",
-              "contributions": {"lesion_pct_lung": 1.2, "age_years": 0.6, "lymphocytes_pct": -0.25},
-              "feature_values": {"lesion_pct_lung": 12.5, "age_years": 67.0, "lymphocytes_pct": float("nan")}}
+PREDICTION = {
+    "probability": 0.734,
+    "threshold": 0.4,
+    "operating_point": "Youden",
+    "model_name": "logistic_l2 demo",
+    "outcome": "severe",
+    "base_value": -1.1,
+    "scale": "log-odds",
+    "contributions": {"lesion_pct_lung": 1.2, "age_years": 0.6, "lymphocytes_pct": -0.25},
+    "feature_values": {"lesion_pct_lung": 12.5, "age_years": 67.0, "lymphocytes_pct": float("nan")},
+}
 
 
 def test_report_is_self_contained_with_images(result):

@@ -1,11 +1,12 @@
 """Every sample case loads through load_ct and matches its ground truth grid; the manifest is complete."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import SAMPLE_DATA
+
 from workbench.io import load_ct, load_mask
 
 MANIFEST = pd.read_csv(SAMPLE_DATA / "manifest.csv", keep_default_na=False)

@@ -1,4 +1,5 @@
 """Heart segmentation: Dice against the phantoms' known heart, and plain-language errors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,16 +36,20 @@ def hand_made_chest(spacing_xyz=(2.0, 2.0, 3.0)):
         lungs[lung] = label
     heart_c = np.array([135.0, -20.0, 10.0])  # z, y, x
     heart_r = np.array([35.0, 38.0, 50.0])
-    r2 = ((z - heart_c[0]) / heart_r[0]) ** 2 + ((y - heart_c[1]) / heart_r[1]) ** 2 + ((x - heart_c[2]) / heart_r[2]) ** 2
-    peri = r2 <= 1.25 ** 2
+    r2 = (
+        ((z - heart_c[0]) / heart_r[0]) ** 2
+        + ((y - heart_c[1]) / heart_r[1]) ** 2
+        + ((x - heart_c[2]) / heart_r[2]) ** 2
+    )
+    peri = r2 <= 1.25**2
     heart = r2 <= 1.0
     lungs[peri] = 0
     hu[lungs > 0] = -850.0
     hu[peri & cavity] = -90.0
     hu[heart] = 40.0
-    spine = (x ** 2 + (y - 55) ** 2 <= 18 ** 2)
+    spine = x**2 + (y - 55) ** 2 <= 18**2
     hu[spine] = 300.0
-    aorta = ((x - 24) ** 2 + (y - 30) ** 2 <= 11 ** 2) & (lungs == 0)
+    aorta = ((x - 24) ** 2 + (y - 30) ** 2 <= 11**2) & (lungs == 0)
     hu[aorta] = 40.0
     rng = np.random.default_rng(0)
     hu += rng.normal(0, 15, shape).astype(np.float32)
@@ -64,8 +69,7 @@ def test_hand_made_chest_dice():
 @pytest.fixture(scope="module")
 def phantoms():
     synthetic = pytest.importorskip("workbench.synthetic", reason="workbench.synthetic not available yet")
-    return [synthetic.make_phantom(severity=s, seed=seed, shape_zyx=(64, 96, 96))
-            for seed, s in ((0, 0.3), (1, 0.8))]
+    return [synthetic.make_phantom(severity=s, seed=seed, shape_zyx=(64, 96, 96)) for seed, s in ((0, 0.3), (1, 0.8))]
 
 
 def test_phantom_heart_dice_and_volume(phantoms):

@@ -1,4 +1,5 @@
 """Lesion segmentation (GGO vs consolidation): label convention, threshold baseline, shipped U-Net."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_path
+
 from workbench.errors import InvalidInput, MaskMismatch, ModelError
 from workbench.io import CTScan
 from workbench.segmentation import networks
@@ -31,8 +32,8 @@ def _toy_chest(seed: int = 0) -> tuple[CTScan, np.ndarray, np.ndarray]:
     vessel = (np.abs(y - 30) < 0.5) & (np.abs(z - 12) < 0.5) & (lungs > 0)  # 1.5 x 2 mm tube through both lungs
     hu[vessel] = 40.0
     les = np.zeros(z.shape, np.uint8)
-    ggo = ((y - 55) ** 2 + (x - 36) ** 2 + (z - 12) ** 2) <= 8 ** 2
-    cons = ((y - 55) ** 2 + (x - 92) ** 2 + (z - 12) ** 2) <= 7 ** 2
+    ggo = ((y - 55) ** 2 + (x - 36) ** 2 + (z - 12) ** 2) <= 8**2
+    cons = ((y - 55) ** 2 + (x - 92) ** 2 + (z - 12) ** 2) <= 7**2
     hu[ggo], les[ggo] = -550.0, 1
     hu[cons], les[cons] = -50.0, 2
     hu += rng.normal(0, 15, hu.shape).astype(np.float32)
@@ -120,8 +121,10 @@ def test_unet_beats_threshold_on_held_out_real_slices(real_eval):
     assert thr["lesion"] > 0.35  # the baseline is a real baseline, not a strawman
     assert unet["lesion"] > 0.45
     assert unet["lesion"] > thr["lesion"] + 0.05
-    wins = sum(real_eval["unet"]["per_slice"][n]["lesion"] > real_eval["threshold"]["per_slice"][n]["lesion"]
-               for n in real_eval["unet"]["per_slice"])
+    wins = sum(
+        real_eval["unet"]["per_slice"][n]["lesion"] > real_eval["threshold"]["per_slice"][n]["lesion"]
+        for n in real_eval["unet"]["per_slice"]
+    )
     assert wins >= 5  # better on at least half of the slices, not only on average
     assert real_eval["unet"]["pooled"]["ggo"] > real_eval["threshold"]["pooled"]["ggo"]
     # with a lung mask that contains all lesions the network reaches a higher overlap

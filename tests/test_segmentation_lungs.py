@@ -1,6 +1,7 @@
 """Lung segmentation: accuracy on phantoms with exact ground truth and on a real CT with
 TotalSegmentator reference labels, left/right assignment, airway exclusion, refusal of scans
 without lungs."""
+
 from __future__ import annotations
 
 import warnings
@@ -8,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import shared_path
+
 from workbench.errors import NoLungsFound, WorkbenchError
 from workbench.io import CTScan, load_ct
 from workbench.segmentation.lungs import LEFT_LUNG, RIGHT_LUNG, LungCoverageWarning, segment_lungs

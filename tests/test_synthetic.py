@@ -1,4 +1,5 @@
 """Synthetic chest-CT phantoms: determinism, conventions, intensities, severity, volumes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,7 @@ def p30() -> Phantom:
 
 @pytest.fixture(scope="module")
 def severity_series() -> dict[float, Phantom]:
-    return {s: make_phantom(s, seed=3, shape_zyx=SMALL, noise_hu=0.0)
-            for s in (0.0, 0.1, 0.3, 0.6, 1.0)}
+    return {s: make_phantom(s, seed=3, shape_zyx=SMALL, noise_hu=0.0) for s in (0.0, 0.1, 0.3, 0.6, 1.0)}
 
 
 def _lesion_centres_are_labelled(p: Phantom) -> int:
@@ -41,8 +41,7 @@ def _lesion_centres_are_labelled(p: Phantom) -> int:
 def _centroid_mm(ct, mask) -> np.ndarray:
     """Physical (x, y, z) centroid of a [z, y, x] mask."""
     zyx = np.argwhere(mask).mean(axis=0)
-    return np.asarray(ct.image.TransformContinuousIndexToPhysicalPoint(
-        (float(zyx[2]), float(zyx[1]), float(zyx[0]))))
+    return np.asarray(ct.image.TransformContinuousIndexToPhysicalPoint((float(zyx[2]), float(zyx[1]), float(zyx[0]))))
 
 
 def test_deterministic_for_a_seed(p30):
@@ -138,8 +137,7 @@ def test_lesion_fraction_grows_with_severity(severity_series):
     low, high = severity_series[0.3].lesions > 0, severity_series[0.6].lesions > 0
     assert not np.any(low & ~high)
     # consolidation share rises with severity
-    cons = [np.sum(p.lesions == 2) / max(1, np.sum(p.lesions > 0))
-            for s, p in sorted(severity_series.items()) if s > 0]
+    cons = [np.sum(p.lesions == 2) / max(1, np.sum(p.lesions > 0)) for s, p in sorted(severity_series.items()) if s > 0]
     assert cons[-1] > cons[0]
     # lungs are the same organ whatever the disease
     for p in severity_series.values():
@@ -191,11 +189,18 @@ def test_pair_progression_and_regression():
     assert better.lesion_list and len(better.lesion_list) < len(worse.lesion_list)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(severity=1.5), dict(severity=-0.1), dict(severity="high"),
-    dict(shape_zyx=(8, 8, 8)), dict(shape_zyx=(96, 128, 128), spacing_mm=(1.0, 1.0, 1.0)),
-    dict(spacing_mm=(0.0, 3.0, 3.0)), dict(noise_hu=-5.0),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(severity=1.5),
+        dict(severity=-0.1),
+        dict(severity="high"),
+        dict(shape_zyx=(8, 8, 8)),
+        dict(shape_zyx=(96, 128, 128), spacing_mm=(1.0, 1.0, 1.0)),
+        dict(spacing_mm=(0.0, 3.0, 3.0)),
+        dict(noise_hu=-5.0),
+    ],
+)
 def test_bad_requests_raise_invalid_input(kwargs):
     with pytest.raises(InvalidInput):
         make_phantom(**kwargs)
@@ -208,7 +213,7 @@ def test_body_scale_scales_volumes_exactly():
     for p, k in ((big, 1.1), (small, 0.9)):
         vox = p.ct.voxel_volume_ml
         for key, label in (("lung_right_ml", 1), ("lung_left_ml", 2)):
-            assert p.intended[key] == pytest.approx(ref[key] * k ** 3)
+            assert p.intended[key] == pytest.approx(ref[key] * k**3)
             assert np.count_nonzero(p.lungs == label) * vox == pytest.approx(p.intended[key], rel=0.01)
         assert np.count_nonzero(p.heart) * vox == pytest.approx(p.intended["heart_ml"], rel=0.01)
         assert not np.any((p.lesions > 0) & (p.lungs == 0))

@@ -1,4 +1,5 @@
 """The synthetic cohort follows its documented generative model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,13 @@ import pytest
 from scipy.stats import spearmanr
 
 from workbench.synthetic_cohort import (
-    CLINICAL_COLUMNS, GENERATIVE_MODEL, IMAGING_COLUMNS, OUTCOME_COLUMNS, bayes_auc, synthetic_cohort)
+    CLINICAL_COLUMNS,
+    GENERATIVE_MODEL,
+    IMAGING_COLUMNS,
+    OUTCOME_COLUMNS,
+    bayes_auc,
+    synthetic_cohort,
+)
 
 
 @pytest.fixture(scope="module")

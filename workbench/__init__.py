@@ -11,6 +11,7 @@ fast and pulls in torch/MONAI only when a segmentation function is first used::
     lesions = wb.segment_lesions(ct, lungs)
     markers = wb.extract_biomarkers(ct, lungs, lesions)
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,22 +20,37 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # io
-    "CTScan": "io", "load_ct": "io", "list_series": "io", "save_ct": "io", "save_mask": "io",
-    "load_mask": "io", "save_dicom_series": "io",
+    "CTScan": "io",
+    "load_ct": "io",
+    "list_series": "io",
+    "save_ct": "io",
+    "save_mask": "io",
+    "load_mask": "io",
+    "save_dicom_series": "io",
     # errors
     "WorkbenchError": "errors",
     # synthetic data
-    "make_phantom": "synthetic", "make_phantom_pair": "synthetic",
+    "make_phantom": "synthetic",
+    "make_phantom_pair": "synthetic",
     # segmentation
-    "segment_lungs": "segmentation.lungs", "segment_lesions": "segmentation.lesions",
+    "segment_lungs": "segmentation.lungs",
+    "segment_lesions": "segmentation.lesions",
     "segment_heart": "segmentation.heart",
     # biomarkers
-    "extract_biomarkers": "biomarkers", "BIOMARKERS": "biomarkers", "biomarker_table": "biomarkers",
+    "extract_biomarkers": "biomarkers",
+    "BIOMARKERS": "biomarkers",
+    "biomarker_table": "biomarkers",
     # case pipeline
-    "analyze_case": "pipeline", "CaseResult": "pipeline",
+    "analyze_case": "pipeline",
+    "CaseResult": "pipeline",
     # cohorts and models
-    "Cohort": "cohort", "load_table": "cohort", "load_tongji": "cohort",
-    "make_model": "models", "fit_cv": "models", "save_model": "models", "load_model": "models",
+    "Cohort": "cohort",
+    "load_table": "cohort",
+    "load_tongji": "cohort",
+    "make_model": "models",
+    "fit_cv": "models",
+    "save_model": "models",
+    "load_model": "models",
     "run_batch": "batch",
 }
 

@@ -27,6 +27,7 @@ Privacy: the store holds the user's case IDs (or, with ``hash_ids=True``, a shor
 of them), hashes, status, plain error messages and biomarkers -- never file paths,
 DICOM metadata or tracebacks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,11 +40,12 @@ import re
 import sqlite3
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -129,16 +131,14 @@ class BatchSummary:
         lines = [
             f"{self.n_cases} case(s): {self.n_ok} done, {self.n_failed} failed, "
             f"{self.n_skipped} already done (skipped) in {self.seconds:.1f} s"
-            + (f" ({self.cases_per_minute:.1f} cases/min on {self.n_workers} worker(s))"
-               if self.n_processed else ""),
+            + (f" ({self.cases_per_minute:.1f} cases/min on {self.n_workers} worker(s))" if self.n_processed else ""),
             f"Results: {self.store_path}",
         ]
         failed = sorted(self.failed.items())
         for cid, err in failed[:20]:
             lines.append(f"  failed {cid}: {err}")
         if len(failed) > 20:
-            lines.append(f"  ... and {len(failed) - 20} more failed case(s), see "
-                         f"{self.out / TABLE_CSV_NAME}")
+            lines.append(f"  ... and {len(failed) - 20} more failed case(s), see {self.out / TABLE_CSV_NAME}")
         return "\n".join(lines)
 
 
@@ -234,7 +234,8 @@ def _check_unique(ids: Sequence[str]) -> None:
         (dup if cid in seen else seen).add(cid)
     if dup:
         raise InvalidInput(
-            "Several inputs have the same case ID: " + ", ".join(sorted(dup))
+            "Several inputs have the same case ID: "
+            + ", ".join(sorted(dup))
             + ". Rename them so that each case has its own ID."
         )
 
@@ -259,8 +260,10 @@ def _cases_from_folder(folder: Path) -> list[CaseInput]:
         else:
             ignored += 1
     if ignored and cases:
-        log.warning("ignored %d file(s)/folder(s) in the input folder that are neither NIfTI, "
-                    "zip nor a folder of DICOM files", ignored)
+        log.warning(
+            "ignored %d file(s)/folder(s) in the input folder that are neither NIfTI, zip nor a folder of DICOM files",
+            ignored,
+        )
     if loose_dicom and not cases:
         raise InvalidInput(
             f"'{folder.name}' holds DICOM files directly, i.e. one series. For a batch put each "
@@ -277,21 +280,20 @@ def _cases_from_manifest(manifest: Path) -> list[CaseInput]:
     try:
         table = pd.read_csv(manifest, sep=sep, engine="python", dtype=str, keep_default_na=False)
     except Exception as exc:  # pandas raises many types for malformed files
-        raise InvalidInput(f"The manifest '{manifest.name}' could not be read as a CSV table "
-                           f"({type(exc).__name__}).") from None
+        raise InvalidInput(
+            f"The manifest '{manifest.name}' could not be read as a CSV table ({type(exc).__name__})."
+        ) from None
     table.columns = [str(c).strip().lower() for c in table.columns]
     missing = {"case_id", "path"} - set(table.columns)
     if missing:
         raise InvalidInput(
-            f"The manifest '{manifest.name}' needs the columns case_id and path; "
-            f"missing: {', '.join(sorted(missing))}."
+            f"The manifest '{manifest.name}' needs the columns case_id and path; missing: {', '.join(sorted(missing))}."
         )
     cases = []
     for i, row in enumerate(table.itertuples(index=False), start=2):
         cid, rel = str(row.case_id).strip(), str(row.path).strip()
         if not cid or not rel:
-            raise InvalidInput(f"Line {i} of the manifest '{manifest.name}' has an empty case_id "
-                               "or path.")
+            raise InvalidInput(f"Line {i} of the manifest '{manifest.name}' has an empty case_id or path.")
         path = Path(rel).expanduser()
         if not path.is_absolute():
             path = manifest.parent / path
@@ -325,8 +327,7 @@ def _stat_signature(path: Path) -> str:
     h = hashlib.sha256()
     for f in files:
         st = f.stat()
-        h.update(f"{f.relative_to(path).as_posix() if path.is_dir() else ''}|{st.st_size}|"
-                 f"{st.st_mtime_ns}\n".encode())
+        h.update(f"{f.relative_to(path).as_posix() if path.is_dir() else ''}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -354,8 +355,19 @@ CREATE TABLE IF NOT EXISTS hash_cache (
 );
 """
 
-_COLUMNS = ("case_id", "input_hash", "pipeline_version", "lesion_method", "status", "error",
-            "seconds", "biomarkers", "timings_s", "notes", "finished_at")
+_COLUMNS = (
+    "case_id",
+    "input_hash",
+    "pipeline_version",
+    "lesion_method",
+    "status",
+    "error",
+    "seconds",
+    "biomarkers",
+    "timings_s",
+    "notes",
+    "finished_at",
+)
 
 
 def _json_safe(value: Any) -> Any:
@@ -392,27 +404,30 @@ class ResultsStore:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "ResultsStore":
+    def __enter__(self) -> ResultsStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def lookup(self, case_id: str, input_hash: str, pipeline_version: str,
-               lesion_method: str) -> str | None:
+    def lookup(self, case_id: str, input_hash: str, pipeline_version: str, lesion_method: str) -> str | None:
         """The stored status ("ok"/"failed") of this exact case input, or None."""
         row = self.conn.execute(
-            "SELECT status FROM cases WHERE case_id=? AND input_hash=? AND pipeline_version=? "
-            "AND lesion_method=?", (case_id, input_hash, pipeline_version, lesion_method),
+            "SELECT status FROM cases WHERE case_id=? AND input_hash=? AND pipeline_version=? AND lesion_method=?",
+            (case_id, input_hash, pipeline_version, lesion_method),
         ).fetchone()
         return row[0] if row else None
 
-    def record(self, outcome: CaseOutcome, *, input_hash: str, pipeline_version: str,
-               lesion_method: str) -> None:
+    def record(self, outcome: CaseOutcome, *, input_hash: str, pipeline_version: str, lesion_method: str) -> None:
         """Insert or replace one case's row and commit it (durable on return)."""
         row = (
-            outcome.case_id, input_hash, outcome.pipeline_version or pipeline_version,
-            lesion_method, outcome.status, outcome.error, round(float(outcome.seconds), 3),
+            outcome.case_id,
+            input_hash,
+            outcome.pipeline_version or pipeline_version,
+            lesion_method,
+            outcome.status,
+            outcome.error,
+            round(float(outcome.seconds), 3),
             json.dumps(_json_safe(outcome.biomarkers), allow_nan=False, sort_keys=True),
             json.dumps(_json_safe(outcome.timings_s), allow_nan=False, sort_keys=True),
             json.dumps(_json_safe(outcome.notes), allow_nan=False),
@@ -420,21 +435,19 @@ class ResultsStore:
         )
         with self.conn:
             self.conn.execute(
-                f"INSERT OR REPLACE INTO cases ({', '.join(_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(_COLUMNS))})", row)
+                f"INSERT OR REPLACE INTO cases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", row
+            )
 
     def cached_hash(self, path: Path) -> str:
         """``input_hash(path)``, reusing the stored one while sizes and mtimes are unchanged."""
         key = hashlib.sha256(str(path).encode("utf-8")).hexdigest()
         sig = _stat_signature(path)
-        row = self.conn.execute("SELECT signature, input_hash FROM hash_cache WHERE path_key=?",
-                                (key,)).fetchone()
+        row = self.conn.execute("SELECT signature, input_hash FROM hash_cache WHERE path_key=?", (key,)).fetchone()
         if row and row[0] == sig:
             return row[1]
         digest = input_hash(path)
         with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO hash_cache VALUES (?, ?, ?)",
-                              (key, sig, digest))
+            self.conn.execute("INSERT OR REPLACE INTO hash_cache VALUES (?, ?, ?)", (key, sig, digest))
         return digest
 
 
@@ -454,8 +467,9 @@ def read_store(out: str | Path | sqlite3.Connection) -> pd.DataFrame:
         return pd.read_sql_query(query, conn)
 
 
-def results_table(out: str | Path | sqlite3.Connection, *, include_failed: bool = False,
-                  id_column: str = "case_id") -> pd.DataFrame:
+def results_table(
+    out: str | Path | sqlite3.Connection, *, include_failed: bool = False, id_column: str = "case_id"
+) -> pd.DataFrame:
     """One row per case (its latest result) with the biomarkers expanded to columns.
 
     Args:
@@ -470,8 +484,17 @@ def results_table(out: str | Path | sqlite3.Connection, *, include_failed: bool 
         (units in the names).
     """
     raw = read_store(out)
-    meta_cols = ["case_id", "status", "error", "notes", "seconds", "pipeline_version",
-                 "lesion_method", "input_hash", "finished_at"]
+    meta_cols = [
+        "case_id",
+        "status",
+        "error",
+        "notes",
+        "seconds",
+        "pipeline_version",
+        "lesion_method",
+        "input_hash",
+        "finished_at",
+    ]
     if raw.empty:
         return pd.DataFrame(columns=[id_column] + meta_cols[1:])
     latest = raw.sort_values(["case_id", "finished_at"]).groupby("case_id", as_index=False).tail(1)
@@ -479,9 +502,10 @@ def results_table(out: str | Path | sqlite3.Connection, *, include_failed: bool 
         latest = latest[latest["status"] == "ok"]
     latest = latest.sort_values("case_id").reset_index(drop=True)
     latest["notes"] = ["; ".join(json.loads(n)) for n in latest["notes"]]
-    markers = pd.DataFrame([{k: (float("nan") if v is None else v) for k, v in
-                             json.loads(s).items()} for s in latest["biomarkers"]],
-                           index=latest.index)
+    markers = pd.DataFrame(
+        [{k: (float("nan") if v is None else v) for k, v in json.loads(s).items()} for s in latest["biomarkers"]],
+        index=latest.index,
+    )
     for col in markers.columns:
         converted = pd.to_numeric(markers[col], errors="coerce")
         if converted.notna().sum() == markers[col].notna().sum():
@@ -500,8 +524,7 @@ def analyze_file(path: str | Path, *, case_id: str, lesion_method: str = "unet")
 
 def _limit_threads() -> None:
     """One thread per worker process for the numerical libraries (set once per process)."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
         os.environ.setdefault(var, "1")
     torch = sys.modules.get("torch")  # not imported here: the env vars cover a later import
     if torch is not None and torch.get_num_threads() != 1:
@@ -554,8 +577,9 @@ def _write_masks(result: Any, case_id: str, masks_dir: Path) -> None:
         os.replace(tmp, final)  # atomic: a killed run never leaves half a mask file
 
 
-def process_case(case: CaseInput, *, case_fn: CaseFn | None = None,
-                 lesion_method: str = "unet", masks_dir: str | Path | None = None) -> CaseOutcome:
+def process_case(
+    case: CaseInput, *, case_fn: CaseFn | None = None, lesion_method: str = "unet", masks_dir: str | Path | None = None
+) -> CaseOutcome:
     """Run ``case_fn`` on one case and return a small outcome; never raises for a bad case.
 
     This is the function the Dask workers run. A :class:`WorkbenchError` becomes a
@@ -571,14 +595,22 @@ def process_case(case: CaseInput, *, case_fn: CaseFn | None = None,
         if isinstance(result, Mapping):
             biomarkers, timings, notes, version = dict(result), {}, [], None
         else:
-            biomarkers = dict(getattr(result, "biomarkers"))
+            biomarkers = dict(result.biomarkers)
             timings = dict(getattr(result, "timings_s", {}) or {})
             notes = [str(n) for n in (getattr(result, "notes", []) or [])]
             version = getattr(result, "pipeline_version", None)
             if masks_dir is not None:
                 _write_masks(result, case.case_id, Path(masks_dir))
-        return CaseOutcome(case.case_id, "ok", None, time.perf_counter() - t0,
-                           _json_safe(biomarkers), _json_safe(timings), notes, version)
+        return CaseOutcome(
+            case.case_id,
+            "ok",
+            None,
+            time.perf_counter() - t0,
+            _json_safe(biomarkers),
+            _json_safe(timings),
+            notes,
+            version,
+        )
     except WorkbenchError as exc:
         error = _plain_message(exc, case, expected=True)
     except MemoryError:
@@ -613,16 +645,22 @@ def _start_client(scheduler: Any, n_workers: int | None):
         return client, None, True
     if scheduler is not None:
         raise InvalidInput("scheduler must be a 'tcp://host:port' address or a dask Client.")
-    single = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                               "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")}
+    single = {
+        k: "1"
+        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+    }
     import dask
 
     # worker-saturation 1.0: a worker holds only the case it is running, so a worker that
     # dies (out of memory) takes no queued, innocent case down with it
     with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
         cluster = LocalCluster(
-            n_workers=n_workers or _default_n_workers(), threads_per_worker=1, processes=True,
-            dashboard_address=":0", env=single, silence_logs=logging.CRITICAL,
+            n_workers=n_workers or _default_n_workers(),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            env=single,
+            silence_logs=logging.CRITICAL,
         )
     return Client(cluster), cluster, True
 
@@ -671,8 +709,7 @@ def run_batch(
 
     t_start = time.perf_counter()
     if lesion_method not in LESION_METHODS:
-        raise InvalidInput(f"Unknown lesion method '{lesion_method}'; use one of "
-                           f"{', '.join(LESION_METHODS)}.")
+        raise InvalidInput(f"Unknown lesion method '{lesion_method}'; use one of {', '.join(LESION_METHODS)}.")
     if pipeline_version is None:
         from .pipeline import PIPELINE_VERSION
 
@@ -690,23 +727,25 @@ def run_batch(
 
     with ResultsStore(out) as store:
         todo: list[tuple[CaseInput, str]] = []
-        checking = tqdm(cases, desc="Checking inputs", unit="case", leave=False,
-                        disable=not progress or len(cases) < 20)
+        checking = tqdm(
+            cases, desc="Checking inputs", unit="case", leave=False, disable=not progress or len(cases) < 20
+        )
         for case in checking:
             try:
                 digest = store.cached_hash(case.path)
             except OSError as exc:
                 why = "not found" if isinstance(exc, FileNotFoundError) else "not readable"
-                outcome = CaseOutcome(case.case_id, "failed",
-                                      f"The input of case {case.case_id} is {why}.")
-                store.record(outcome, input_hash="", pipeline_version=pipeline_version,
-                             lesion_method=lesion_method)
+                outcome = CaseOutcome(case.case_id, "failed", f"The input of case {case.case_id} is {why}.")
+                store.record(outcome, input_hash="", pipeline_version=pipeline_version, lesion_method=lesion_method)
                 summary.n_failed += 1
                 summary.failed[case.case_id] = outcome.error
                 continue
             status = store.lookup(case.case_id, digest, pipeline_version, lesion_method)
-            if status == "ok" and masks_dir is not None and not all(
-                    (masks_dir / f"{case.case_id}_{name}.nii.gz").exists() for name in MASK_NAMES):
+            if (
+                status == "ok"
+                and masks_dir is not None
+                and not all((masks_dir / f"{case.case_id}_{name}.nii.gz").exists() for name in MASK_NAMES)
+            ):
                 todo.append((case, digest))  # done before without (all) its masks
             elif status == "ok" or (status == "failed" and not retry_failed):
                 summary.n_skipped += 1
@@ -714,24 +753,33 @@ def run_batch(
                 todo.append((case, digest))
 
         if todo:
-            _run_on_dask(todo, store, summary, case_fn=case_fn, scheduler=scheduler,
-                         n_workers=n_workers, lesion_method=lesion_method, masks_dir=masks_dir,
-                         pipeline_version=pipeline_version, progress=progress, tqdm=tqdm)
+            _run_on_dask(
+                todo,
+                store,
+                summary,
+                case_fn=case_fn,
+                scheduler=scheduler,
+                n_workers=n_workers,
+                lesion_method=lesion_method,
+                masks_dir=masks_dir,
+                pipeline_version=pipeline_version,
+                progress=progress,
+                tqdm=tqdm,
+            )
         _write_table_csv(store)
     summary.seconds = time.perf_counter() - t_start
-    log.info("batch finished: %d ok, %d failed, %d skipped", summary.n_ok, summary.n_failed,
-             summary.n_skipped)
+    log.info("batch finished: %d ok, %d failed, %d skipped", summary.n_ok, summary.n_failed, summary.n_skipped)
     return summary
 
 
-def _run_on_dask(todo, store, summary, *, case_fn, scheduler, n_workers, lesion_method,
-                 masks_dir, pipeline_version, progress, tqdm) -> None:
+def _run_on_dask(
+    todo, store, summary, *, case_fn, scheduler, n_workers, lesion_method, masks_dir, pipeline_version, progress, tqdm
+) -> None:
     from distributed import as_completed
 
     client, cluster, owns = _start_client(scheduler, n_workers)
     futures = {}
-    bar = tqdm(total=len(todo), unit="case", desc="Cases", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="case", desc="Cases", disable=not progress, dynamic_ncols=True)
     try:
         summary.n_workers = len(client.nthreads())
         if summary.n_workers == 0:
@@ -742,8 +790,9 @@ def _run_on_dask(todo, store, summary, *, case_fn, scheduler, n_workers, lesion_
 
         def submit(case: CaseInput, digest: str, attempt: int):
             key = f"case-{case.case_id}-{digest[:12]}" + (f"-retry{attempt}" if attempt else "")
-            fut = client.submit(process_case, case, case_fn=case_fn, lesion_method=lesion_method,
-                                masks_dir=masks, key=key, pure=False)
+            fut = client.submit(
+                process_case, case, case_fn=case_fn, lesion_method=lesion_method, masks_dir=masks, key=key, pure=False
+            )
             futures[fut] = (case, digest, attempt)
             return fut
 
@@ -764,16 +813,17 @@ def _run_on_dask(todo, store, summary, *, case_fn, scheduler, n_workers, lesion_
                     running.add(submit(case, digest, attempt + 1))
                     continue
                 if killed:
-                    error = ("The worker processing this case stopped repeatedly; the scan may "
-                             "need more memory than a worker has.")
+                    error = (
+                        "The worker processing this case stopped repeatedly; the scan may "
+                        "need more memory than a worker has."
+                    )
                 elif "cancel" in type(exc).__name__.lower():
                     error = "The case was cancelled on the Dask cluster."
                 else:
                     error = _plain_message(exc, case, expected=False)
                 outcome = CaseOutcome(case.case_id, "failed", error)
             fut.release()
-            store.record(outcome, input_hash=digest, pipeline_version=pipeline_version,
-                         lesion_method=lesion_method)
+            store.record(outcome, input_hash=digest, pipeline_version=pipeline_version, lesion_method=lesion_method)
             if outcome.status == "ok":
                 summary.n_ok += 1
             else:
@@ -785,8 +835,10 @@ def _run_on_dask(todo, store, summary, *, case_fn, scheduler, n_workers, lesion_
         summary.processing_seconds = time.perf_counter() - t0
     except KeyboardInterrupt:
         bar.close()
-        msg = (f"Interrupted: the {summary.n_processed} case(s) finished in this run are saved in "
-               f"{store.path}; run the same command again to do the rest.")
+        msg = (
+            f"Interrupted: the {summary.n_processed} case(s) finished in this run are saved in "
+            f"{store.path}; run the same command again to do the rest."
+        )
         print(msg, file=sys.stderr) if progress else log.warning(msg)
         raise
     finally:
@@ -810,23 +862,35 @@ def _write_table_csv(store: ResultsStore) -> None:
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``workbench batch`` (the CLI calls :func:`main_args` with the result)."""
-    parser.add_argument("input", metavar="INPUT_DIR_OR_MANIFEST",
-                        help="folder of scans (.nii/.nii.gz/.zip files, DICOM sub-folders) or a "
-                             "manifest CSV with columns case_id,path")
-    parser.add_argument("--out", required=True, metavar="RESULTS",
-                        help="output folder: results.sqlite, results.csv, masks/")
-    parser.add_argument("--scheduler", metavar="tcp://host:port", default=None,
-                        help="address of a running Dask scheduler (default: a local cluster)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="local worker processes (default: number of CPU cores)")
-    parser.add_argument("--masks", action="store_true",
-                        help="also write lung and lesion masks as NIfTI into RESULTS/masks")
-    parser.add_argument("--lesion-method", choices=LESION_METHODS, default="unet",
-                        help="lesion segmentation method (default: unet)")
-    parser.add_argument("--no-retry", dest="retry_failed", action="store_false",
-                        help="do not redo cases that failed in an earlier run")
-    parser.add_argument("--hash-ids", action="store_true",
-                        help="store a short hash of each case ID instead of the ID itself")
+    parser.add_argument(
+        "input",
+        metavar="INPUT_DIR_OR_MANIFEST",
+        help="folder of scans (.nii/.nii.gz/.zip files, DICOM sub-folders) or a manifest CSV with columns case_id,path",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="RESULTS", help="output folder: results.sqlite, results.csv, masks/"
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="tcp://host:port",
+        default=None,
+        help="address of a running Dask scheduler (default: a local cluster)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="local worker processes (default: number of CPU cores)"
+    )
+    parser.add_argument(
+        "--masks", action="store_true", help="also write lung and lesion masks as NIfTI into RESULTS/masks"
+    )
+    parser.add_argument(
+        "--lesion-method", choices=LESION_METHODS, default="unet", help="lesion segmentation method (default: unet)"
+    )
+    parser.add_argument(
+        "--no-retry", dest="retry_failed", action="store_false", help="do not redo cases that failed in an earlier run"
+    )
+    parser.add_argument(
+        "--hash-ids", action="store_true", help="store a short hash of each case ID instead of the ID itself"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -840,9 +904,14 @@ def main_args(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise InvalidInput("--workers must be at least 1.")
     summary = run_batch(
-        args.input, args.out, scheduler=args.scheduler, n_workers=args.workers,
-        write_masks=args.masks, lesion_method=args.lesion_method,
-        progress=not args.quiet and sys.stderr.isatty(), retry_failed=args.retry_failed,
+        args.input,
+        args.out,
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+        write_masks=args.masks,
+        lesion_method=args.lesion_method,
+        progress=not args.quiet and sys.stderr.isatty(),
+        retry_failed=args.retry_failed,
         hash_ids=args.hash_ids,
     )
     print(summary)
@@ -851,8 +920,7 @@ def main_args(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m workbench.batch ...`` (same as ``workbench batch ...``)."""
-    parser = add_arguments(argparse.ArgumentParser(prog="workbench batch",
-                                                   description=main_args.__doc__))
+    parser = add_arguments(argparse.ArgumentParser(prog="workbench batch", description=main_args.__doc__))
     args = parser.parse_args(argv)
     try:
         return main_args(args)
@@ -861,9 +929,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["CaseInput", "CaseOutcome", "BatchSummary", "ResultsStore", "run_batch",
-           "discover_cases", "input_hash", "case_id_hash", "results_table", "read_store",
-           "process_case", "analyze_file", "add_arguments", "main_args", "main"]
+__all__ = [
+    "CaseInput",
+    "CaseOutcome",
+    "BatchSummary",
+    "ResultsStore",
+    "run_batch",
+    "discover_cases",
+    "input_hash",
+    "case_id_hash",
+    "results_table",
+    "read_store",
+    "process_case",
+    "analyze_file",
+    "add_arguments",
+    "main_args",
+    "main",
+]
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -41,6 +41,7 @@ grid coarsened (finest axis first) to at most 4 million voxels (about 2.2 x 2.2 
 48 axial slices; first-order statistics use a systematic sample (every k-th voxel) of at most
 2 million voxels.
 """
+
 from __future__ import annotations
 
 import math
@@ -117,155 +118,414 @@ _GLCM = (
 
 _REGISTRY: list[Biomarker] = [
     # --- lungs ---------------------------------------------------------------------------
-    _b("lung_volume_ml", "Lung volume", "mL", "Volume of both lungs (including diseased lung).",
-       SOURCE_AI, "voxel count of lung mask OR lesion mask x voxel volume"),
-    _b("lung_right_volume_ml", "Right lung volume", "mL", "Volume of the right lung.",
-       SOURCE_AI, "voxel count of label 1 (plus lesion voxels assigned to the right) x voxel volume"),
-    _b("lung_left_volume_ml", "Left lung volume", "mL", "Volume of the left lung.",
-       SOURCE_AI, "voxel count of label 2 (plus lesion voxels assigned to the left) x voxel volume"),
+    _b(
+        "lung_volume_ml",
+        "Lung volume",
+        "mL",
+        "Volume of both lungs (including diseased lung).",
+        SOURCE_AI,
+        "voxel count of lung mask OR lesion mask x voxel volume",
+    ),
+    _b(
+        "lung_right_volume_ml",
+        "Right lung volume",
+        "mL",
+        "Volume of the right lung.",
+        SOURCE_AI,
+        "voxel count of label 1 (plus lesion voxels assigned to the right) x voxel volume",
+    ),
+    _b(
+        "lung_left_volume_ml",
+        "Left lung volume",
+        "mL",
+        "Volume of the left lung.",
+        SOURCE_AI,
+        "voxel count of label 2 (plus lesion voxels assigned to the left) x voxel volume",
+    ),
     # --- Mask R-CNN + ANN: 11 lesion features ---------------------------------------------
-    _b("lesion_count", "Number of lesions", "count",
-       f"Number of separate lesions (3D connected regions of at least {MIN_LESION_MM3:g} mm3).",
-       SOURCE_ANN, f"26-connected components of the lesion mask with volume >= {MIN_LESION_MM3:g} mm3"),
-    _b("lesion_volume_ml", "Total lesion volume", "mL", "Volume of all GGO and consolidation.",
-       SOURCE_ANN, "voxel count of lesion mask > 0 x voxel volume (all voxels, no size filter)"),
-    _b("lesion_mean_volume_ml", "Mean lesion volume", "mL", "Average volume of one counted lesion.",
-       SOURCE_ANN, "sum of counted components' volumes / lesion_count (0 without lesions)"),
-    _b("lesion_pct_lung", "Proportion of lung affected", "%",
-       "Disease extent: lesion volume as a percentage of total lung volume.",
-       SOURCE_ANN, "100 x lesion_volume_ml / lung_volume_ml (the same as total extent)"),
-    _b("lesion_max_diameter_3d_mm", "Maximum 3D lesion diameter", "mm",
-       "Longest straight distance across any counted lesion (maximum 3D Feret diameter).",
-       SOURCE_ANN, "max pairwise distance between convex-hull vertices of each component's "
-                   "marching-cubes surface (level 0.5, physical spacing)"),
-    _b("lesion_max_diameter_2d_mm", "Maximum axial lesion diameter", "mm",
-       "Longest in-plane diameter of any lesion on any axial slice.",
-       SOURCE_ANN, "max 2D Feret diameter (convex hull of marching-squares contour, level 0.5) of "
-                   "8-connected lesion regions per axial slice (counted lesions only)"),
-    _b("lesion_mean_hu", "Mean lesion density", "HU", "Mean CT density of all lesion voxels.",
-       SOURCE_ANN, "mean HU over the lesion mask"),
-    _b("lesion_edge_gradient_hu_per_mm", "Lesion edge clarity", "HU/mm",
-       "Sharpness of the lesion margins: mean HU gradient magnitude on the lesion boundary.",
-       SOURCE_ANN, "central-difference gradient with physical spacing, magnitude averaged over lesion "
-                   "voxels with a 6-neighbour in healthy lung (all surface voxels if none)"),
-    _b("lesion_pleural_distance_mm", "Lesion distance to pleura", "mm",
-       "Mean distance from lesion voxels to the lung boundary (pleura / mediastinal surface).",
-       SOURCE_ANN, "Euclidean distance transform of each lung with physical spacing (voxel centre to "
-                   "nearest non-lung voxel centre), averaged over lesion voxels; on a grid coarsened "
-                   f"(finest axis first) to at most {EDT_MAX_VOXELS / 1e6:g} M voxels for large scans"),
-    _b("lesion_sphericity", "Sphericity of the largest lesion", "ratio",
-       "Shape of the largest lesion: 1 for a ball, lower for elongated or irregular lesions.",
-       SOURCE_ANN, "pi^(1/3) (6V)^(2/3) / A with the marching-cubes surface area A and mesh volume V "
-                   "of the largest counted component (0 without lesions)"),
-    _b("lesion_volume_change_pct", "Lesion volume change", "%",
-       "Relative change of total lesion volume since the previous scan (NaN without one).",
-       SOURCE_ANN, "100 x (lesion_volume_ml - previous lesion_volume_ml) / previous lesion_volume_ml; "
-                   "0 if both are 0; NaN if no previous scan or the previous scan had no lesion"),
-    _b("lesion_volume_change_ml", "Lesion volume change (absolute)", "mL",
-       "Change of total lesion volume since the previous scan (NaN without one).",
-       SOURCE_WB, "lesion_volume_ml - previous lesion_volume_ml"),
+    _b(
+        "lesion_count",
+        "Number of lesions",
+        "count",
+        f"Number of separate lesions (3D connected regions of at least {MIN_LESION_MM3:g} mm3).",
+        SOURCE_ANN,
+        f"26-connected components of the lesion mask with volume >= {MIN_LESION_MM3:g} mm3",
+    ),
+    _b(
+        "lesion_volume_ml",
+        "Total lesion volume",
+        "mL",
+        "Volume of all GGO and consolidation.",
+        SOURCE_ANN,
+        "voxel count of lesion mask > 0 x voxel volume (all voxels, no size filter)",
+    ),
+    _b(
+        "lesion_mean_volume_ml",
+        "Mean lesion volume",
+        "mL",
+        "Average volume of one counted lesion.",
+        SOURCE_ANN,
+        "sum of counted components' volumes / lesion_count (0 without lesions)",
+    ),
+    _b(
+        "lesion_pct_lung",
+        "Proportion of lung affected",
+        "%",
+        "Disease extent: lesion volume as a percentage of total lung volume.",
+        SOURCE_ANN,
+        "100 x lesion_volume_ml / lung_volume_ml (the same as total extent)",
+    ),
+    _b(
+        "lesion_max_diameter_3d_mm",
+        "Maximum 3D lesion diameter",
+        "mm",
+        "Longest straight distance across any counted lesion (maximum 3D Feret diameter).",
+        SOURCE_ANN,
+        "max pairwise distance between convex-hull vertices of each component's "
+        "marching-cubes surface (level 0.5, physical spacing)",
+    ),
+    _b(
+        "lesion_max_diameter_2d_mm",
+        "Maximum axial lesion diameter",
+        "mm",
+        "Longest in-plane diameter of any lesion on any axial slice.",
+        SOURCE_ANN,
+        "max 2D Feret diameter (convex hull of marching-squares contour, level 0.5) of "
+        "8-connected lesion regions per axial slice (counted lesions only)",
+    ),
+    _b(
+        "lesion_mean_hu",
+        "Mean lesion density",
+        "HU",
+        "Mean CT density of all lesion voxels.",
+        SOURCE_ANN,
+        "mean HU over the lesion mask",
+    ),
+    _b(
+        "lesion_edge_gradient_hu_per_mm",
+        "Lesion edge clarity",
+        "HU/mm",
+        "Sharpness of the lesion margins: mean HU gradient magnitude on the lesion boundary.",
+        SOURCE_ANN,
+        "central-difference gradient with physical spacing, magnitude averaged over lesion "
+        "voxels with a 6-neighbour in healthy lung (all surface voxels if none)",
+    ),
+    _b(
+        "lesion_pleural_distance_mm",
+        "Lesion distance to pleura",
+        "mm",
+        "Mean distance from lesion voxels to the lung boundary (pleura / mediastinal surface).",
+        SOURCE_ANN,
+        "Euclidean distance transform of each lung with physical spacing (voxel centre to "
+        "nearest non-lung voxel centre), averaged over lesion voxels; on a grid coarsened "
+        f"(finest axis first) to at most {EDT_MAX_VOXELS / 1e6:g} M voxels for large scans",
+    ),
+    _b(
+        "lesion_sphericity",
+        "Sphericity of the largest lesion",
+        "ratio",
+        "Shape of the largest lesion: 1 for a ball, lower for elongated or irregular lesions.",
+        SOURCE_ANN,
+        "pi^(1/3) (6V)^(2/3) / A with the marching-cubes surface area A and mesh volume V "
+        "of the largest counted component (0 without lesions)",
+    ),
+    _b(
+        "lesion_volume_change_pct",
+        "Lesion volume change",
+        "%",
+        "Relative change of total lesion volume since the previous scan (NaN without one).",
+        SOURCE_ANN,
+        "100 x (lesion_volume_ml - previous lesion_volume_ml) / previous lesion_volume_ml; "
+        "0 if both are 0; NaN if no previous scan or the previous scan had no lesion",
+    ),
+    _b(
+        "lesion_volume_change_ml",
+        "Lesion volume change (absolute)",
+        "mL",
+        "Change of total lesion volume since the previous scan (NaN without one).",
+        SOURCE_WB,
+        "lesion_volume_ml - previous lesion_volume_ml",
+    ),
     # --- AI-driven quantification: extent -------------------------------------------------
-    _b("extent_right_pct", "Disease extent, right lung", "%", "Lesion volume as % of right lung volume.",
-       SOURCE_AI, "100 x lesion voxels in right lung / right lung voxels"),
-    _b("extent_left_pct", "Disease extent, left lung", "%", "Lesion volume as % of left lung volume.",
-       SOURCE_AI, "100 x lesion voxels in left lung / left lung voxels"),
-    _b("ggo_volume_ml", "Ground-glass opacity volume", "mL", "Volume of ground-glass opacity.",
-       SOURCE_AI, "voxel count of lesion label 1 x voxel volume"),
-    _b("consolidation_volume_ml", "Consolidation volume", "mL", "Volume of consolidation.",
-       SOURCE_AI, "voxel count of lesion label 2 x voxel volume"),
-    _b("consolidation_share_pct", "Consolidation share", "%",
-       "Share of the lesion volume that is consolidation (the rest is GGO).",
-       SOURCE_AI, "100 x consolidation_volume_ml / lesion_volume_ml (0 without lesions)"),
+    _b(
+        "extent_right_pct",
+        "Disease extent, right lung",
+        "%",
+        "Lesion volume as % of right lung volume.",
+        SOURCE_AI,
+        "100 x lesion voxels in right lung / right lung voxels",
+    ),
+    _b(
+        "extent_left_pct",
+        "Disease extent, left lung",
+        "%",
+        "Lesion volume as % of left lung volume.",
+        SOURCE_AI,
+        "100 x lesion voxels in left lung / left lung voxels",
+    ),
+    _b(
+        "ggo_volume_ml",
+        "Ground-glass opacity volume",
+        "mL",
+        "Volume of ground-glass opacity.",
+        SOURCE_AI,
+        "voxel count of lesion label 1 x voxel volume",
+    ),
+    _b(
+        "consolidation_volume_ml",
+        "Consolidation volume",
+        "mL",
+        "Volume of consolidation.",
+        SOURCE_AI,
+        "voxel count of lesion label 2 x voxel volume",
+    ),
+    _b(
+        "consolidation_share_pct",
+        "Consolidation share",
+        "%",
+        "Share of the lesion volume that is consolidation (the rest is GGO).",
+        SOURCE_AI,
+        "100 x consolidation_volume_ml / lesion_volume_ml (0 without lesions)",
+    ),
     # --- AI-driven quantification: heterogeneity ------------------------------------------
-    _b("lesion_hu_sd", "Lesion density SD", "HU", "Spread of density inside the lesions.", SOURCE_AI,
-       "standard deviation (population) of lesion HU"),
-    _b("lesion_hu_skewness", "Lesion density skewness", "ratio",
-       "Asymmetry of the lesion density histogram.", SOURCE_AI, _FO),
-    _b("lesion_hu_kurtosis", "Lesion density kurtosis", "ratio",
-       "Peakedness of the lesion density histogram (excess kurtosis).", SOURCE_AI, _FO),
-    _b("lesion_hu_entropy_bits", "Lesion density entropy", "bits",
-       "Heterogeneity of lesion density (Shannon entropy of the HU histogram).", SOURCE_AI, _FO),
-    _b("healthy_lung_mean_hu", "Healthy lung mean density", "HU",
-       "Mean density of the lung outside the lesions.", SOURCE_AI,
-       "mean HU of lung voxels not in the lesion mask"),
-    _b("healthy_lung_hu_sd", "Healthy lung density SD", "HU",
-       "Spread of density of the lung outside the lesions.", SOURCE_AI, _FO),
-    _b("healthy_lung_hu_skewness", "Healthy lung density skewness", "ratio",
-       "Asymmetry of the healthy-lung density histogram.", SOURCE_AI, _FO),
-    _b("healthy_lung_hu_kurtosis", "Healthy lung density kurtosis", "ratio",
-       "Peakedness of the healthy-lung density histogram (excess kurtosis).", SOURCE_AI, _FO),
-    _b("healthy_lung_hu_entropy_bits", "Healthy lung density entropy", "bits",
-       "Heterogeneity of healthy-lung density (Shannon entropy of the HU histogram).", SOURCE_AI, _FO),
-    _b("lesion_glcm_contrast", "Lesion texture contrast (GLCM)", "ratio",
-       "Local grey-level variation inside lesions.", SOURCE_AI, _GLCM),
-    _b("lesion_glcm_homogeneity", "Lesion texture homogeneity (GLCM)", "ratio",
-       "Closeness of neighbouring grey levels inside lesions (1 = uniform).", SOURCE_AI, _GLCM),
-    _b("lesion_glcm_correlation", "Lesion texture correlation (GLCM)", "ratio",
-       "Linear dependency of neighbouring grey levels inside lesions.", SOURCE_AI, _GLCM),
-    _b("lesion_glcm_energy", "Lesion texture energy (GLCM)", "ratio",
-       "Uniformity of the texture inside lesions (1 = a single grey level).", SOURCE_AI, _GLCM),
+    _b(
+        "lesion_hu_sd",
+        "Lesion density SD",
+        "HU",
+        "Spread of density inside the lesions.",
+        SOURCE_AI,
+        "standard deviation (population) of lesion HU",
+    ),
+    _b(
+        "lesion_hu_skewness",
+        "Lesion density skewness",
+        "ratio",
+        "Asymmetry of the lesion density histogram.",
+        SOURCE_AI,
+        _FO,
+    ),
+    _b(
+        "lesion_hu_kurtosis",
+        "Lesion density kurtosis",
+        "ratio",
+        "Peakedness of the lesion density histogram (excess kurtosis).",
+        SOURCE_AI,
+        _FO,
+    ),
+    _b(
+        "lesion_hu_entropy_bits",
+        "Lesion density entropy",
+        "bits",
+        "Heterogeneity of lesion density (Shannon entropy of the HU histogram).",
+        SOURCE_AI,
+        _FO,
+    ),
+    _b(
+        "healthy_lung_mean_hu",
+        "Healthy lung mean density",
+        "HU",
+        "Mean density of the lung outside the lesions.",
+        SOURCE_AI,
+        "mean HU of lung voxels not in the lesion mask",
+    ),
+    _b(
+        "healthy_lung_hu_sd",
+        "Healthy lung density SD",
+        "HU",
+        "Spread of density of the lung outside the lesions.",
+        SOURCE_AI,
+        _FO,
+    ),
+    _b(
+        "healthy_lung_hu_skewness",
+        "Healthy lung density skewness",
+        "ratio",
+        "Asymmetry of the healthy-lung density histogram.",
+        SOURCE_AI,
+        _FO,
+    ),
+    _b(
+        "healthy_lung_hu_kurtosis",
+        "Healthy lung density kurtosis",
+        "ratio",
+        "Peakedness of the healthy-lung density histogram (excess kurtosis).",
+        SOURCE_AI,
+        _FO,
+    ),
+    _b(
+        "healthy_lung_hu_entropy_bits",
+        "Healthy lung density entropy",
+        "bits",
+        "Heterogeneity of healthy-lung density (Shannon entropy of the HU histogram).",
+        SOURCE_AI,
+        _FO,
+    ),
+    _b(
+        "lesion_glcm_contrast",
+        "Lesion texture contrast (GLCM)",
+        "ratio",
+        "Local grey-level variation inside lesions.",
+        SOURCE_AI,
+        _GLCM,
+    ),
+    _b(
+        "lesion_glcm_homogeneity",
+        "Lesion texture homogeneity (GLCM)",
+        "ratio",
+        "Closeness of neighbouring grey levels inside lesions (1 = uniform).",
+        SOURCE_AI,
+        _GLCM,
+    ),
+    _b(
+        "lesion_glcm_correlation",
+        "Lesion texture correlation (GLCM)",
+        "ratio",
+        "Linear dependency of neighbouring grey levels inside lesions.",
+        SOURCE_AI,
+        _GLCM,
+    ),
+    _b(
+        "lesion_glcm_energy",
+        "Lesion texture energy (GLCM)",
+        "ratio",
+        "Uniformity of the texture inside lesions (1 = a single grey level).",
+        SOURCE_AI,
+        _GLCM,
+    ),
     # --- AI-driven quantification: heart --------------------------------------------------
-    _b("heart_volume_ml", "Heart volume", "mL", "Volume of the heart segmentation (0 if none found).",
-       SOURCE_AI, "voxel count of heart mask x voxel volume"),
-    _b("heart_transverse_diameter_mm", "Heart transverse diameter", "mm",
-       "Widest left-right extent of the heart on any axial slice.",
-       SOURCE_AI, "max over axial slices of (max x - min x + 1) of heart voxels x x-spacing"),
+    _b(
+        "heart_volume_ml",
+        "Heart volume",
+        "mL",
+        "Volume of the heart segmentation (0 if none found).",
+        SOURCE_AI,
+        "voxel count of heart mask x voxel volume",
+    ),
+    _b(
+        "heart_transverse_diameter_mm",
+        "Heart transverse diameter",
+        "mm",
+        "Widest left-right extent of the heart on any axial slice.",
+        SOURCE_AI,
+        "max over axial slices of (max x - min x + 1) of heart voxels x x-spacing",
+    ),
     # --- clinical CT severity score ----------------------------------------------------------
-    _b("ct_severity_score", "CT severity score", "points",
-       "0-25 score: 5 lobe-like zones each scored 0-5 by their percentage involvement.",
-       SOURCE_CSS,
-       "zones: right lung upper/middle/lower thirds and left lung upper/lower halves of each lung's "
-       "craniocaudal (z) extent (lobe surrogates, true lobes need a lobe segmentation); per zone "
-       "0: 0 %, 1: <5 %, 2: 5-25 %, 3: >25-50 %, 4: >50-75 %, 5: >75 % of zone volume involved; sum"),
+    _b(
+        "ct_severity_score",
+        "CT severity score",
+        "points",
+        "0-25 score: 5 lobe-like zones each scored 0-5 by their percentage involvement.",
+        SOURCE_CSS,
+        "zones: right lung upper/middle/lower thirds and left lung upper/lower halves of each lung's "
+        "craniocaudal (z) extent (lobe surrogates, true lobes need a lobe segmentation); per zone "
+        "0: 0 %, 1: <5 %, 2: 5-25 %, 3: >25-50 %, 4: >50-75 %, 5: >75 % of zone volume involved; sum",
+    ),
 ]
 for _zone in CSS_ZONES:
     _side, _level = _zone.split("_")
     _part = "third" if _side == "right" else "half"
     _REGISTRY.append(
-        _b(f"css_{_zone}", f"CT severity score, {_side} {_level} zone", "points",
-           f"0-5 score of the {_level} {_part} of the {_side} lung.", SOURCE_CSS,
-           f"score of zone_{_zone}_pct with the 0-5 bands of ct_severity_score")
+        _b(
+            f"css_{_zone}",
+            f"CT severity score, {_side} {_level} zone",
+            "points",
+            f"0-5 score of the {_level} {_part} of the {_side} lung.",
+            SOURCE_CSS,
+            f"score of zone_{_zone}_pct with the 0-5 bands of ct_severity_score",
+        )
     )
     _REGISTRY.append(
-        _b(f"zone_{_zone}_pct", f"Involvement, {_side} {_level} zone", "%",
-           f"Lesion volume as % of the {_level} {_part} of the {_side} lung.", SOURCE_CSS,
-           f"100 x lesion voxels / lung voxels in the {_level} {_part} (by slice) of the {_side} lung")
+        _b(
+            f"zone_{_zone}_pct",
+            f"Involvement, {_side} {_level} zone",
+            "%",
+            f"Lesion volume as % of the {_level} {_part} of the {_side} lung.",
+            SOURCE_CSS,
+            f"100 x lesion voxels / lung voxels in the {_level} {_part} (by slice) of the {_side} lung",
+        )
     )
 _REGISTRY += [
     # --- distribution (workbench) ------------------------------------------------------------
-    _b("bilateral_involvement", "Bilateral involvement", "0/1",
-       f"1 when both lungs have disease (extent >= {BILATERAL_MIN_PCT:g} % each).",
-       SOURCE_WB, f"extent_right_pct >= {BILATERAL_MIN_PCT:g} and extent_left_pct >= {BILATERAL_MIN_PCT:g}"),
-    _b("peripheral_fraction_pct", "Peripheral predominance", "%",
-       "Share of lesion volume in the outer third of the lung (near the pleura).",
-       SOURCE_WB, "100 x lesion voxels whose distance to the lung boundary is <= 1/3 of that lung's "
-                  "maximum distance / all lesion voxels (same distance map as lesion_pleural_distance_mm)"),
-    _b("posterior_fraction_pct", "Posterior predominance", "%",
-       "Share of lesion volume in the posterior (dorsal) half of the lungs.",
-       SOURCE_WB, "100 x lesion voxels posterior to their lung's AP midline (midpoint of the lung's "
-                  "y extent; voxels on the midline count half) / all lesion voxels"),
-    _b("basal_fraction_pct", "Basal predominance", "%",
-       "Share of lesion volume in the lower (basal) half of the lungs.",
-       SOURCE_WB, "100 x lesion voxels below their lung's craniocaudal midpoint (midpoint of the "
-                  "lung's z extent; voxels on it count half) / all lesion voxels"),
+    _b(
+        "bilateral_involvement",
+        "Bilateral involvement",
+        "0/1",
+        f"1 when both lungs have disease (extent >= {BILATERAL_MIN_PCT:g} % each).",
+        SOURCE_WB,
+        f"extent_right_pct >= {BILATERAL_MIN_PCT:g} and extent_left_pct >= {BILATERAL_MIN_PCT:g}",
+    ),
+    _b(
+        "peripheral_fraction_pct",
+        "Peripheral predominance",
+        "%",
+        "Share of lesion volume in the outer third of the lung (near the pleura).",
+        SOURCE_WB,
+        "100 x lesion voxels whose distance to the lung boundary is <= 1/3 of that lung's "
+        "maximum distance / all lesion voxels (same distance map as lesion_pleural_distance_mm)",
+    ),
+    _b(
+        "posterior_fraction_pct",
+        "Posterior predominance",
+        "%",
+        "Share of lesion volume in the posterior (dorsal) half of the lungs.",
+        SOURCE_WB,
+        "100 x lesion voxels posterior to their lung's AP midline (midpoint of the lung's "
+        "y extent; voxels on the midline count half) / all lesion voxels",
+    ),
+    _b(
+        "basal_fraction_pct",
+        "Basal predominance",
+        "%",
+        "Share of lesion volume in the lower (basal) half of the lungs.",
+        SOURCE_WB,
+        "100 x lesion voxels below their lung's craniocaudal midpoint (midpoint of the "
+        "lung's z extent; voxels on it count half) / all lesion voxels",
+    ),
 ]
 
 BIOMARKERS: dict[str, Biomarker] = {b.name: b for b in _REGISTRY}
 """Registry of every biomarker :func:`extract_biomarkers` returns, in display order."""
 
 CONTRACT_KEYS: tuple[str, ...] = (
-    "lung_volume_ml", "lung_right_volume_ml", "lung_left_volume_ml",
-    "lesion_count", "lesion_volume_ml", "lesion_mean_volume_ml", "lesion_pct_lung",
-    "extent_right_pct", "extent_left_pct", "ggo_volume_ml", "consolidation_volume_ml",
-    "consolidation_share_pct", "lesion_max_diameter_3d_mm", "lesion_max_diameter_2d_mm",
-    "lesion_mean_hu", "lesion_edge_gradient_hu_per_mm", "lesion_pleural_distance_mm",
-    "lesion_sphericity", "lesion_volume_change_pct",
-    "lesion_hu_sd", "lesion_hu_skewness", "lesion_hu_kurtosis", "lesion_hu_entropy_bits",
-    "healthy_lung_mean_hu", "healthy_lung_hu_sd", "healthy_lung_hu_skewness",
-    "healthy_lung_hu_kurtosis", "healthy_lung_hu_entropy_bits",
-    "lesion_glcm_contrast", "lesion_glcm_homogeneity", "lesion_glcm_correlation", "lesion_glcm_energy",
-    "heart_volume_ml", "heart_transverse_diameter_mm", "ct_severity_score", "bilateral_involvement",
-    "peripheral_fraction_pct", "posterior_fraction_pct", "basal_fraction_pct",
+    "lung_volume_ml",
+    "lung_right_volume_ml",
+    "lung_left_volume_ml",
+    "lesion_count",
+    "lesion_volume_ml",
+    "lesion_mean_volume_ml",
+    "lesion_pct_lung",
+    "extent_right_pct",
+    "extent_left_pct",
+    "ggo_volume_ml",
+    "consolidation_volume_ml",
+    "consolidation_share_pct",
+    "lesion_max_diameter_3d_mm",
+    "lesion_max_diameter_2d_mm",
+    "lesion_mean_hu",
+    "lesion_edge_gradient_hu_per_mm",
+    "lesion_pleural_distance_mm",
+    "lesion_sphericity",
+    "lesion_volume_change_pct",
+    "lesion_hu_sd",
+    "lesion_hu_skewness",
+    "lesion_hu_kurtosis",
+    "lesion_hu_entropy_bits",
+    "healthy_lung_mean_hu",
+    "healthy_lung_hu_sd",
+    "healthy_lung_hu_skewness",
+    "healthy_lung_hu_kurtosis",
+    "healthy_lung_hu_entropy_bits",
+    "lesion_glcm_contrast",
+    "lesion_glcm_homogeneity",
+    "lesion_glcm_correlation",
+    "lesion_glcm_energy",
+    "heart_volume_ml",
+    "heart_transverse_diameter_mm",
+    "ct_severity_score",
+    "bilateral_involvement",
+    "peripheral_fraction_pct",
+    "posterior_fraction_pct",
+    "basal_fraction_pct",
 )
 """The feature-name contract shared with the cohort and the app (a subset of BIOMARKERS)."""
 
@@ -381,12 +641,21 @@ def biomarker_table(values: Mapping[str, float]) -> pd.DataFrame:
     rows = []
     for name, b in BIOMARKERS.items():
         if name in values:
-            rows.append({"name": name, "label": b.label, "value": float(values[name]), "unit": b.unit,
-                         "description": b.description, "source": b.source})
+            rows.append(
+                {
+                    "name": name,
+                    "label": b.label,
+                    "value": float(values[name]),
+                    "unit": b.unit,
+                    "description": b.description,
+                    "source": b.source,
+                }
+            )
     for name, value in values.items():
         if name not in BIOMARKERS:
-            rows.append({"name": name, "label": name, "value": float(value), "unit": "",
-                         "description": "", "source": ""})
+            rows.append(
+                {"name": name, "label": name, "value": float(value), "unit": "", "description": "", "source": ""}
+            )
     return pd.DataFrame(rows, columns=["name", "label", "value", "unit", "description", "source"])
 
 
@@ -449,8 +718,11 @@ def _check_mask(mask: Any, shape: tuple[int, ...], what: str, allowed: tuple[int
     if bad:
         raise InvalidInput(
             f"The {what} mask contains label values {bad[:5]}; expected only {list(allowed)} "
-            + ("(0 background, 1 right lung, 2 left lung)." if what == "lung"
-               else "(0 none, 1 ground-glass opacity, 2 consolidation).")
+            + (
+                "(0 background, 1 right lung, 2 left lung)."
+                if what == "lung"
+                else "(0 none, 1 ground-glass opacity, 2 consolidation)."
+            )
         )
     return arr.astype(np.uint8, copy=False)
 
@@ -460,8 +732,7 @@ def _previous_volume(previous: Mapping[str, float] | None) -> float | None:
         return None
     if not isinstance(previous, Mapping) or "lesion_volume_ml" not in previous:
         raise InvalidInput(
-            "The previous time point must be given as its biomarker results "
-            "(a mapping with 'lesion_volume_ml')."
+            "The previous time point must be given as its biomarker results (a mapping with 'lesion_volume_ml')."
         )
     value = float(previous["lesion_volume_ml"])
     if not math.isfinite(value) or value < 0:
@@ -527,10 +798,10 @@ def _first_order(values: np.ndarray) -> dict[str, float]:
     d = v - mean
     m2 = float(np.mean(d * d))
     if m2 > 1e-12:
-        m3 = float(np.mean(d ** 3))
-        m4 = float(np.mean(d ** 4))
-        skew = m3 / m2 ** 1.5
-        kurt = m4 / m2 ** 2 - 3.0
+        m3 = float(np.mean(d**3))
+        m4 = float(np.mean(d**4))
+        skew = m3 / m2**1.5
+        kurt = m4 / m2**2 - 3.0
     else:
         skew = kurt = 0.0
     bins = np.floor((np.clip(v, HIST_MIN_HU, HIST_MAX_HU) - HIST_MIN_HU) / HIST_BIN_WIDTH_HU).astype(np.int64)
@@ -575,13 +846,19 @@ def _max_pairwise(points: np.ndarray) -> float:
     return float(pdist(hull_pts).max())
 
 
-def _lesion_shape_features(lesion: np.ndarray, spacing_zyx: tuple[float, float, float],
-                           voxel_ml: float) -> dict[str, float]:
+def _lesion_shape_features(
+    lesion: np.ndarray, spacing_zyx: tuple[float, float, float], voxel_ml: float
+) -> dict[str, float]:
     """Count, mean volume, max 3D/2D Feret diameter and sphericity of counted lesions."""
     from skimage.measure import find_contours, mesh_surface_area
 
-    res = {"lesion_count": 0.0, "lesion_mean_volume_ml": 0.0, "lesion_max_diameter_3d_mm": 0.0,
-           "lesion_max_diameter_2d_mm": 0.0, "lesion_sphericity": 0.0}
+    res = {
+        "lesion_count": 0.0,
+        "lesion_mean_volume_ml": 0.0,
+        "lesion_max_diameter_3d_mm": 0.0,
+        "lesion_max_diameter_2d_mm": 0.0,
+        "lesion_sphericity": 0.0,
+    }
     if not lesion.any():
         return res
     sub_box = _bbox(lesion)
@@ -644,8 +921,9 @@ def _lesion_shape_features(lesion: np.ndarray, spacing_zyx: tuple[float, float, 
     return res
 
 
-def _edge_gradient(hu: np.ndarray, lesion: np.ndarray, healthy: np.ndarray,
-                   spacing_zyx: tuple[float, float, float]) -> float:
+def _edge_gradient(
+    hu: np.ndarray, lesion: np.ndarray, healthy: np.ndarray, spacing_zyx: tuple[float, float, float]
+) -> float:
     """Mean HU gradient magnitude (HU/mm) on lesion voxels bordering healthy lung."""
     if not lesion.any():
         return 0.0
@@ -716,8 +994,9 @@ def _glcm_features(hu: np.ndarray, lesion: np.ndarray) -> dict[str, float]:
     return res
 
 
-def _distance_features(side: np.ndarray, lesion: np.ndarray,
-                       spacing_zyx: tuple[float, float, float]) -> dict[str, float]:
+def _distance_features(
+    side: np.ndarray, lesion: np.ndarray, spacing_zyx: tuple[float, float, float]
+) -> dict[str, float]:
     """Mean lesion distance to the lung boundary and the peripheral (outer-third) fraction."""
     res = {"lesion_pleural_distance_mm": 0.0, "peripheral_fraction_pct": 0.0}
     if not lesion.any():
@@ -806,8 +1085,9 @@ def _zone_features(side: np.ndarray, lesion: np.ndarray) -> dict[str, float]:
     return res
 
 
-def _heart_features(ct: Any, lungs: np.ndarray, heart: np.ndarray | None, sx: float,
-                    voxel_ml: float) -> dict[str, float]:
+def _heart_features(
+    ct: Any, lungs: np.ndarray, heart: np.ndarray | None, sx: float, voxel_ml: float
+) -> dict[str, float]:
     if heart is None:
         from .errors import SegmentationError
         from .segmentation.heart import segment_heart
@@ -827,8 +1107,7 @@ def _heart_features(ct: Any, lungs: np.ndarray, heart: np.ndarray | None, sx: fl
         xs = np.flatnonzero(row)
         if xs.size:
             width = max(width, int(xs[-1] - xs[0] + 1))
-    return {"heart_volume_ml": float(np.count_nonzero(h) * voxel_ml),
-            "heart_transverse_diameter_mm": width * sx}
+    return {"heart_volume_ml": float(np.count_nonzero(h) * voxel_ml), "heart_transverse_diameter_mm": width * sx}
 
 
 if __name__ == "__main__":  # `python -m workbench.biomarkers > docs/biomarkers.md`

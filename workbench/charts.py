@@ -9,9 +9,10 @@ Slice images follow the radiological convention for the canonical LPS grid of
 image's left and anterior at the top; coronal and sagittal slices show superior at the top.
 Pixels are resampled to square so that the aspect ratio is physically correct.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import altair as alt
 import numpy as np
@@ -222,25 +223,41 @@ def surface_figure(
     step = max(1, int(np.ceil((ref.size / max_voxels) ** (1 / 3))))
     layers = []
     if lungs is not None:
-        layers += [(lungs == 1, "right lung", LUNG_COLOURS[1], 0.18, step),
-                   (lungs == 2, "left lung", LUNG_COLOURS[2], 0.18, step)]
+        layers += [
+            (lungs == 1, "right lung", LUNG_COLOURS[1], 0.18, step),
+            (lungs == 2, "left lung", LUNG_COLOURS[2], 0.18, step),
+        ]
     if lesions is not None:
         lstep = max(1, step // 2)
-        layers += [(lesions == 1, "ground-glass opacity", LESION_COLOURS[1], 0.9, lstep),
-                   (lesions == 2, "consolidation", LESION_COLOURS[2], 0.95, lstep)]
+        layers += [
+            (lesions == 1, "ground-glass opacity", LESION_COLOURS[1], 0.9, lstep),
+            (lesions == 2, "consolidation", LESION_COLOURS[2], 0.95, lstep),
+        ]
     fig = go.Figure()
     for mask, name, colour, alpha, s in layers:
         mesh = surface_mesh(mask, spacing_mm, step=s)
         if mesh is None:
             continue
         v, f = mesh
-        fig.add_trace(go.Mesh3d(
-            x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
-            color=f"rgb{tuple(colour)}", opacity=alpha, name=name, showlegend=True,
-            flatshading=False, hoverinfo="name",
-        ))
+        fig.add_trace(
+            go.Mesh3d(
+                x=v[:, 0],
+                y=v[:, 1],
+                z=v[:, 2],
+                i=f[:, 0],
+                j=f[:, 1],
+                k=f[:, 2],
+                color=f"rgb{tuple(colour)}",
+                opacity=alpha,
+                name=name,
+                showlegend=True,
+                flatshading=False,
+                hoverinfo="name",
+            )
+        )
     fig.update_layout(
-        height=height_px, margin=dict(l=0, r=0, t=10, b=0),
+        height=height_px,
+        margin=dict(l=0, r=0, t=10, b=0),
         scene=dict(
             aspectmode="data",
             # LPS: x to patient left, y to posterior, z to superior. Show the patient from the front.
@@ -268,15 +285,22 @@ def distribution_chart(
     s = pd.to_numeric(pd.Series(cohort_values), errors="coerce").dropna()
     df = pd.DataFrame({"value": s.to_numpy()})
     axis_title = f"{title} ({unit})" if unit else title
-    hist = alt.Chart(df).mark_bar(color="#9db4d0").encode(
-        x=alt.X("value:Q", bin=alt.Bin(maxbins=30), title=axis_title),
-        y=alt.Y("count():Q", title="patients"),
+    hist = (
+        alt.Chart(df)
+        .mark_bar(color="#9db4d0")
+        .encode(
+            x=alt.X("value:Q", bin=alt.Bin(maxbins=30), title=axis_title),
+            y=alt.Y("count():Q", title="patients"),
+        )
     )
     layers = [hist]
     if value is not None and np.isfinite(value):
         rule_df = pd.DataFrame({"value": [float(value)], "label": ["this case"]})
-        layers.append(alt.Chart(rule_df).mark_rule(color="#d62728", size=3).encode(
-            x="value:Q", tooltip=[alt.Tooltip("value:Q", title="this case", format=".3g")]))
+        layers.append(
+            alt.Chart(rule_df)
+            .mark_rule(color="#d62728", size=3)
+            .encode(x="value:Q", tooltip=[alt.Tooltip("value:Q", title="this case", format=".3g")])
+        )
     return alt.layer(*layers).properties(width=width, height=height)
 
 
@@ -318,44 +342,78 @@ def waterfall_chart(
         if feature_values is not None and name in feature_values:
             fv = feature_values[name]
             label = f"{name} = {fv:.4g}" if isinstance(fv, (int, float)) and np.isfinite(fv) else f"{name} = missing"
-        recs.append({"feature": label, "start": start, "end": start + v, "shap": v, "order": len(rows) - i,
-                     "direction": "towards severe" if v >= 0 else "away from severe"})
+        recs.append(
+            {
+                "feature": label,
+                "start": start,
+                "end": start + v,
+                "shap": v,
+                "order": len(rows) - i,
+                "direction": "towards severe" if v >= 0 else "away from severe",
+            }
+        )
         start += v
     df = pd.DataFrame(recs)
     sort = df.sort_values("order")["feature"].tolist()
-    bars = alt.Chart(df).mark_bar().encode(
-        y=alt.Y("feature:N", sort=sort, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=260)),
-        x=alt.X("start:Q", title=f"model output ({scale})", scale=alt.Scale(zero=False)),
-        x2="end:Q",
-        color=alt.Color("direction:N", scale=alt.Scale(domain=["towards severe", "away from severe"],
-                                                       range=["#d62728", "#1f77b4"]), title=None),
-        tooltip=["feature:N", alt.Tooltip("shap:Q", format="+.3f")],
+    bars = (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            y=alt.Y("feature:N", sort=sort, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=260)),
+            x=alt.X("start:Q", title=f"model output ({scale})", scale=alt.Scale(zero=False)),
+            x2="end:Q",
+            color=alt.Color(
+                "direction:N",
+                scale=alt.Scale(domain=["towards severe", "away from severe"], range=["#d62728", "#1f77b4"]),
+                title=None,
+            ),
+            tooltip=["feature:N", alt.Tooltip("shap:Q", format="+.3f")],
+        )
     )
-    base = alt.Chart(pd.DataFrame({"x": [float(base_value)], "what": ["base value"]})).mark_rule(
-        strokeDash=[4, 3], color="grey").encode(x="x:Q", tooltip=["what:N", alt.Tooltip("x:Q", format=".3f")])
-    out = alt.Chart(pd.DataFrame({"x": [start], "what": ["this patient"]})).mark_rule(color="black").encode(
-        x="x:Q", tooltip=["what:N", alt.Tooltip("x:Q", format=".3f")])
+    base = (
+        alt.Chart(pd.DataFrame({"x": [float(base_value)], "what": ["base value"]}))
+        .mark_rule(strokeDash=[4, 3], color="grey")
+        .encode(x="x:Q", tooltip=["what:N", alt.Tooltip("x:Q", format=".3f")])
+    )
+    out = (
+        alt.Chart(pd.DataFrame({"x": [start], "what": ["this patient"]}))
+        .mark_rule(color="black")
+        .encode(x="x:Q", tooltip=["what:N", alt.Tooltip("x:Q", format=".3f")])
+    )
     return alt.layer(bars, base, out).properties(width=width, height=max(120, 24 * len(df)))
 
 
 def volume_change_chart(volumes_ml: Mapping[str, Mapping[str, float]]) -> alt.Chart:
     """Grouped bars of lesion volumes (ml) per time point: ``{time point: {component: ml}}``."""
-    recs = [{"time point": t, "component": k, "volume_ml": float(v)}
-            for t, comp in volumes_ml.items() for k, v in comp.items()]
+    recs = [
+        {"time point": t, "component": k, "volume_ml": float(v)}
+        for t, comp in volumes_ml.items()
+        for k, v in comp.items()
+    ]
     df = pd.DataFrame(recs)
-    return alt.Chart(df).mark_bar().encode(
-        x=alt.X("time point:N", sort=list(volumes_ml), title=None),
-        y=alt.Y("volume_ml:Q", title="volume (ml)"),
-        color=alt.Color("component:N", title=None,
-                        scale=alt.Scale(domain=["ground-glass opacity", "consolidation"],
-                                        range=[_hex(LESION_COLOURS[1]), _hex(LESION_COLOURS[2])])),
-        xOffset="component:N",
-        tooltip=["time point:N", "component:N", alt.Tooltip("volume_ml:Q", format=".1f")],
-    ).properties(width=300, height=220)
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("time point:N", sort=list(volumes_ml), title=None),
+            y=alt.Y("volume_ml:Q", title="volume (ml)"),
+            color=alt.Color(
+                "component:N",
+                title=None,
+                scale=alt.Scale(
+                    domain=["ground-glass opacity", "consolidation"],
+                    range=[_hex(LESION_COLOURS[1]), _hex(LESION_COLOURS[2])],
+                ),
+            ),
+            xOffset="component:N",
+            tooltip=["time point:N", "component:N", alt.Tooltip("volume_ml:Q", format=".1f")],
+        )
+        .properties(width=300, height=220)
+    )
 
 
 def _hex(rgb: Sequence[int]) -> str:
-    return "#%02x%02x%02x" % tuple(int(c) for c in rgb)
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
 
 
 # --------------------------------------------------------------------------- cohort charts
@@ -369,27 +427,49 @@ def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = No
     base = alt.Chart(curves)
     layers = []
     if {"tpr_lo", "tpr_hi"} <= set(curves.columns):
-        layers.append(base.mark_area(opacity=0.15).encode(
-            x=alt.X("fpr:Q"), y="tpr_lo:Q", y2="tpr_hi:Q",
-            color=alt.Color("model:N", legend=None, scale=alt.Scale(scheme="category10"))))
-    layers.append(base.mark_line().encode(
-        x=alt.X("fpr:Q", title="1 − specificity (false positive rate)", scale=alt.Scale(domain=[0, 1])),
-        y=alt.Y("tpr:Q", title="sensitivity (true positive rate)", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("model:N", title=None, scale=alt.Scale(scheme="category10"),
-                        legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400)),
-        order="fpr:Q",
-    ))
-    layers.append(alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(
-        strokeDash=[4, 4], color="grey").encode(x="x:Q", y="y:Q"))
+        layers.append(
+            base.mark_area(opacity=0.15).encode(
+                x=alt.X("fpr:Q"),
+                y="tpr_lo:Q",
+                y2="tpr_hi:Q",
+                color=alt.Color("model:N", legend=None, scale=alt.Scale(scheme="category10")),
+            )
+        )
+    layers.append(
+        base.mark_line().encode(
+            x=alt.X("fpr:Q", title="1 − specificity (false positive rate)", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("tpr:Q", title="sensitivity (true positive rate)", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color(
+                "model:N",
+                title=None,
+                scale=alt.Scale(scheme="category10"),
+                legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400),
+            ),
+            order="fpr:Q",
+        )
+    )
+    layers.append(
+        alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]}))
+        .mark_line(strokeDash=[4, 4], color="grey")
+        .encode(x="x:Q", y="y:Q")
+    )
     if threshold_point is not None and len(threshold_point):
-        layers.append(alt.Chart(threshold_point).mark_point(size=120, filled=True, color="black").encode(
-            x="fpr:Q", y="tpr:Q", shape=alt.Shape("model:N", legend=None),
-            tooltip=["model:N", alt.Tooltip("fpr:Q", format=".2f"), alt.Tooltip("tpr:Q", format=".2f")]))
+        layers.append(
+            alt.Chart(threshold_point)
+            .mark_point(size=120, filled=True, color="black")
+            .encode(
+                x="fpr:Q",
+                y="tpr:Q",
+                shape=alt.Shape("model:N", legend=None),
+                tooltip=["model:N", alt.Tooltip("fpr:Q", format=".2f"), alt.Tooltip("tpr:Q", format=".2f")],
+            )
+        )
     return alt.layer(*layers).properties(width=width, height=width)
 
 
-def roc_band_table(y: Sequence[int], p: Sequence[float], *, n_bootstrap: int = 200, seed: int = 0,
-                   level: float = 0.95, grid: int = 101) -> pd.DataFrame:
+def roc_band_table(
+    y: Sequence[int], p: Sequence[float], *, n_bootstrap: int = 200, seed: int = 0, level: float = 0.95, grid: int = 101
+) -> pd.DataFrame:
     """Data for a ROC curve with a pointwise bootstrap confidence band (for :func:`roc_chart`).
 
     TPR is interpolated on a fixed FPR grid (vertical averaging); patients are resampled
@@ -424,33 +504,44 @@ def roc_band_table(y: Sequence[int], p: Sequence[float], *, n_bootstrap: int = 2
 
 def confusion_matrix_chart(tn: int, fp: int, fn: int, tp: int, *, size: int = 120) -> alt.Chart:
     """2x2 confusion matrix heat map (rows: truth, columns: prediction) with counts."""
-    df = pd.DataFrame({
-        "truth": ["not severe", "not severe", "severe", "severe"],
-        "predicted": ["not severe", "severe", "not severe", "severe"],
-        "count": [int(tn), int(fp), int(fn), int(tp)],
-        "kind": ["TN", "FP", "FN", "TP"],
-    })
+    df = pd.DataFrame(
+        {
+            "truth": ["not severe", "not severe", "severe", "severe"],
+            "predicted": ["not severe", "severe", "not severe", "severe"],
+            "count": [int(tn), int(fp), int(fn), int(tp)],
+            "kind": ["TN", "FP", "FN", "TP"],
+        }
+    )
     df["text"] = df["kind"] + ": " + df["count"].astype(str)
     base = alt.Chart(df).encode(
         x=alt.X("predicted:N", sort=["not severe", "severe"], title="predicted"),
-        y=alt.Y("truth:N", sort=["not severe", "severe"], title="truth"))
+        y=alt.Y("truth:N", sort=["not severe", "severe"], title="truth"),
+    )
     heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None))
     text = base.mark_text(fontSize=14).encode(
-        text="text:N", color=alt.condition(alt.datum.count > df["count"].max() / 2, alt.value("white"),
-                                           alt.value("black")))
+        text="text:N",
+        color=alt.condition(alt.datum.count > df["count"].max() / 2, alt.value("white"), alt.value("black")),
+    )
     return (heat + text).properties(width=2 * size, height=2 * size)
 
 
 def calibration_chart(table: pd.DataFrame, *, width: int = 360) -> alt.Chart:
     """Reliability diagram: columns ``model, predicted, observed`` (+ optional ``n``)."""
-    pts = alt.Chart(table).mark_line(point=True).encode(
-        x=alt.X("predicted:Q", title="mean predicted risk", scale=alt.Scale(domain=[0, 1])),
-        y=alt.Y("observed:Q", title="observed frequency", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("model:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical")),
-        tooltip=[c for c in ("model", "predicted", "observed", "n") if c in table.columns],
+    pts = (
+        alt.Chart(table)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("predicted:Q", title="mean predicted risk", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("observed:Q", title="observed frequency", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("model:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical")),
+            tooltip=[c for c in ("model", "predicted", "observed", "n") if c in table.columns],
+        )
     )
-    diag = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(
-        strokeDash=[4, 4], color="grey").encode(x="x:Q", y="y:Q")
+    diag = (
+        alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]}))
+        .mark_line(strokeDash=[4, 4], color="grey")
+        .encode(x="x:Q", y="y:Q")
+    )
     return (diag + pts).properties(width=width, height=width)
 
 
@@ -459,26 +550,41 @@ def decision_curve_chart(table: pd.DataFrame, *, width: int = 420) -> alt.Chart:
     t = table.copy()
     lo = min(-0.05, float(np.nanmax(t["net_benefit"])) * -0.25) if len(t) else -0.05
     t = t[t["net_benefit"] >= lo]
-    return alt.Chart(t).mark_line().encode(
-        x=alt.X("threshold:Q", title="threshold probability"),
-        y=alt.Y("net_benefit:Q", title="net benefit"),
-        color=alt.Color("model:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical")),
-        strokeDash=alt.condition(alt.FieldOneOfPredicate(field="model", oneOf=["treat all", "treat none"]),
-                                 alt.value([4, 4]), alt.value([1, 0])),
-    ).properties(width=width, height=280)
+    return (
+        alt.Chart(t)
+        .mark_line()
+        .encode(
+            x=alt.X("threshold:Q", title="threshold probability"),
+            y=alt.Y("net_benefit:Q", title="net benefit"),
+            color=alt.Color("model:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical")),
+            strokeDash=alt.condition(
+                alt.FieldOneOfPredicate(field="model", oneOf=["treat all", "treat none"]),
+                alt.value([4, 4]),
+                alt.value([1, 0]),
+            ),
+        )
+        .properties(width=width, height=280)
+    )
 
 
-def importance_chart(importance: pd.Series | Mapping[str, float], *, max_display: int = 15,
-                     title: str = "mean |SHAP|") -> alt.Chart:
+def importance_chart(
+    importance: pd.Series | Mapping[str, float], *, max_display: int = 15, title: str = "mean |SHAP|"
+) -> alt.Chart:
     """Horizontal bars of global feature importance (largest at the top)."""
     s = pd.Series(importance, dtype=float).sort_values(ascending=False).head(max_display)
     df = pd.DataFrame({"feature": s.index, "importance": s.to_numpy()})
-    return alt.Chart(df).mark_bar(color="#4c78a8").encode(
-        y=alt.Y("feature:N", sort=list(df["feature"]), title=None,
-                axis=alt.Axis(labelOverlap=False, labelLimit=220)),
-        x=alt.X("importance:Q", title=title),
-        tooltip=["feature:N", alt.Tooltip("importance:Q", format=".3f")],
-    ).properties(width=360, height=max(120, 20 * len(df)))
+    return (
+        alt.Chart(df)
+        .mark_bar(color="#4c78a8")
+        .encode(
+            y=alt.Y(
+                "feature:N", sort=list(df["feature"]), title=None, axis=alt.Axis(labelOverlap=False, labelLimit=220)
+            ),
+            x=alt.X("importance:Q", title=title),
+            tooltip=["feature:N", alt.Tooltip("importance:Q", format=".3f")],
+        )
+        .properties(width=360, height=max(120, 20 * len(df)))
+    )
 
 
 def _rank_scale(x: pd.Series) -> pd.Series:
@@ -491,8 +597,9 @@ def _rank_scale(x: pd.Series) -> pd.Series:
 ALTAIR_MAX_ROWS = 5000
 
 
-def beeswarm_chart(shap_values: pd.DataFrame, X: pd.DataFrame, *, max_display: int = 12,
-                   seed: int = 0, max_points: int = 800) -> alt.Chart:
+def beeswarm_chart(
+    shap_values: pd.DataFrame, X: pd.DataFrame, *, max_display: int = 12, seed: int = 0, max_points: int = 800
+) -> alt.Chart:
     """SHAP summary ("beeswarm"): one jittered strip per feature, coloured by the feature's value.
 
     ``shap_values`` and ``X`` share columns and rows (patients). Features are ordered by
@@ -510,28 +617,51 @@ def beeswarm_chart(shap_values: pd.DataFrame, X: pd.DataFrame, *, max_display: i
     recs = []
     for c in cols:
         colour = _rank_scale(pd.to_numeric(xv[c], errors="coerce"))
-        recs.append(pd.DataFrame({
-            "feature": c, "shap": sv[c].to_numpy(dtype=float),
-            "value": pd.to_numeric(xv[c], errors="coerce").to_numpy(dtype=float),
-            "value_rank": colour.to_numpy(dtype=float),
-            "jitter": rng.uniform(-0.35, 0.35, len(sv)),
-        }))
+        recs.append(
+            pd.DataFrame(
+                {
+                    "feature": c,
+                    "shap": sv[c].to_numpy(dtype=float),
+                    "value": pd.to_numeric(xv[c], errors="coerce").to_numpy(dtype=float),
+                    "value_rank": colour.to_numpy(dtype=float),
+                    "jitter": rng.uniform(-0.35, 0.35, len(sv)),
+                }
+            )
+        )
     df = pd.concat(recs, ignore_index=True)
-    return alt.Chart(df).mark_circle(size=18, opacity=0.75).encode(
-        x=alt.X("shap:Q", title="SHAP value (impact on model output)"),
-        y=alt.Y("feature:N", sort=list(cols), title=None, axis=alt.Axis(labelOverlap=False, labelLimit=220)),
-        yOffset=alt.YOffset("jitter:Q", scale=alt.Scale(domain=[-0.5, 0.5])),
-        color=alt.Color("value_rank:Q", title="feature value (rank)",
-                        scale=alt.Scale(scheme="redblue", reverse=True, domain=[0, 1])),
-        tooltip=["feature:N", alt.Tooltip("value:Q", format=".3g"), alt.Tooltip("shap:Q", format="+.3f")],
-    ).properties(width=460, height=max(160, 28 * len(cols)))
+    return (
+        alt.Chart(df)
+        .mark_circle(size=18, opacity=0.75)
+        .encode(
+            x=alt.X("shap:Q", title="SHAP value (impact on model output)"),
+            y=alt.Y("feature:N", sort=list(cols), title=None, axis=alt.Axis(labelOverlap=False, labelLimit=220)),
+            yOffset=alt.YOffset("jitter:Q", scale=alt.Scale(domain=[-0.5, 0.5])),
+            color=alt.Color(
+                "value_rank:Q",
+                title="feature value (rank)",
+                scale=alt.Scale(scheme="redblue", reverse=True, domain=[0, 1]),
+            ),
+            tooltip=["feature:N", alt.Tooltip("value:Q", format=".3g"), alt.Tooltip("shap:Q", format="+.3f")],
+        )
+        .properties(width=460, height=max(160, 28 * len(cols)))
+    )
 
 
-def dependence_chart(x: pd.Series, shap: pd.Series, *, colour: pd.Series | None = None,
-                     feature: str | None = None, colour_name: str | None = None) -> alt.Chart:
+def dependence_chart(
+    x: pd.Series,
+    shap: pd.Series,
+    *,
+    colour: pd.Series | None = None,
+    feature: str | None = None,
+    colour_name: str | None = None,
+) -> alt.Chart:
     """SHAP dependence plot: feature value vs its SHAP value, optionally coloured by another feature."""
-    df = pd.DataFrame({"value": pd.to_numeric(pd.Series(x), errors="coerce").to_numpy(dtype=float),
-                       "shap": pd.Series(shap).to_numpy(dtype=float)})
+    df = pd.DataFrame(
+        {
+            "value": pd.to_numeric(pd.Series(x), errors="coerce").to_numpy(dtype=float),
+            "shap": pd.Series(shap).to_numpy(dtype=float),
+        }
+    )
     enc = dict(
         x=alt.X("value:Q", title=feature or "feature value", scale=alt.Scale(zero=False)),
         y=alt.Y("shap:Q", title=f"SHAP value of {feature}" if feature else "SHAP value"),
@@ -539,16 +669,41 @@ def dependence_chart(x: pd.Series, shap: pd.Series, *, colour: pd.Series | None 
     )
     if colour is not None:
         df["colour"] = pd.to_numeric(pd.Series(colour), errors="coerce").to_numpy(dtype=float)
-        enc["color"] = alt.Color("colour:Q", title=colour_name or "colour",
-                                 scale=alt.Scale(scheme="redblue", reverse=True))
-    return alt.Chart(df.dropna(subset=["value"])).mark_circle(size=22, opacity=0.7).encode(**enc).properties(
-        width=420, height=280)
+        enc["color"] = alt.Color(
+            "colour:Q", title=colour_name or "colour", scale=alt.Scale(scheme="redblue", reverse=True)
+        )
+    return (
+        alt.Chart(df.dropna(subset=["value"]))
+        .mark_circle(size=22, opacity=0.7)
+        .encode(**enc)
+        .properties(width=420, height=280)
+    )
 
 
 __all__ = [
-    "WINDOWS", "LUNG_COLOURS", "LESION_COLOURS", "VIEWS", "window_image", "extract_slice", "n_slices",
-    "pixel_spacing_mm", "slice_rgb", "best_slice", "png_bytes", "surface_mesh", "surface_figure",
-    "distribution_chart", "percentile_of", "waterfall_chart", "volume_change_chart", "roc_chart", "roc_band_table",
-    "confusion_matrix_chart", "calibration_chart", "decision_curve_chart", "importance_chart",
-    "beeswarm_chart", "dependence_chart",
+    "WINDOWS",
+    "LUNG_COLOURS",
+    "LESION_COLOURS",
+    "VIEWS",
+    "window_image",
+    "extract_slice",
+    "n_slices",
+    "pixel_spacing_mm",
+    "slice_rgb",
+    "best_slice",
+    "png_bytes",
+    "surface_mesh",
+    "surface_figure",
+    "distribution_chart",
+    "percentile_of",
+    "waterfall_chart",
+    "volume_change_chart",
+    "roc_chart",
+    "roc_band_table",
+    "confusion_matrix_chart",
+    "calibration_chart",
+    "decision_curve_chart",
+    "importance_chart",
+    "beeswarm_chart",
+    "dependence_chart",
 ]

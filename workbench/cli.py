@@ -8,6 +8,7 @@
 
 Every subcommand prints a plain message and exits with status 2 on a WorkbenchError.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,9 +82,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             "case_id": result.case_id,
             "pipeline_version": result.pipeline_version,
             "lesion_method": result.lesion_method,
-            "biomarkers": {
-                row.name: {"value": row.value, "unit": row.unit} for row in table.itertuples()
-            },
+            "biomarkers": {row.name: {"value": row.value, "unit": row.unit} for row in table.itertuples()},
             "timings_s": result.timings_s,
         }
         if result.prediction is not None:
@@ -158,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_arguments(p)
     p.set_defaults(func=_cmd_fit)
 
-    from .batch import add_arguments as add_batch_arguments, main_args as batch_main
+    from .batch import add_arguments as add_batch_arguments
+    from .batch import main_args as batch_main
 
     p = sub.add_parser("batch", help="analyse a folder or manifest of scans on Dask (resumable)")
     add_batch_arguments(p)
@@ -174,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished results are saved; run the same command again to continue",
-              file=sys.stderr)
+        print("interrupted: finished results are saved; run the same command again to continue", file=sys.stderr)
         return 130
 
 

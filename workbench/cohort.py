@@ -19,14 +19,16 @@ patient in their final hours are a consequence of the outcome, not an early warn
 Such a model looks excellent and is useless at admission. The default (first value in
 the first 2 days) is the fair early-warning setup.
 """
+
 from __future__ import annotations
 
 import io
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Sequence
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -41,12 +43,30 @@ OUTCOME_COLUMNS = ("severe", "intubation", "icu", "death", "time_to_event_days",
 NON_FEATURE_COLUMNS = OUTCOME_COLUMNS + ("true_risk", "patient_id", "centre", "n_draws_in_window")
 
 #: Labs where a LOW value is the abnormal one (used by the "worst" rule).
-WORSE_WHEN_LOW = frozenset({
-    "lymphocytes_1e9_l", "lymphocytes_pct", "eosinophils_1e9_l", "eosinophils_pct",
-    "platelets_1e9_l", "albumin_g_l", "pao2_mmhg", "haemoglobin_g_l", "haematocrit_pct",
-    "red_cells_1e12_l", "monocytes_pct", "prothrombin_activity", "antithrombin", "egfr",
-    "calcium", "corrected_calcium", "serum_sodium", "hco3", "total_protein", "total_cholesterol",
-})
+WORSE_WHEN_LOW = frozenset(
+    {
+        "lymphocytes_1e9_l",
+        "lymphocytes_pct",
+        "eosinophils_1e9_l",
+        "eosinophils_pct",
+        "platelets_1e9_l",
+        "albumin_g_l",
+        "pao2_mmhg",
+        "haemoglobin_g_l",
+        "haematocrit_pct",
+        "red_cells_1e12_l",
+        "monocytes_pct",
+        "prothrombin_activity",
+        "antithrombin",
+        "egfr",
+        "calcium",
+        "corrected_calcium",
+        "serum_sodium",
+        "hco3",
+        "total_protein",
+        "total_cholesterol",
+    }
+)
 
 #: Tongji (Yan et al. 2020) column -> contract name.
 TONGJI_COLUMNS = {
@@ -143,7 +163,7 @@ class Cohort:
         event_column: str | None = None,
         validate: bool = True,
         min_events: int = 10,
-    ) -> "Cohort":
+    ) -> Cohort:
         """Build (and by default validate) a cohort.
 
         ``features=None`` takes every numeric column except the id, centre and outcome
@@ -159,7 +179,8 @@ class Cohort:
             centre_column = "centre"
         if outcome not in df.columns:
             raise CohortError(
-                f"The outcome column '{outcome}' is not in the table. Columns are: {_preview(df.columns)}")
+                f"The outcome column '{outcome}' is not in the table. Columns are: {_preview(df.columns)}"
+            )
         dropped: dict[str, str] = {}
         if features is None:
             skip = set(NON_FEATURE_COLUMNS) | {outcome, id_column, centre_column, time_column, event_column}
@@ -182,14 +203,13 @@ class Cohort:
                 features.append(col)
             if not features:
                 raise CohortError("The table has no usable numeric feature columns.")
-        cohort = cls(df, outcome, list(features), id_column, centre_column, time_column,
-                     event_column, dropped)
+        cohort = cls(df, outcome, list(features), id_column, centre_column, time_column, event_column, dropped)
         if validate:
             cohort.validate(min_events=min_events)
         return cohort
 
     # ----------------------------------------------------------------- checks
-    def validate(self, min_events: int = 10) -> "Cohort":
+    def validate(self, min_events: int = 10) -> Cohort:
         """Check the table; raise :class:`CohortError` naming the offending column.
 
         Checks: columns exist; features numeric, not all-empty, not constant; outcome
@@ -198,7 +218,8 @@ class Cohort:
         """
         df = self.data
         wanted = [self.outcome, *self.features] + [
-            c for c in (self.id_column, self.centre_column, self.time_column, self.event_column) if c]
+            c for c in (self.id_column, self.centre_column, self.time_column, self.event_column) if c
+        ]
         missing = [c for c in wanted if c not in df.columns]
         if missing:
             raise CohortError(f"Missing column(s) {missing} in the cohort table. Columns are: {_preview(df.columns)}")
@@ -216,7 +237,8 @@ class Cohort:
                 if len(bad):
                     raise CohortError(
                         f"Column '{col}' has non-numeric values (e.g. {bad.iloc[0]!r} in row {bad.index[0]}); "
-                        "enter numbers only (leave unknown values empty).")
+                        "enter numbers only (leave unknown values empty)."
+                    )
                 df[col] = num
             if df[col].isna().all():
                 raise CohortError(f"Column '{col}' has no values at all; remove it from the features.")
@@ -228,25 +250,29 @@ class Cohort:
         if y.isna().any():
             raise CohortError(
                 f"The outcome '{self.outcome}' is missing for {int(y.isna().sum())} patient(s); "
-                "remove them or record the outcome.")
+                "remove them or record the outcome."
+            )
         if y.dtype == bool:
             df[self.outcome] = y = y.astype(int)
         values = set(pd.unique(y))
         if not values <= {0, 1}:
             raise CohortError(
-                f"The outcome '{self.outcome}' must be binary 0/1; found values {sorted(map(str, values))[:6]}.")
+                f"The outcome '{self.outcome}' must be binary 0/1; found values {sorted(map(str, values))[:6]}."
+            )
         counts = y.astype(int).value_counts()
         for cls_ in (0, 1):
             k = int(counts.get(cls_, 0))
             if k < min_events:
                 raise CohortError(
                     f"Too few patients with {self.outcome} = {cls_}: {k} (need at least {min_events} in each "
-                    "class to fit and validate a model).")
+                    "class to fit and validate a model)."
+                )
         if self.id_column and df[self.id_column].duplicated().any():
             dup = df[self.id_column][df[self.id_column].duplicated()].iloc[0]
             raise CohortError(
                 f"Patient id {dup!r} appears more than once in '{self.id_column}'; aggregate longitudinal "
-                "rows to one per patient first (aggregate_longitudinal).")
+                "rows to one per patient first (aggregate_longitudinal)."
+            )
         return self
 
     # ----------------------------------------------------------------- views
@@ -314,8 +340,7 @@ def aggregate_longitudinal(
     d["_day"] = t - t0
     if value_columns is None:
         skip = {id_column, time_column, admission_column, *static_columns}
-        value_columns = [c for c in d.columns if c not in skip and c != "_day"
-                         and pd.api.types.is_numeric_dtype(d[c])]
+        value_columns = [c for c in d.columns if c not in skip and c != "_day" and pd.api.types.is_numeric_dtype(d[c])]
     static = d.groupby(id_column, sort=True)[list(static_columns)].first() if static_columns else None
     keep = d["_day"].notna()
     if window_days is not None:
@@ -389,8 +414,9 @@ def _read_cached(path: Path) -> pd.DataFrame:
 _RAW_CACHE: dict[tuple, pd.DataFrame] = {}
 
 
-def load_tongji(path: str | Path | None = None, rule: str = "first", window_days: float | None = 2.0,
-                landmark: bool = False) -> pd.DataFrame:
+def load_tongji(
+    path: str | Path | None = None, rule: str = "first", window_days: float | None = 2.0, landmark: bool = False
+) -> pd.DataFrame:
     """The Tongji Hospital cohort (Yan et al., Nat Mach Intell 2020; 375 patients), one row
     per patient, with contract names (``ldh_u_l``, ``crp_mg_l``, ``lymphocytes_pct``,
     ``age_years``, ``sex`` 1 male / 0 female, outcome ``death``) and the other labs in
@@ -420,8 +446,16 @@ def load_tongji(path: str | Path | None = None, rule: str = "first", window_days
     raw["time_to_event_days"] = stay.round(2)
     static = ["age", "gender", "outcome", "time_to_event_days"]
     labs = [c for c in raw.columns if c not in needed and c != "time_to_event_days"]
-    out = aggregate_longitudinal(raw, "PATIENT_ID", "RE_DATE", admission_column="Admission time", rule=rule,
-                                 window_days=window_days, value_columns=labs, static_columns=static)
+    out = aggregate_longitudinal(
+        raw,
+        "PATIENT_ID",
+        "RE_DATE",
+        admission_column="Admission time",
+        rule=rule,
+        window_days=window_days,
+        value_columns=labs,
+        static_columns=static,
+    )
     out = out.rename(columns={"PATIENT_ID": "patient_id", "age": "age_years", "outcome": "death"})
     out["patient_id"] = out["patient_id"].astype(int).astype(str)
     out["sex"] = (out.pop("gender") == 1).astype(int)

@@ -4,6 +4,7 @@ Front ends (app, CLI, batch) catch :class:`WorkbenchError` and show its message,
 which is written for a clinician: what is wrong and what to do about it.
 Anything else that escapes is a bug.
 """
+
 from __future__ import annotations
 
 

@@ -4,10 +4,11 @@ decision curves, DeLong and bootstrap comparison of two AUCs, subgroup metrics.
 All functions take ``y`` (0/1 outcomes) and ``p`` (scores, usually probabilities) as
 array-likes and return plain numbers, dataclasses or DataFrames.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -61,8 +62,7 @@ class AUCResult:
 
 def _stratified_indices(y: np.ndarray, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    return np.concatenate([rng.choice(pos, (n_bootstrap, len(pos))), rng.choice(neg, (n_bootstrap, len(neg)))],
-                          axis=1)
+    return np.concatenate([rng.choice(pos, (n_bootstrap, len(pos))), rng.choice(neg, (n_bootstrap, len(neg)))], axis=1)
 
 
 def auc_ci(y, p, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95) -> AUCResult:
@@ -122,8 +122,18 @@ def metrics_at_threshold(y, p, threshold: float) -> OperatingPoint:
     fp = int((pred & (y == 0)).sum())
     tn = int((~pred & (y == 0)).sum())
     fn = int((~pred & (y == 1)).sum())
-    return OperatingPoint(float(threshold), _div(tp, tp + fn), _div(tn, tn + fp), _div(tp, tp + fp),
-                          _div(tn, tn + fn), _div(tp + tn, len(y)), tp, fp, tn, fn)
+    return OperatingPoint(
+        float(threshold),
+        _div(tp, tp + fn),
+        _div(tn, tn + fp),
+        _div(tp, tp + fp),
+        _div(tn, tn + fn),
+        _div(tp + tn, len(y)),
+        tp,
+        fp,
+        tn,
+        fn,
+    )
 
 
 def operating_point(y, p, method: str = "youden", target: float | None = None) -> OperatingPoint:
@@ -166,8 +176,12 @@ def calibration(y, p, n_bins: int = 10, strategy: str = "quantile") -> Calibrati
     else:
         edges = np.linspace(0, 1, n_bins + 1)
     bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, len(edges) - 2)
-    curve = (pd.DataFrame({"bin": bins, "p": p, "y": y}).groupby("bin")
-             .agg(mean_predicted=("p", "mean"), observed=("y", "mean"), n=("y", "size")).reset_index())
+    curve = (
+        pd.DataFrame({"bin": bins, "p": p, "y": y})
+        .groupby("bin")
+        .agg(mean_predicted=("p", "mean"), observed=("y", "mean"), n=("y", "size"))
+        .reset_index()
+    )
     lp = np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))
     slope, _ = _logistic_fit(lp, y)
     cil = _logistic_intercept(lp, y)
@@ -270,8 +284,17 @@ def delong_test(y, p_a, p_b) -> AUCComparison:
     else:
         z = diff / se
         pval = float(2 * stats.norm.sf(abs(z)))
-    return AUCComparison(float(aucs[0]), float(aucs[1]), float(diff), se, float(z), pval,
-                         float(diff - 1.959964 * se), float(diff + 1.959964 * se), "DeLong")
+    return AUCComparison(
+        float(aucs[0]),
+        float(aucs[1]),
+        float(diff),
+        se,
+        float(z),
+        pval,
+        float(diff - 1.959964 * se),
+        float(diff + 1.959964 * se),
+        "DeLong",
+    )
 
 
 def bootstrap_compare(y, p_a, p_b, n_bootstrap: int = 1000, seed: int = 0) -> AUCComparison:
@@ -287,8 +310,9 @@ def bootstrap_compare(y, p_a, p_b, n_bootstrap: int = 1000, seed: int = 0) -> AU
     se = float(d.std(ddof=1))
     z = (a - b) / se if se > 0 else 0.0
     lo, hi = np.quantile(d, [0.025, 0.975])
-    return AUCComparison(a, b, a - b, se, float(z), float(2 * stats.norm.sf(abs(z))), float(lo), float(hi),
-                         "paired bootstrap")
+    return AUCComparison(
+        a, b, a - b, se, float(z), float(2 * stats.norm.sf(abs(z))), float(lo), float(hi), "paired bootstrap"
+    )
 
 
 # --------------------------------------------------------------------------- subgroups
@@ -299,8 +323,14 @@ def age_bands(age_years, edges=(0, 50, 65, 80, 200)) -> pd.Series:
     return pd.cut(pd.Series(age_years, dtype=float), bins=list(edges), right=False, labels=labels).astype(str)
 
 
-def subgroup_metrics(y, p, groups: Mapping[str, object] | pd.DataFrame, threshold: float | None = None,
-                     n_bootstrap: int = 500, seed: int = 0) -> pd.DataFrame:
+def subgroup_metrics(
+    y,
+    p,
+    groups: Mapping[str, object] | pd.DataFrame,
+    threshold: float | None = None,
+    n_bootstrap: int = 500,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Metrics per level of each grouping variable (e.g. ``{"centre": ..., "sex": ...,
     "age_band": age_bands(age)}``). ``threshold`` (default: Youden point on all patients)
     gives sensitivity/specificity per subgroup. AUC is NaN where a subgroup lacks one class."""
@@ -314,13 +344,27 @@ def subgroup_metrics(y, p, groups: Mapping[str, object] | pd.DataFrame, threshol
         for level in pd.unique(g):
             m = g == level
             yy, pp = y[m], p[m]
-            row = {"variable": var, "level": level, "n": int(m.sum()), "events": int(yy.sum()),
-                   "auc": float("nan"), "auc_ci_low": float("nan"), "auc_ci_high": float("nan")}
+            row = {
+                "variable": var,
+                "level": level,
+                "n": int(m.sum()),
+                "events": int(yy.sum()),
+                "auc": float("nan"),
+                "auc_ci_low": float("nan"),
+                "auc_ci_high": float("nan"),
+            }
             if 0 < yy.sum() < len(yy):
                 r = auc_ci(yy, pp, n_bootstrap=n_bootstrap, seed=seed)
                 row.update(auc=r.auc, auc_ci_low=r.ci_low, auc_ci_high=r.ci_high)
             op = metrics_at_threshold(yy, pp, threshold)
-            row.update(threshold=threshold, sensitivity=op.sensitivity, specificity=op.specificity, ppv=op.ppv,
-                       npv=op.npv, mean_predicted=float(pp.mean()), observed_rate=float(yy.mean()))
+            row.update(
+                threshold=threshold,
+                sensitivity=op.sensitivity,
+                specificity=op.specificity,
+                ppv=op.ppv,
+                npv=op.npv,
+                mean_predicted=float(pp.mean()),
+                observed_rate=float(yy.mean()),
+            )
             rows.append(row)
     return pd.DataFrame(rows)

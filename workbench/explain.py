@@ -16,6 +16,7 @@ Median imputation and scaling keep one column per feature; the missing-value ind
 columns that the imputer adds are summed back onto their feature, so each attribution
 belongs to a clinical variable ("CRP, including the fact that it was not measured").
 """
+
 from __future__ import annotations
 
 import warnings
@@ -31,8 +32,14 @@ from sklearn.preprocessing import StandardScaler
 from workbench.errors import ModelError
 from workbench.models import FittedModel, as_fitted
 
-_TREE_TYPES = ("LGBMClassifier", "RandomForestClassifier", "ExtraTreesClassifier",
-               "GradientBoostingClassifier", "DecisionTreeClassifier", "HistGradientBoostingClassifier")
+_TREE_TYPES = (
+    "LGBMClassifier",
+    "RandomForestClassifier",
+    "ExtraTreesClassifier",
+    "GradientBoostingClassifier",
+    "DecisionTreeClassifier",
+    "HistGradientBoostingClassifier",
+)
 
 
 @dataclass
@@ -69,8 +76,9 @@ class Explanation:
         """Feature value vs its SHAP value for every explained patient."""
         if feature not in self.values.columns:
             raise ModelError(f"'{feature}' is not one of the model's features.")
-        return pd.DataFrame({"value": self.data[feature].to_numpy(), "shap": self.values[feature].to_numpy()},
-                            index=self.values.index)
+        return pd.DataFrame(
+            {"value": self.data[feature].to_numpy(), "shap": self.values[feature].to_numpy()}, index=self.values.index
+        )
 
     def model_output(self) -> pd.Series:
         return self.base_value + self.values.sum(axis=1)
@@ -112,8 +120,9 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def permutation_shap(f, X: np.ndarray, background: np.ndarray, n_permutations: int = 4,
-                     seed: int = 0) -> tuple[np.ndarray, float]:
+def permutation_shap(
+    f, X: np.ndarray, background: np.ndarray, n_permutations: int = 4, seed: int = 0
+) -> tuple[np.ndarray, float]:
     """Interventional Shapley values of ``f`` (vectorised function of rows) for each row of ``X``.
 
     For each sampled feature order (and its reverse), features are switched one by one
@@ -152,9 +161,16 @@ def permutation_shap(f, X: np.ndarray, background: np.ndarray, n_permutations: i
     return out, base
 
 
-def explain(model, X: pd.DataFrame, background: pd.DataFrame | None = None, max_background: int = 100,
-            seed: int = 0, max_rows: int | None = None, method: str = "auto",
-            n_permutations: int = 4) -> Explanation:
+def explain(
+    model,
+    X: pd.DataFrame,
+    background: pd.DataFrame | None = None,
+    max_background: int = 100,
+    seed: int = 0,
+    max_rows: int | None = None,
+    method: str = "auto",
+    n_permutations: int = 4,
+) -> Explanation:
     """Explain ``model`` (a :class:`~workbench.models.FittedModel` or a fitted pipeline) on ``X``.
 
     ``background``: reference patients for linear and model-agnostic explainers (default:
@@ -200,8 +216,12 @@ def explain(model, X: pd.DataFrame, background: pd.DataFrame | None = None, max_
             if sv.ndim == 3:  # (n, features, classes)
                 sv = sv[:, :, 1]
             base = float(base[-1])
-            output = "log_odds" if type(final).__name__ in ("LGBMClassifier", "GradientBoostingClassifier",
-                                                            "HistGradientBoostingClassifier") else "probability"
+            output = (
+                "log_odds"
+                if type(final).__name__
+                in ("LGBMClassifier", "GradientBoostingClassifier", "HistGradientBoostingClassifier")
+                else "probability"
+            )
         elif kind == "linear":
             Xt, bgt = _transform(steps, X), _transform(steps, bg)
             explainer = shap.LinearExplainer(final, shap.maskers.Independent(bgt, max_samples=len(bgt)))
@@ -214,8 +234,9 @@ def explain(model, X: pd.DataFrame, background: pd.DataFrame | None = None, max_
             def f(A: np.ndarray) -> np.ndarray:
                 return _logit(est.predict_proba(pd.DataFrame(A, columns=cols))[:, 1])
 
-            sv, base = permutation_shap(f, X.to_numpy(dtype=float), bg.to_numpy(dtype=float),
-                                        n_permutations=n_permutations, seed=seed)
+            sv, base = permutation_shap(
+                f, X.to_numpy(dtype=float), bg.to_numpy(dtype=float), n_permutations=n_permutations, seed=seed
+            )
             output = "log_odds"
             steps = []  # attributions are already on the original features
         else:

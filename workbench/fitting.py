@@ -12,14 +12,15 @@
 
 ``add_fit_arguments(parser)`` / ``fit_from_args(args)`` give the CLI (`workbench fit`).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,8 +44,15 @@ def _load(cohort, outcome, id_column, centre_column, aggregate, time_column, adm
         if not id_column or not time_column:
             raise CohortError("Aggregating a longitudinal table needs --id-column and --time-column.")
         static = [c for c in (outcome, centre_column) if c]
-        df = aggregate_longitudinal(df, id_column, time_column, admission_column=admission_column, rule=aggregate,
-                                    window_days=window_days, static_columns=static)
+        df = aggregate_longitudinal(
+            df,
+            id_column,
+            time_column,
+            admission_column=admission_column,
+            rule=aggregate,
+            window_days=window_days,
+            static_columns=static,
+        )
     return df, id_column
 
 
@@ -80,10 +88,10 @@ def run_fit(
     unknown = [m for m in models if m not in MODEL_ZOO and m != "tongji_rule"]
     if unknown or not models:
         raise ModelError(f"Unknown model(s) {unknown}. Available: {', '.join(MODEL_ZOO)}, tongji_rule.")
-    df, id_column = _load(cohort, outcome, id_column, centre_column, aggregate, time_column,
-                          admission_column, window_days)
-    co = Cohort.from_table(df, outcome=outcome, features=features, id_column=id_column,
-                           centre_column=centre_column)
+    df, id_column = _load(
+        cohort, outcome, id_column, centre_column, aggregate, time_column, admission_column, window_days
+    )
+    co = Cohort.from_table(df, outcome=outcome, features=features, id_column=id_column, centre_column=centre_column)
     if "tongji_rule" in models:
         missing = [c for c in TongjiRule.FEATURES if c not in co.data.columns]
         if missing:
@@ -97,8 +105,9 @@ def run_fit(
     preds: dict[str, np.ndarray] = {}
     paths: dict[str, str] = {}
     for name in models:
-        cv = fit_cv(name, co, folds=folds, repeats=repeats, seed=seed, group_by_centre=group_by_centre,
-                    keep_models=False)
+        cv = fit_cv(
+            name, co, folds=folds, repeats=repeats, seed=seed, group_by_centre=group_by_centre, keep_models=False
+        )
         p = cv.oof.to_numpy()
         preds[name] = p
         oof[f"p_{name}"] = p
@@ -109,19 +118,40 @@ def run_fit(
         cal = calibration(y, p)
         fold_auc = np.array(cv.fold_auc, dtype=float)
         row = {
-            "model": name, "description": MODEL_ZOO.get(name, ("Published Tongji three-feature rule",))[0],
-            "auc": ci.auc, "auc_ci_low": ci.ci_low, "auc_ci_high": ci.ci_high,
-            "fold_auc_mean": float(np.nanmean(fold_auc)), "fold_auc_sd": float(np.nanstd(fold_auc)),
-            "threshold": op.threshold, "sensitivity": op.sensitivity, "specificity": op.specificity,
-            "ppv": op.ppv, "npv": op.npv, "accuracy": op.accuracy,
-            "tp": op.tp, "fp": op.fp, "tn": op.tn, "fn": op.fn,
-            "brier": cal.brier, "calibration_slope": cal.slope, "cv_seconds": cv.seconds,
-            "validation": cv.scheme, "n_features": len(cv.features),
+            "model": name,
+            "description": MODEL_ZOO.get(name, ("Published Tongji three-feature rule",))[0],
+            "auc": ci.auc,
+            "auc_ci_low": ci.ci_low,
+            "auc_ci_high": ci.ci_high,
+            "fold_auc_mean": float(np.nanmean(fold_auc)),
+            "fold_auc_sd": float(np.nanstd(fold_auc)),
+            "threshold": op.threshold,
+            "sensitivity": op.sensitivity,
+            "specificity": op.specificity,
+            "ppv": op.ppv,
+            "npv": op.npv,
+            "accuracy": op.accuracy,
+            "tp": op.tp,
+            "fp": op.fp,
+            "tn": op.tn,
+            "fn": op.fn,
+            "brier": cal.brier,
+            "calibration_slope": cal.slope,
+            "cv_seconds": cv.seconds,
+            "validation": cv.scheme,
+            "n_features": len(cv.features),
         }
         fitted = fit_model(name, co, random_state=seed)
-        mpath = save_model(fitted, out / "models" / f"{name}.skops", extra_metadata={
-            "cv_auc": ci.auc, "cv_auc_ci": [ci.ci_low, ci.ci_high], "validation": cv.scheme,
-            "youden_threshold": op.threshold})
+        mpath = save_model(
+            fitted,
+            out / "models" / f"{name}.skops",
+            extra_metadata={
+                "cv_auc": ci.auc,
+                "cv_auc_ci": [ci.ci_low, ci.ci_high],
+                "validation": cv.scheme,
+                "youden_threshold": op.threshold,
+            },
+        )
         paths[f"model_{name}"] = str(mpath)
         X_all = co.data[fitted.features].astype(float)
         X_all.index = co.ids
@@ -142,8 +172,17 @@ def run_fit(
         if name == best:
             continue
         d = delong_test(y, preds[best], preds[name])
-        comparisons.append({"model_a": best, "model_b": name, "auc_difference": d.difference,
-                            "ci_low": d.ci_low, "ci_high": d.ci_high, "p_value": d.p_value, "test": "DeLong"})
+        comparisons.append(
+            {
+                "model_a": best,
+                "model_b": name,
+                "auc_difference": d.difference,
+                "ci_low": d.ci_low,
+                "ci_high": d.ci_high,
+                "p_value": d.p_value,
+                "test": "DeLong",
+            }
+        )
         per_model[name]["delong_p_vs_best"] = d.p_value
     metrics = {
         "outcome": outcome,
@@ -151,10 +190,13 @@ def run_fit(
         "n_events": int(y.sum()),
         "features": co.features,
         "dropped_features": co.dropped,
-        "folds": folds, "repeats": repeats, "seed": seed,
+        "folds": folds,
+        "repeats": repeats,
+        "seed": seed,
         "validation": per_model[models[0]]["validation"],
-        "aggregation": ({"rule": aggregate or "first", "window_days": window_days}
-                        if (aggregate or is_tongji) else None),
+        "aggregation": (
+            {"rule": aggregate or "first", "window_days": window_days} if (aggregate or is_tongji) else None
+        ),
         "best_model": best,
         "models": per_model,
         "comparisons": comparisons,
@@ -163,10 +205,14 @@ def run_fit(
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, list)} for r in per_model.values()]).to_csv(
-        out / "metrics.csv", index=False)
+        out / "metrics.csv", index=False
+    )
     oof.to_csv(out / "oof_predictions.csv", index=False)
-    paths.update(metrics_json=str(out / "metrics.json"), metrics_csv=str(out / "metrics.csv"),
-                 oof_predictions=str(out / "oof_predictions.csv"))
+    paths.update(
+        metrics_json=str(out / "metrics.json"),
+        metrics_csv=str(out / "metrics.csv"),
+        oof_predictions=str(out / "oof_predictions.csv"),
+    )
     return {**metrics, "paths": paths}
 
 
@@ -183,38 +229,69 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     """Arguments of ``workbench fit`` (the CLI calls :func:`fit_from_args`)."""
     parser.add_argument("cohort", help="cohort table (CSV, Parquet or Excel), or 'tongji' for the bundled cohort")
     parser.add_argument("--outcome", required=True, help="binary 0/1 outcome column, e.g. severe or death")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help=f"comma-separated: {', '.join(MODEL_ZOO)}, tongji_rule (default: %(default)s)")
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated: {', '.join(MODEL_ZOO)}, tongji_rule (default: %(default)s)",
+    )
     parser.add_argument("--out", default="results", help="results folder (default: %(default)s)")
-    parser.add_argument("--features", default=None,
-                        help="comma-separated feature columns (default: every numeric column except id/outcomes)")
+    parser.add_argument(
+        "--features",
+        default=None,
+        help="comma-separated feature columns (default: every numeric column except id/outcomes)",
+    )
     parser.add_argument("--folds", type=int, default=10, help="cross-validation folds (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=1, help="repeats of the k-fold CV (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--id-column", default=None, help="patient id column (default: patient_id if present)")
     parser.add_argument("--centre-column", default=None, help="centre column (default: centre if present)")
     parser.add_argument("--group-by-centre", action="store_true", help="leave-one-centre-out validation")
-    parser.add_argument("--aggregate", choices=["first", "last", "worst", "mean"], default=None,
-                        help="longitudinal table: one row per patient from draws within --window-days of admission")
+    parser.add_argument(
+        "--aggregate",
+        choices=["first", "last", "worst", "mean"],
+        default=None,
+        help="longitudinal table: one row per patient from draws within --window-days of admission",
+    )
     parser.add_argument("--time-column", default=None, help="draw time column (with --aggregate)")
     parser.add_argument("--admission-column", default=None, help="admission time column (with --aggregate)")
-    parser.add_argument("--window-days", type=float, default=2.0,
-                        help="early window after admission for --aggregate (default: %(default)s days)")
+    parser.add_argument(
+        "--window-days",
+        type=float,
+        default=2.0,
+        help="early window after admission for --aggregate (default: %(default)s days)",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the AUC CI")
-    parser.add_argument("--shap-rows", type=int, default=200,
-                        help="max patients explained for slow (model-agnostic) explainers (default: %(default)s)")
+    parser.add_argument(
+        "--shap-rows",
+        type=int,
+        default=200,
+        help="max patients explained for slow (model-agnostic) explainers (default: %(default)s)",
+    )
     return parser
 
 
 def fit_from_args(args: argparse.Namespace) -> dict:
     """Run :func:`run_fit` from parsed ``workbench fit`` arguments; prints a summary table."""
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else None  # noqa: E731
-    res = run_fit(args.cohort, args.outcome, models=split(args.models), out_dir=args.out,
-                  features=split(args.features), folds=args.folds, seed=args.seed, id_column=args.id_column,
-                  centre_column=args.centre_column, aggregate=args.aggregate, time_column=args.time_column,
-                  admission_column=args.admission_column, window_days=args.window_days,
-                  group_by_centre=args.group_by_centre, n_bootstrap=args.bootstrap, shap_max_rows=args.shap_rows,
-                  repeats=args.repeats)
+    res = run_fit(
+        args.cohort,
+        args.outcome,
+        models=split(args.models),
+        out_dir=args.out,
+        features=split(args.features),
+        folds=args.folds,
+        seed=args.seed,
+        id_column=args.id_column,
+        centre_column=args.centre_column,
+        aggregate=args.aggregate,
+        time_column=args.time_column,
+        admission_column=args.admission_column,
+        window_days=args.window_days,
+        group_by_centre=args.group_by_centre,
+        n_bootstrap=args.bootstrap,
+        shap_max_rows=args.shap_rows,
+        repeats=args.repeats,
+    )
     print(summary_table(res))
     print(f"Results written to {Path(args.out).resolve()}")
     return res
@@ -222,10 +299,13 @@ def fit_from_args(args: argparse.Namespace) -> dict:
 
 def summary_table(result: dict) -> str:
     """Plain-text table: model, AUC (95 % CI), sensitivity/specificity at the Youden point."""
-    lines = [f"{result['n_patients']} patients, {result['n_events']} with {result['outcome']}; "
-             f"{result['validation']}",
-             f"{'model':<15} {'AUC (95% CI)':<22} {'sens':>6} {'spec':>6} {'brier':>6} {'cv s':>6}"]
+    lines = [
+        f"{result['n_patients']} patients, {result['n_events']} with {result['outcome']}; {result['validation']}",
+        f"{'model':<15} {'AUC (95% CI)':<22} {'sens':>6} {'spec':>6} {'brier':>6} {'cv s':>6}",
+    ]
     for name, r in result["models"].items():
-        lines.append(f"{name:<15} {r['auc']:.3f} ({r['auc_ci_low']:.3f}-{r['auc_ci_high']:.3f})   "
-                     f"{r['sensitivity']:6.2f} {r['specificity']:6.2f} {r['brier']:6.3f} {r['cv_seconds']:6.1f}")
+        lines.append(
+            f"{name:<15} {r['auc']:.3f} ({r['auc_ci_low']:.3f}-{r['auc_ci_high']:.3f})   "
+            f"{r['sensitivity']:6.2f} {r['specificity']:6.2f} {r['brier']:6.3f} {r['cv_seconds']:6.1f}"
+        )
     return "\n".join(lines)

@@ -39,6 +39,7 @@ Validation (each problem raises its own :class:`~workbench.errors.WorkbenchError
   (checked before anything is extracted);
 * empty file / folder / archive -> ``EmptyInput``.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -50,9 +51,10 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Iterable, Union
+from typing import Any, BinaryIO, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -70,9 +72,19 @@ from .errors import (
 )
 
 __all__ = [
-    "CANONICAL_ORIENTATION", "CTScan", "SeriesInfo", "SAFE_METADATA_KEYS", "MIN_SLICES",
-    "load_ct", "list_series", "save_ct", "save_mask", "load_mask", "save_dicom_series",
-    "zip_folder", "check_hu_plausible",
+    "CANONICAL_ORIENTATION",
+    "CTScan",
+    "SeriesInfo",
+    "SAFE_METADATA_KEYS",
+    "MIN_SLICES",
+    "load_ct",
+    "list_series",
+    "save_ct",
+    "save_mask",
+    "load_mask",
+    "save_dicom_series",
+    "zip_folder",
+    "check_hu_plausible",
 ]
 
 CANONICAL_ORIENTATION = "LPS"
@@ -98,8 +110,16 @@ MAX_HU = 32767.0
 
 #: The only keys ``load_ct`` puts in ``CTScan.metadata``.
 SAFE_METADATA_KEYS = (
-    "modality", "manufacturer", "manufacturer_model", "kvp", "slice_thickness_mm",
-    "convolution_kernel", "n_slices", "source_type", "original_orientation", "notes",
+    "modality",
+    "manufacturer",
+    "manufacturer_model",
+    "kvp",
+    "slice_thickness_mm",
+    "convolution_kernel",
+    "n_slices",
+    "source_type",
+    "original_orientation",
+    "notes",
 )
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -112,7 +132,9 @@ _SOP_CLASS_BY_MODALITY = {
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
 
-Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+Source = Union[  # noqa: UP007 (a runtime alias: `|` of these types needs Python 3.10 objects)
+    str, os.PathLike, bytes, bytearray, memoryview, BinaryIO
+]
 
 
 class _ImageView:
@@ -186,7 +208,7 @@ class CTScan:
         origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
         metadata: dict[str, Any] | None = None,
         direction: tuple[float, ...] | None = None,
-    ) -> "CTScan":
+    ) -> CTScan:
         """Wrap a ``[z, y, x]`` HU array that is already in LPS orientation."""
         image = sitk.GetImageFromArray(np.asarray(hu, dtype=np.float32))
         image.SetSpacing(tuple(float(s) for s in spacing_mm))
@@ -497,9 +519,7 @@ def check_hu_plausible(hu: np.ndarray) -> None:
     """
     arr = np.asarray(hu)
     if not np.all(np.isfinite(arr)):
-        raise ImplausibleIntensities(
-            "The image contains undefined values (NaN or infinity); it is not a usable CT."
-        )
+        raise ImplausibleIntensities("The image contains undefined values (NaN or infinity); it is not a usable CT.")
     vmax = float(arr.max())
     if vmax > MAX_HU:
         raise ImplausibleIntensities(
@@ -546,7 +566,7 @@ class _Resolved:
         self.notes: list[str] = []
         self._tmp: tempfile.TemporaryDirectory | None = None
 
-    def __enter__(self) -> "_Resolved":
+    def __enter__(self) -> _Resolved:
         try:
             self._resolve()
         except BaseException:
@@ -576,8 +596,7 @@ class _Resolved:
             return self._from_bytes(_read_filelike(src), "upload")
         if not isinstance(src, (str, os.PathLike)):
             raise InvalidInput(
-                f"Cannot read a CT from a {type(src).__name__}; give a file path, folder, "
-                "bytes or an uploaded file."
+                f"Cannot read a CT from a {type(src).__name__}; give a file path, folder, bytes or an uploaded file."
             )
         path = Path(src)
         if not path.exists():
@@ -622,8 +641,11 @@ class _Resolved:
 
     def _unknown(self, kind: str, name: str, head: bytes) -> None:
         what = {
-            "png": "a PNG picture", "jpeg": "a JPEG picture", "pdf": "a PDF document",
-            "text": "a text file", "tiff": "a TIFF picture",
+            "png": "a PNG picture",
+            "jpeg": "a JPEG picture",
+            "pdf": "a PDF document",
+            "text": "a text file",
+            "tiff": "a TIFF picture",
         }.get(kind, "an unrecognised file type")
         raise InvalidInput(
             f"{name} is {what}, not a medical image. Please provide a CT as a NIfTI file "
@@ -662,8 +684,7 @@ class _Resolved:
         need = _nifti_expected_bytes(head)
         if need is not None and total < need:
             raise CorruptFile(
-                f"The NIfTI file is truncated: its header announces {need} bytes but only "
-                f"{total} are present."
+                f"The NIfTI file is truncated: its header announces {need} bytes but only {total} are present."
             )
 
     def _nifti_path(self, path: Path) -> None:
@@ -690,9 +711,7 @@ class _Resolved:
                 self._nifti_check(niftis[0], kind, head)
                 return self._nifti_path(niftis[0])
         if not dicom:
-            raise EmptyInput(
-                f"No DICOM images were found in the {where} ({len(files)} files checked)."
-            )
+            raise EmptyInput(f"No DICOM images were found in the {where} ({len(files)} files checked).")
         self.kind, self.dicom_files, self.source_type = "dicom", dicom, source_type
 
     def _zip(self, src: Path | BinaryIO, source_type: str) -> None:
@@ -727,9 +746,7 @@ class _Resolved:
                                 )
                             dst.write(chunk)
                 except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-                    raise CorruptFile(
-                        "The zip archive is damaged: an entry could not be unpacked."
-                    ) from exc
+                    raise CorruptFile("The zip archive is damaged: an entry could not be unpacked.") from exc
                 files.append(target)
         self._dicom(files, source_type, "zip archive")
 
@@ -738,8 +755,7 @@ def _check_archive(infos: list[zipfile.ZipInfo], max_bytes: int, max_entries: in
     """Refuse unsafe archives from their central directory alone (nothing extracted)."""
     if len(infos) > max_entries:
         raise UnsafeArchive(
-            f"The zip archive has {len(infos)} entries, more than the allowed {max_entries}; "
-            "it was not unpacked."
+            f"The zip archive has {len(infos)} entries, more than the allowed {max_entries}; it was not unpacked."
         )
     total = sum(i.file_size for i in infos)
     if total > max_bytes:
@@ -750,20 +766,13 @@ def _check_archive(infos: list[zipfile.ZipInfo], max_bytes: int, max_entries: in
     for info in infos:
         name = info.filename.replace("\\", "/")
         parts = PurePosixPath(name).parts
-        if (
-            name.startswith("/")
-            or (len(name) > 1 and name[1] == ":")
-            or ".." in parts
-            or "\x00" in name
-        ):
+        if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts or "\x00" in name:
             raise UnsafeArchive(
                 f"The zip archive contains an unsafe path ('{info.filename}') that points "
                 "outside the archive; it was not unpacked."
             )
         if stat.S_ISLNK(info.external_attr >> 16):
-            raise UnsafeArchive(
-                f"The zip archive contains a symbolic link ('{info.filename}'); it was not unpacked."
-            )
+            raise UnsafeArchive(f"The zip archive contains a symbolic link ('{info.filename}'); it was not unpacked.")
         if info.flag_bits & 0x1:
             raise InvalidInput("The zip archive is password-protected; please upload an unencrypted zip.")
 
@@ -835,7 +844,8 @@ def _read_filelike(obj: Any) -> bytes:
 
 def _list_files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.rglob("*")
+        p
+        for p in folder.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
@@ -889,9 +899,19 @@ class _Slice:
 
 
 _HEADER_TAGS = [
-    "SeriesInstanceUID", "Modality", "SOPClassUID", "SOPInstanceUID", "SeriesDescription",
-    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns",
-    "NumberOfFrames", "SamplesPerPixel", "ImageType",
+    "SeriesInstanceUID",
+    "Modality",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "SeriesDescription",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "ImageType",
 ]
 
 
@@ -902,9 +922,7 @@ def _scan_headers(files: Iterable[Path]) -> list[_Slice]:
     slices, bad = [], []
     for f in files:
         try:
-            ds = pydicom.dcmread(
-                f, stop_before_pixels=True, specific_tags=_HEADER_TAGS, force=not _has_preamble(f)
-            )
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=_HEADER_TAGS, force=not _has_preamble(f))
             media_class = str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
             if media_class == _MEDIA_DIRECTORY:
                 continue  # a DICOMDIR index, not an image
@@ -949,9 +967,7 @@ def _group_series(slices: list[_Slice]) -> dict[str, list[_Slice]]:
     return groups
 
 
-def _load_dicom(
-    files: list[Path], source_type: str, series_uid: str | None, notes: list[str]
-) -> CTScan:
+def _load_dicom(files: list[Path], source_type: str, series_uid: str | None, notes: list[str]) -> CTScan:
     import pydicom
 
     notes = list(notes)
@@ -959,8 +975,7 @@ def _load_dicom(
     if series_uid is not None:
         if series_uid not in groups:
             raise InvalidInput(
-                f"Series '{series_uid}' is not in this input; it holds "
-                f"{len(groups)} series: {', '.join(groups)}."
+                f"Series '{series_uid}' is not in this input; it holds {len(groups)} series: {', '.join(groups)}."
             )
         chosen = groups[series_uid]
         if len(groups) > 1:
@@ -970,15 +985,12 @@ def _load_dicom(
         if not ct_groups:
             found = sorted({g[0].modality for g in groups.values()})
             raise UnsupportedModality(
-                f"This is a {'/'.join(found)} series, not a CT. The workbench analyses chest "
-                "CT scans only."
+                f"This is a {'/'.join(found)} series, not a CT. The workbench analyses chest CT scans only."
             )
         uid = max(ct_groups, key=lambda u: len(ct_groups[u]))
         chosen = ct_groups[uid]
         if len(groups) > 1:
-            notes.append(
-                f"{len(groups)} series found, the largest CT series ({len(chosen)} slices) was used."
-            )
+            notes.append(f"{len(groups)} series found, the largest CT series ({len(chosen)} slices) was used.")
     modality = chosen[0].modality
     if modality != "CT":
         raise UnsupportedModality(
@@ -986,8 +998,7 @@ def _load_dicom(
         )
     if any(s.frames > 1 for s in chosen):
         raise InvalidInput(
-            "Enhanced multi-frame DICOM is not supported; please export the series as "
-            "classic single-frame CT images."
+            "Enhanced multi-frame DICOM is not supported; please export the series as classic single-frame CT images."
         )
     if any(s.samples != 1 for s in chosen):
         raise InvalidInput("The series holds colour images (e.g. screenshots), not CT slices.")
@@ -1069,9 +1080,7 @@ def _sort_and_check_geometry(slices: list[_Slice]) -> tuple[list[_Slice], float]
     ref = slices[0]
     for s in slices:
         if (s.rows, s.cols) != (ref.rows, ref.cols):
-            raise InconsistentSeries(
-                f"The slices have different sizes ({ref.rows}x{ref.cols} and {s.rows}x{s.cols})."
-            )
+            raise InconsistentSeries(f"The slices have different sizes ({ref.rows}x{ref.cols} and {s.rows}x{s.cols}).")
         if not np.allclose(s.orientation, ref.orientation, atol=1e-4):
             raise InconsistentSeries("The slices have different orientations.")
         if not np.allclose(s.pixel_spacing, ref.pixel_spacing, atol=1e-4):
@@ -1171,8 +1180,7 @@ def _load_nifti(path: Path, source_type: str, notes: list[str] = ()) -> CTScan:
         raise NotAVolume("The NIfTI file holds a single 2D image, not a CT volume.")
     if dim != 3:
         raise NotAVolume(
-            f"The NIfTI file is {dim}D (size {img.GetSize()}); a CT volume must be 3D "
-            "(e.g. not a time series)."
+            f"The NIfTI file is {dim}D (size {img.GetSize()}); a CT volume must be 3D (e.g. not a time series)."
         )
     size = img.GetSize()
     if min(size) < MIN_SLICES:

@@ -12,16 +12,18 @@ never leaks preprocessing statistics across folds.
   types) plus a ``.json`` sidecar with features, versions and the training-data hash.
 - :class:`TongjiRule` is the published three-feature decision rule (Yan et al. 2020).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -78,56 +80,112 @@ def _imputer() -> SimpleImputer:
 
 
 def _ann(rs: int) -> Pipeline:
-    return Pipeline([
-        ("impute", _imputer()),
-        ("scale", StandardScaler()),
-        ("select", CappedSelectKBest(f_classif, k=15)),
-        ("model", MLPClassifier(hidden_layer_sizes=(32, 16), alpha=1e-2, learning_rate_init=3e-3,
-                                early_stopping=True, validation_fraction=0.2, n_iter_no_change=30,
-                                max_iter=300, random_state=rs)),
-    ])
+    return Pipeline(
+        [
+            ("impute", _imputer()),
+            ("scale", StandardScaler()),
+            ("select", CappedSelectKBest(f_classif, k=15)),
+            (
+                "model",
+                MLPClassifier(
+                    hidden_layer_sizes=(32, 16),
+                    alpha=1e-2,
+                    learning_rate_init=3e-3,
+                    early_stopping=True,
+                    validation_fraction=0.2,
+                    n_iter_no_change=30,
+                    max_iter=300,
+                    random_state=rs,
+                ),
+            ),
+        ]
+    )
 
 
 def _lightgbm(rs: int) -> Pipeline:
     from lightgbm import LGBMClassifier
 
     # LightGBM handles NaN natively: no imputation, so SHAP sees the raw features.
-    return Pipeline([("model", LGBMClassifier(
-        n_estimators=150, learning_rate=0.05, num_leaves=7, max_depth=3, min_child_samples=10,
-        subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0,
-        random_state=rs, n_jobs=1, verbose=-1))])
+    return Pipeline(
+        [
+            (
+                "model",
+                LGBMClassifier(
+                    n_estimators=150,
+                    learning_rate=0.05,
+                    num_leaves=7,
+                    max_depth=3,
+                    min_child_samples=10,
+                    subsample=0.8,
+                    subsample_freq=1,
+                    colsample_bytree=0.8,
+                    reg_lambda=1.0,
+                    random_state=rs,
+                    n_jobs=1,
+                    verbose=-1,
+                ),
+            )
+        ]
+    )
 
 
 def _logistic(rs: int, l1: bool) -> Pipeline:
-    lr = (LogisticRegression(l1_ratio=1.0, C=0.3, solver="liblinear", max_iter=2000, random_state=rs) if l1
-          else LogisticRegression(C=0.3, max_iter=2000, random_state=rs))
+    lr = (
+        LogisticRegression(l1_ratio=1.0, C=0.3, solver="liblinear", max_iter=2000, random_state=rs)
+        if l1
+        else LogisticRegression(C=0.3, max_iter=2000, random_state=rs)
+    )
     return Pipeline([("impute", _imputer()), ("scale", StandardScaler()), ("model", lr)])
 
 
 def _forest(rs: int) -> Pipeline:
-    return Pipeline([("impute", _imputer()), ("model", RandomForestClassifier(
-        n_estimators=200, min_samples_leaf=3, max_features="sqrt", n_jobs=1, random_state=rs))])
+    return Pipeline(
+        [
+            ("impute", _imputer()),
+            (
+                "model",
+                RandomForestClassifier(
+                    n_estimators=200, min_samples_leaf=3, max_features="sqrt", n_jobs=1, random_state=rs
+                ),
+            ),
+        ]
+    )
 
 
 def _svm(rs: int) -> Pipeline:
-    svc = CalibratedClassifierCV(SVC(C=1.0, kernel="rbf", gamma="scale", random_state=rs),
-                                 method="sigmoid", cv=3, ensemble=False)
+    svc = CalibratedClassifierCV(
+        SVC(C=1.0, kernel="rbf", gamma="scale", random_state=rs), method="sigmoid", cv=3, ensemble=False
+    )
     return Pipeline([("impute", _imputer()), ("scale", StandardScaler()), ("model", svc)])
 
 
 def _ensemble(rs: int) -> Pipeline:
-    return Pipeline([("model", VotingClassifier(
-        [("logistic_l2", _logistic(rs, False)), ("lightgbm", _lightgbm(rs)), ("ann", _ann(rs))],
-        voting="soft"))])
+    return Pipeline(
+        [
+            (
+                "model",
+                VotingClassifier(
+                    [("logistic_l2", _logistic(rs, False)), ("lightgbm", _lightgbm(rs)), ("ann", _ann(rs))],
+                    voting="soft",
+                ),
+            )
+        ]
+    )
 
 
 #: name -> (description, factory(random_state) -> Pipeline)
 MODEL_ZOO: dict[str, tuple[str, Any]] = {
-    "ann": ("Seed study's model: 15 best features by ANOVA F (SelectKBest) + a small neural "
-            "network (MLP 32-16, early stopping)", _ann),
+    "ann": (
+        "Seed study's model: 15 best features by ANOVA F (SelectKBest) + a small neural "
+        "network (MLP 32-16, early stopping)",
+        _ann,
+    ),
     "lightgbm": ("Gradient-boosted shallow trees (LightGBM, 150 trees of 7 leaves); handles missing values", _lightgbm),
     "logistic_l2": ("Logistic regression, ridge (L2) penalty, standardised features", lambda rs: _logistic(rs, False)),
-    "logistic_l1": ("Sparse logistic regression, lasso (L1) penalty: keeps few features", lambda rs: _logistic(rs, True)),
+    "logistic_l1": (
+        "Sparse logistic regression, lasso (L1) penalty: keeps few features",
+        lambda rs: _logistic(rs, True),
+    ),
     "random_forest": ("Random forest, 200 trees, min 3 patients per leaf", _forest),
     "svm": ("Support vector machine (RBF kernel) with Platt-scaled probabilities", _svm),
     "ensemble": ("Soft-voting average of logistic_l2, lightgbm and ann", _ensemble),
@@ -158,8 +216,13 @@ class TongjiRule(ClassifierMixin, BaseEstimator):
 
     FEATURES = ("ldh_u_l", "crp_mg_l", "lymphocytes_pct")
 
-    def __init__(self, ldh_threshold: float = 365.0, crp_threshold: float = 41.2,
-                 lymphocytes_threshold: float = 14.7, output: str = "label"):
+    def __init__(
+        self,
+        ldh_threshold: float = 365.0,
+        crp_threshold: float = 41.2,
+        lymphocytes_threshold: float = 14.7,
+        output: str = "label",
+    ):
         self.ldh_threshold = ldh_threshold
         self.crp_threshold = crp_threshold
         self.lymphocytes_threshold = lymphocytes_threshold
@@ -182,8 +245,9 @@ class TongjiRule(ClassifierMixin, BaseEstimator):
         fill = getattr(self, "medians_", np.array([250.0, 10.0, 20.0]))
         A = np.where(np.isnan(A), fill, A)
         ldh, crp, lym = A.T
-        return np.select([ldh >= self.ldh_threshold, crp < self.crp_threshold, lym > self.lymphocytes_threshold],
-                         [0, 1, 2], 3)
+        return np.select(
+            [ldh >= self.ldh_threshold, crp < self.crp_threshold, lym > self.lymphocytes_threshold], [0, 1, 2], 3
+        )
 
     def fit(self, X, y):
         A = self._columns(X)
@@ -192,8 +256,9 @@ class TongjiRule(ClassifierMixin, BaseEstimator):
         med = np.nanmedian(A, axis=0) if np.isfinite(A).any() else np.array([250.0, 10.0, 20.0])
         self.medians_ = np.where(np.isnan(med), [250.0, 10.0, 20.0], med)
         leaves = self.leaf(X)
-        self.leaf_risk_ = np.array([y[leaves == k].mean() if (leaves == k).any() else float(k in (0, 3))
-                                    for k in range(4)])
+        self.leaf_risk_ = np.array(
+            [y[leaves == k].mean() if (leaves == k).any() else float(k in (0, 3)) for k in range(4)]
+        )
         self.feature_names_in_ = np.array(self.FEATURES, dtype=object)
         self.n_features_in_ = 3
         return self
@@ -247,8 +312,15 @@ def _resolve(model, random_state: int):
     return type(model).__name__, clone(model)
 
 
-def fit_cv(model: str | BaseEstimator, cohort: Cohort, folds: int = 10, repeats: int = 1, seed: int = 0,
-           group_by_centre: bool = False, keep_models: bool = True) -> CVResult:
+def fit_cv(
+    model: str | BaseEstimator,
+    cohort: Cohort,
+    folds: int = 10,
+    repeats: int = 1,
+    seed: int = 0,
+    group_by_centre: bool = False,
+    keep_models: bool = True,
+) -> CVResult:
     """Cross-validate ``model`` (a zoo name or an estimator) on ``cohort``.
 
     Stratified ``folds``-fold CV repeated ``repeats`` times (shuffled with ``seed``), or
@@ -256,10 +328,16 @@ def fit_cv(model: str | BaseEstimator, cohort: Cohort, folds: int = 10, repeats:
     """
     name, template = _resolve(model, seed)
     X, y = cohort.X, cohort.y
-    if name == "tongji_rule" or isinstance(template, TongjiRule) or (
-            isinstance(template, Pipeline) and isinstance(template[-1], TongjiRule)):
-        X = cohort.data[list(TongjiRule.FEATURES)].astype(float) if set(TongjiRule.FEATURES) <= set(
-            cohort.data.columns) else X
+    if (
+        name == "tongji_rule"
+        or isinstance(template, TongjiRule)
+        or (isinstance(template, Pipeline) and isinstance(template[-1], TongjiRule))
+    ):
+        X = (
+            cohort.data[list(TongjiRule.FEATURES)].astype(float)
+            if set(TongjiRule.FEATURES) <= set(cohort.data.columns)
+            else X
+        )
     n = len(y)
     if group_by_centre:
         if cohort.groups is None:
@@ -275,7 +353,7 @@ def fit_cv(model: str | BaseEstimator, cohort: Cohort, folds: int = 10, repeats:
             raise ModelError(f"{folds}-fold cross-validation needs at least {folds} patients in each outcome class.")
         rskf = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
         all_splits = list(rskf.split(X, y))
-        splits = [all_splits[r * folds:(r + 1) * folds] for r in range(repeats)]
+        splits = [all_splits[r * folds : (r + 1) * folds] for r in range(repeats)]
         names = [str(k) for k in range(folds)]
         scheme = f"{repeats}x{folds}-fold stratified"
     oof = np.zeros((len(splits), n))
@@ -296,9 +374,18 @@ def fit_cv(model: str | BaseEstimator, cohort: Cohort, folds: int = 10, repeats:
                 if keep_models:
                     fitted.append(est)
     seconds = time.perf_counter() - t0
-    return CVResult(name=name, oof=pd.Series(oof.mean(axis=0), index=cohort.ids, name=f"p_{name}"), y=y,
-                    folds=fold_ids, fold_auc=fold_auc, models=fitted, seconds=seconds,
-                    features=list(X.columns), scheme=scheme, fold_names=names)
+    return CVResult(
+        name=name,
+        oof=pd.Series(oof.mean(axis=0), index=cohort.ids, name=f"p_{name}"),
+        y=y,
+        folds=fold_ids,
+        fold_auc=fold_auc,
+        models=fitted,
+        seconds=seconds,
+        features=list(X.columns),
+        scheme=scheme,
+        fold_names=names,
+    )
 
 
 # --------------------------------------------------------------------------- fitted models
@@ -326,7 +413,9 @@ class FittedModel:
         if missing:
             raise ModelError(
                 f"The data does not match the model '{self.name}': missing column(s) {missing}"
-                + (f"; extra column(s) {extra}" if extra else "") + ".")
+                + (f"; extra column(s) {extra}" if extra else "")
+                + "."
+            )
         try:
             return X[self.features].astype(float)
         except (TypeError, ValueError) as exc:
@@ -341,7 +430,8 @@ class FittedModel:
                 raise ModelError(
                     f"The data does not match the model '{self.name}': extra column(s) {extra}"
                     + (f"; missing column(s) {missing}" if missing else "")
-                    + ". Select the model's features first (model.features) or pass strict=False.")
+                    + ". Select the model's features first (model.features) or pass strict=False."
+                )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=UserWarning)
             return self.estimator.predict_proba(self.check_features(X))[:, 1]
@@ -372,27 +462,29 @@ def fit_model(model: str | BaseEstimator, cohort: Cohort, random_state: int = 0)
 # --------------------------------------------------------------------------- save / load
 #: Types a model file may contain beyond skops' own trusted defaults. Anything else in a
 #: file is refused (a file from elsewhere could otherwise run code on load).
-ALLOWED_TYPES = frozenset({
-    # exactly what the zoo's fitted pipelines contain (checked in tests/test_models.py)
-    "workbench.models.CappedSelectKBest",
-    "workbench.models.TongjiRule",
-    "sklearn.feature_selection._univariate_selection.f_classif",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    "sklearn.tree._tree.Tree",
-    "sklearn.utils._bunch.Bunch",
-    "lightgbm.sklearn.LGBMClassifier",
-    "lightgbm.basic.Booster",
-    "collections.OrderedDict",
-    "numpy.dtype",
-})
+ALLOWED_TYPES = frozenset(
+    {
+        # exactly what the zoo's fitted pipelines contain (checked in tests/test_models.py)
+        "workbench.models.CappedSelectKBest",
+        "workbench.models.TongjiRule",
+        "sklearn.feature_selection._univariate_selection.f_classif",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.tree._tree.Tree",
+        "sklearn.utils._bunch.Bunch",
+        "lightgbm.sklearn.LGBMClassifier",
+        "lightgbm.basic.Booster",
+        "collections.OrderedDict",
+        "numpy.dtype",
+    }
+)
 
 
 def _versions() -> dict:
     import lightgbm
-    import skops
     import sklearn
+    import skops
 
     try:
         from importlib.metadata import version
@@ -400,8 +492,14 @@ def _versions() -> dict:
         wb = version("ct-severity-workbench")
     except Exception:  # noqa: BLE001
         wb = "unknown"
-    return {"workbench": wb, "scikit-learn": sklearn.__version__, "lightgbm": lightgbm.__version__,
-            "skops": skops.__version__, "numpy": np.__version__, "pandas": pd.__version__}
+    return {
+        "workbench": wb,
+        "scikit-learn": sklearn.__version__,
+        "lightgbm": lightgbm.__version__,
+        "skops": skops.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
 
 
 def save_model(model: FittedModel, path: str | Path, extra_metadata: dict | None = None) -> Path:
@@ -420,16 +518,18 @@ def save_model(model: FittedModel, path: str | Path, extra_metadata: dict | None
     sio.dump(model.estimator, path)
     meta = dict(model.metadata)
     meta.update(extra_metadata or {})
-    meta.update({
-        "format_version": FORMAT_VERSION,
-        "name": model.name,
-        "features": list(model.features),
-        "outcome": model.outcome,
-        "versions": _versions(),
-        "model_file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "research_use_only": True,
-    })
+    meta.update(
+        {
+            "format_version": FORMAT_VERSION,
+            "name": model.name,
+            "features": list(model.features),
+            "outcome": model.outcome,
+            "versions": _versions(),
+            "model_file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "research_use_only": True,
+        }
+    )
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=_json_default))
     return path
 

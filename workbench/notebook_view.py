@@ -19,14 +19,15 @@ assets from a CDN (a blank cell in a firewalled hospital); itkwidgets 0.32.4 shi
 classic-Notebook nbextension (no JupyterLab 4 extension), and its Python side fails with the
 installed ipydatawidgets/traitlets (``TraitError`` on ``label_image_weights``).
 """
+
 from __future__ import annotations
 
 import base64
 import html
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -39,7 +40,7 @@ VIEWER_DIR = REPO / "notebooks" / "_viewer"
 BACKENDS = ("auto", "itk-vtk-viewer", "plotly")
 
 
-def image_row(images: Mapping[str, np.ndarray], *, height_px: int = 260) -> "object":
+def image_row(images: Mapping[str, np.ndarray], *, height_px: int = 260) -> object:
     """Several RGB/grey uint8 images side by side with captions (an IPython HTML object).
 
     The PNGs are embedded (base64), so the output needs no server and no internet.
@@ -52,7 +53,8 @@ def image_row(images: Mapping[str, np.ndarray], *, height_px: int = 260) -> "obj
         cells.append(
             f'<figure style="margin:4px;text-align:center">'
             f'<img src="data:image/png;base64,{b64}" style="height:{int(height_px)}px;image-rendering:pixelated"/>'
-            f'<figcaption style="font-size:12px">{html.escape(title)}</figcaption></figure>')
+            f'<figcaption style="font-size:12px">{html.escape(title)}</figcaption></figure>'
+        )
     return HTML('<div style="display:flex;flex-wrap:wrap;align-items:flex-end">' + "".join(cells) + "</div>")
 
 
@@ -73,16 +75,23 @@ def choose_backend(backend: str = "auto", viewer_dir: Path | str = VIEWER_DIR) -
     return "itk-vtk-viewer" if viewer_installed(viewer_dir) else "plotly"
 
 
-def plotly_html(ct: CTScan, lungs: np.ndarray | None, lesions: np.ndarray | None, *,
-                height_px: int = 520) -> str:
+def plotly_html(ct: CTScan, lungs: np.ndarray | None, lesions: np.ndarray | None, *, height_px: int = 520) -> str:
     """The app's 3D surface figure as a self-contained HTML fragment (plotly.js embedded)."""
     fig = charts.surface_figure(lungs, lesions, ct.spacing_mm, height_px=height_px)
-    return fig.to_html(include_plotlyjs=True, full_html=False, div_id=f"wb3d-{uuid.uuid4().hex[:8]}",
-                       config={"displaylogo": False})
+    return fig.to_html(
+        include_plotlyjs=True, full_html=False, div_id=f"wb3d-{uuid.uuid4().hex[:8]}", config={"displaylogo": False}
+    )
 
 
-def show_3d(ct: CTScan, lungs: np.ndarray | None, lesions: np.ndarray | None = None, *,
-            backend: str = "auto", height_px: int = 520, viewer_dir: Path | str = VIEWER_DIR) -> "object":
+def show_3d(
+    ct: CTScan,
+    lungs: np.ndarray | None,
+    lesions: np.ndarray | None = None,
+    *,
+    backend: str = "auto",
+    height_px: int = 520,
+    viewer_dir: Path | str = VIEWER_DIR,
+) -> object:
     """An offline 3D view of a case for a notebook cell (never a blank cell).
 
     Args:
@@ -118,8 +127,9 @@ VIEWER_LABELS = {1: "right lung", 2: "left lung", 3: "ground-glass opacity", 4: 
 MAX_VIEWER_SIDE = 256  # larger volumes are block-averaged so the browser stays responsive
 
 
-def write_viewer_files(ct: CTScan, lungs: np.ndarray | None, lesions: np.ndarray | None,
-                       viewer_dir: Path | str = VIEWER_DIR) -> tuple[str, str, str]:
+def write_viewer_files(
+    ct: CTScan, lungs: np.ndarray | None, lesions: np.ndarray | None, viewer_dir: Path | str = VIEWER_DIR
+) -> tuple[str, str, str]:
     """Write the viewer page and the case (CT + one label map: 1 right lung, 2 left lung,
     3 GGO, 4 consolidation) as NRRD under ``viewer_dir``.
 
@@ -162,7 +172,7 @@ MAX_VIEWER_CASES = 20  # older case files in ``_viewer/data`` are deleted
 
 def _prune(data: Path, keep: int = MAX_VIEWER_CASES) -> None:
     files = sorted(data.glob("*.nrrd"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in files[2 * keep:]:
+    for old in files[2 * keep :]:
         old.unlink(missing_ok=True)
 
 
@@ -186,8 +196,12 @@ def serve_viewer(viewer_dir: Path | str = VIEWER_DIR) -> int:
         return _SERVERS[root]
 
     class Handler(SimpleHTTPRequestHandler):
-        extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm",
-                          ".js": "text/javascript", ".nrrd": "application/octet-stream"}
+        extensions_map = {
+            **SimpleHTTPRequestHandler.extensions_map,
+            ".wasm": "application/wasm",
+            ".js": "text/javascript",
+            ".nrrd": "application/octet-stream",
+        }
 
         def log_message(self, fmt, *args) -> None:  # keep the notebook quiet
             if os.environ.get("WORKBENCH_VIEWER_LOG"):
@@ -205,8 +219,14 @@ def serve_viewer(viewer_dir: Path | str = VIEWER_DIR) -> int:
     return _SERVERS[root]
 
 
-def itk_vtk_viewer(ct: CTScan, lungs: np.ndarray | None, lesions: np.ndarray | None = None, *,
-                   height_px: int = 520, viewer_dir: Path | str = VIEWER_DIR) -> "object":
+def itk_vtk_viewer(
+    ct: CTScan,
+    lungs: np.ndarray | None,
+    lesions: np.ndarray | None = None,
+    *,
+    height_px: int = 520,
+    viewer_dir: Path | str = VIEWER_DIR,
+) -> object:
     """The interactive itk-vtk-viewer (CT volume rendering + label map: 1 right lung, 2 left
     lung, 3 GGO, 4 consolidation) in an iframe, served from the local bundle by
     :func:`serve_viewer` (no internet). The browser must run on the kernel's machine

@@ -6,13 +6,15 @@ The steps are the package's public functions, run in order:
 The app, the CLI, the notebooks and the batch runner all call this function; none
 of them re-implements a step.
 """
+
 from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +76,7 @@ def analyze_case(
     clinical: Mapping[str, float] | None = None,
     model: Any = None,
     lesion_method: str = "unet",
-    previous: "CaseResult | None" = None,
+    previous: CaseResult | None = None,
     progress: ProgressCallback | None = None,
 ) -> CaseResult:
     """Run the whole case pipeline on one scan.
@@ -164,7 +166,7 @@ class Prediction:
         return asdict(self)
 
 
-def default_background(features: list[str]) -> "Any":
+def default_background(features: list[str]) -> Any:
     """Reference patients for SHAP: the real Tongji cohort (early window) or the sample
     synthetic cohort, whichever has all of ``features``; None when neither does."""
     from .cohort import load_tongji
@@ -250,4 +252,13 @@ def _default_case_id(source: Any) -> str:
     return Path(name).stem if isinstance(name, str) else "case"
 
 
-__all__ = ["CaseResult", "Prediction", "analyze_case", "predict_case", "default_background", "STEPS", "PIPELINE_VERSION", "WorkbenchError"]
+__all__ = [
+    "CaseResult",
+    "Prediction",
+    "analyze_case",
+    "predict_case",
+    "default_background",
+    "STEPS",
+    "PIPELINE_VERSION",
+    "WorkbenchError",
+]

@@ -6,13 +6,15 @@ values given, and the explained prediction. It contains no patient identifiers: 
 label the user chose for the case and non-identifying scan metadata (voxel size, slice
 count); DICOM names, IDs, dates and institutions never reach it.
 """
+
 from __future__ import annotations
 
 import base64
 import datetime as _dt
 import html
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +24,15 @@ from . import charts
 SAFE_METADATA_KEYS = ("modality", "manufacturer", "kvp", "slice_thickness_mm", "convolution_kernel", "source_type")
 
 #: biomarkers shown in the headline box
-HEADLINE = ("ct_severity_score", "lesion_pct_lung", "lesion_volume_ml", "ggo_volume_ml",
-            "consolidation_volume_ml", "lung_volume_ml", "bilateral_involvement")
+HEADLINE = (
+    "ct_severity_score",
+    "lesion_pct_lung",
+    "lesion_volume_ml",
+    "ggo_volume_ml",
+    "consolidation_volume_ml",
+    "lung_volume_ml",
+    "bilateral_involvement",
+)
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
@@ -52,15 +61,17 @@ def _fmt(v: Any, digits: int = 4) -> str:
         return "n/a"
     if f == int(f) and abs(f) < 1e6:
         return str(int(f))
-    if abs(f) >= 10 ** digits:
+    if abs(f) >= 10**digits:
         return f"{f:.0f}"
     return f"{f:.{digits}g}"
 
 
 def _img(rgb: np.ndarray, caption: str) -> str:
     b64 = base64.b64encode(charts.png_bytes(rgb)).decode("ascii")
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def key_images(ct: Any, lungs: np.ndarray, lesions: np.ndarray, opacity: float = 0.5) -> list[tuple[str, np.ndarray]]:
@@ -68,16 +79,30 @@ def key_images(ct: Any, lungs: np.ndarray, lesions: np.ndarray, opacity: float =
     hu, spacing = ct.hu, ct.spacing_mm
     out = []
     z = charts.best_slice(lesions, "axial", fallback=lungs)
-    out.append((f"axial slice {z} (lung window), lesions overlaid",
-                charts.slice_rgb(hu, "axial", z, lungs=lungs, lesions=lesions, spacing_mm=spacing,
-                                 opacity=opacity, max_side=512)))
-    out.append((f"axial slice {z} (lung window), no overlay",
-                charts.slice_rgb(hu, "axial", z, spacing_mm=spacing, max_side=512)))
+    out.append(
+        (
+            f"axial slice {z} (lung window), lesions overlaid",
+            charts.slice_rgb(
+                hu, "axial", z, lungs=lungs, lesions=lesions, spacing_mm=spacing, opacity=opacity, max_side=512
+            ),
+        )
+    )
+    out.append(
+        (
+            f"axial slice {z} (lung window), no overlay",
+            charts.slice_rgb(hu, "axial", z, spacing_mm=spacing, max_side=512),
+        )
+    )
     for view in ("coronal", "sagittal"):
         i = charts.best_slice(lesions, view, fallback=lungs)
-        out.append((f"{view} slice {i}, lesions overlaid",
-                    charts.slice_rgb(hu, view, i, lungs=lungs, lesions=lesions, spacing_mm=spacing,
-                                     opacity=opacity, max_side=512)))
+        out.append(
+            (
+                f"{view} slice {i}, lesions overlaid",
+                charts.slice_rgb(
+                    hu, view, i, lungs=lungs, lesions=lesions, spacing_mm=spacing, opacity=opacity, max_side=512
+                ),
+            )
+        )
     return out
 
 
@@ -91,24 +116,31 @@ def _biomarker_rows(values: Mapping[str, float]) -> str:
         rows = [{"name": k, "label": k, "value": v, "unit": "", "description": ""} for k, v in values.items()]
     out = []
     for r in rows:
-        out.append(f"<tr><td>{html.escape(str(r['label']))}<br><span class=small><code>{html.escape(r['name'])}"
-                   f"</code></span></td><td class=num>{_fmt(r['value'])}</td><td>{html.escape(str(r['unit']))}</td>"
-                   f"<td class=small>{html.escape(str(r.get('description', '')))}</td></tr>")
+        out.append(
+            f"<tr><td>{html.escape(str(r['label']))}<br><span class=small><code>{html.escape(r['name'])}"
+            f"</code></span></td><td class=num>{_fmt(r['value'])}</td><td>{html.escape(str(r['unit']))}</td>"
+            f"<td class=small>{html.escape(str(r.get('description', '')))}</td></tr>"
+        )
     return "".join(out)
 
 
 def _prediction_html(pred: Mapping[str, Any]) -> str:
     p = float(pred["probability"])
     thr = pred.get("threshold")
-    parts = [f"<div class=head><div class=kpi><b>{100 * p:.1f} %</b><span>predicted risk of "
-             f"{html.escape(str(pred.get('outcome', 'severe outcome')))}</span></div>"]
+    parts = [
+        f"<div class=head><div class=kpi><b>{100 * p:.1f} %</b><span>predicted risk of "
+        f"{html.escape(str(pred.get('outcome', 'severe outcome')))}</span></div>"
+    ]
     if thr is not None:
         flag = "above" if p >= float(thr) else "below"
-        parts.append(f"<div class=kpi><b>{flag}</b><span>the operating threshold {100 * float(thr):.1f} %"
-                     f"{' (' + html.escape(str(pred['operating_point'])) + ')' if pred.get('operating_point') else ''}"
-                     f"</span></div>")
-    parts.append(f"<div class=kpi><b>{html.escape(str(pred.get('model_name', 'model')))}</b>"
-                 f"<span>model</span></div></div>")
+        parts.append(
+            f"<div class=kpi><b>{flag}</b><span>the operating threshold {100 * float(thr):.1f} %"
+            f"{' (' + html.escape(str(pred['operating_point'])) + ')' if pred.get('operating_point') else ''}"
+            f"</span></div>"
+        )
+    parts.append(
+        f"<div class=kpi><b>{html.escape(str(pred.get('model_name', 'model')))}</b><span>model</span></div></div>"
+    )
     contrib = pred.get("contributions") or {}
     if contrib:
         values = pred.get("feature_values") or {}
@@ -120,15 +152,18 @@ def _prediction_html(pred: Mapping[str, Any]) -> str:
             w = int(round(120 * abs(v) / vmax))
             fv = values.get(name)
             shown = _fmt(fv) if fv is not None and math.isfinite(float(fv)) else "missing (imputed)"
-            rows.append(f"<tr><td>{html.escape(name)}</td><td class=num>{shown}</td>"
-                        f"<td class=num>{v:+.3f}</td><td><span class='bar {'pos' if v >= 0 else 'neg'}' "
-                        f"style='width:{w}px'></span></td></tr>")
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td class=num>{shown}</td>"
+                f"<td class=num>{v:+.3f}</td><td><span class='bar {'pos' if v >= 0 else 'neg'}' "
+                f"style='width:{w}px'></span></td></tr>"
+            )
         base = pred.get("base_value")
-        parts.append(f"<p class=small>Feature attributions (SHAP, {html.escape(str(pred.get('scale', 'log-odds')))}"
-                     f"{'; base value ' + _fmt(base) if base is not None else ''}): red pushes towards the severe "
-                     "outcome, blue away from it. Largest 12 shown.</p>"
-                     "<table><tr><th>feature</th><th>value</th><th>SHAP</th><th></th></tr>" + "".join(rows)
-                     + "</table>")
+        parts.append(
+            f"<p class=small>Feature attributions (SHAP, {html.escape(str(pred.get('scale', 'log-odds')))}"
+            f"{'; base value ' + _fmt(base) if base is not None else ''}): red pushes towards the severe "
+            "outcome, blue away from it. Largest 12 shown.</p>"
+            "<table><tr><th>feature</th><th>value</th><th>SHAP</th><th></th></tr>" + "".join(rows) + "</table>"
+        )
     return "".join(parts)
 
 
@@ -164,8 +199,11 @@ def case_report_html(
     sx, sy, sz = result.ct.spacing_mm
     shape = result.ct.shape
     meta = getattr(result.ct, "metadata", {}) or {}
-    meta_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(meta[k]))}</td></tr>"
-                        for k in SAFE_METADATA_KEYS if meta.get(k) not in (None, ""))
+    meta_rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(meta[k]))}</td></tr>"
+        for k in SAFE_METADATA_KEYS
+        if meta.get(k) not in (None, "")
+    )
     heads = []
     try:
         from .biomarkers import BIOMARKERS
@@ -186,18 +224,19 @@ def case_report_html(
     if followup is not None:
         v0 = bm.get("lesion_volume_ml", float("nan"))
         v1 = followup.biomarkers.get("lesion_volume_ml", float("nan"))
-        change = followup.biomarkers.get("lesion_volume_change_pct",
-                                         100.0 * (v1 - v0) / v0 if v0 else float("nan"))
-        fu_html = (f"<h2>Follow-up</h2><table><tr><th></th><th>baseline</th><th>follow-up</th></tr>"
-                   f"<tr><td>lesion volume (ml)</td><td class=num>{_fmt(v0)}</td><td class=num>{_fmt(v1)}</td></tr>"
-                   f"<tr><td>GGO volume (ml)</td><td class=num>{_fmt(bm.get('ggo_volume_ml'))}</td>"
-                   f"<td class=num>{_fmt(followup.biomarkers.get('ggo_volume_ml'))}</td></tr>"
-                   f"<tr><td>consolidation volume (ml)</td><td class=num>{_fmt(bm.get('consolidation_volume_ml'))}</td>"
-                   f"<td class=num>{_fmt(followup.biomarkers.get('consolidation_volume_ml'))}</td></tr>"
-                   f"<tr><td>CT severity score</td><td class=num>{_fmt(bm.get('ct_severity_score'))}</td>"
-                   f"<td class=num>{_fmt(followup.biomarkers.get('ct_severity_score'))}</td></tr>"
-                   f"<tr><td><b>lesion volume change</b></td><td></td><td class=num><b>{_fmt(change, 3)} %</b>"
-                   f"</td></tr></table>")
+        change = followup.biomarkers.get("lesion_volume_change_pct", 100.0 * (v1 - v0) / v0 if v0 else float("nan"))
+        fu_html = (
+            f"<h2>Follow-up</h2><table><tr><th></th><th>baseline</th><th>follow-up</th></tr>"
+            f"<tr><td>lesion volume (ml)</td><td class=num>{_fmt(v0)}</td><td class=num>{_fmt(v1)}</td></tr>"
+            f"<tr><td>GGO volume (ml)</td><td class=num>{_fmt(bm.get('ggo_volume_ml'))}</td>"
+            f"<td class=num>{_fmt(followup.biomarkers.get('ggo_volume_ml'))}</td></tr>"
+            f"<tr><td>consolidation volume (ml)</td><td class=num>{_fmt(bm.get('consolidation_volume_ml'))}</td>"
+            f"<td class=num>{_fmt(followup.biomarkers.get('consolidation_volume_ml'))}</td></tr>"
+            f"<tr><td>CT severity score</td><td class=num>{_fmt(bm.get('ct_severity_score'))}</td>"
+            f"<td class=num>{_fmt(followup.biomarkers.get('ct_severity_score'))}</td></tr>"
+            f"<tr><td><b>lesion volume change</b></td><td></td><td class=num><b>{_fmt(change, 3)} %</b>"
+            f"</td></tr></table>"
+        )
     lg, lc = charts._hex(charts.LESION_COLOURS[1]), charts._hex(charts.LESION_COLOURS[2])
     lr, ll = charts._hex(charts.LUNG_COLOURS[1]), charts._hex(charts.LUNG_COLOURS[2])
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -207,22 +246,22 @@ def case_report_html(
 <h1>CT Severity Workbench &mdash; case report: {html.escape(label)}</h1>
 <div class=ruo><b>Research use only.</b> Not a medical device; not for diagnosis or treatment decisions.
 Automated segmentation and predictions can be wrong; review the images.</div>
-<p class=small>Generated {now} &middot; pipeline {html.escape(str(getattr(result, 'pipeline_version', '')))}
-&middot; lesion method: {html.escape(str(getattr(result, 'lesion_method', '')))}
+<p class=small>Generated {now} &middot; pipeline {html.escape(str(getattr(result, "pipeline_version", "")))}
+&middot; lesion method: {html.escape(str(getattr(result, "lesion_method", "")))}
 &middot; scan {shape[2]}&times;{shape[1]}&times;{shape[0]} voxels, {sx:.2f}&times;{sy:.2f}&times;{sz:.2f} mm</p>
-<h2>Key findings</h2><div class=head>{''.join(heads)}</div>
+<h2>Key findings</h2><div class=head>{"".join(heads)}</div>
 <h2>Images</h2>
 <p class="small legend">Overlay: <span style="background:{lr}"></span>right lung (outline)
 <span style="background:{ll}"></span>left lung (outline) <span style="background:{lg}"></span>ground-glass opacity
 <span style="background:{lc}"></span>consolidation. Axial images: patient's right on the image's left.</p>
-<div class=imgs>{''.join(_img(rgb, cap) for cap, rgb in imgs)}</div>
-{'<h2>Predicted outcome</h2>' + _prediction_html(prediction) if prediction else ''}
+<div class=imgs>{"".join(_img(rgb, cap) for cap, rgb in imgs)}</div>
+{"<h2>Predicted outcome</h2>" + _prediction_html(prediction) if prediction else ""}
 {fu_html}
 <h2>Clinical values given</h2>
-{'<table>' + clin_rows + '</table>' if clin_rows else '<p class=small>None given.</p>'}
+{"<table>" + clin_rows + "</table>" if clin_rows else "<p class=small>None given.</p>"}
 <h2>Imaging biomarkers</h2>
 <table><tr><th>biomarker</th><th>value</th><th>unit</th><th>definition</th></tr>{_biomarker_rows(bm)}</table>
-{('<h2>Scan metadata (non-identifying)</h2><table>' + meta_rows + '</table>') if meta_rows else ''}
+{("<h2>Scan metadata (non-identifying)</h2><table>" + meta_rows + "</table>") if meta_rows else ""}
 </body></html>
 """
     return doc

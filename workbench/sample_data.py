@@ -12,6 +12,7 @@ Layout written under ``out_dir``::
     cohort/synthetic_cohort.csv             synthetic multi-centre cohort (documented model)
     manifest.csv                            one row per case (synthetic and real)
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -98,8 +99,17 @@ def build_sample_data(out_dir: Path, seed: int = 0, n_patients: int = 500) -> li
         path = cases_dir / f"{case_id}.nii.gz"
         save_ct(_integer_hu(phantom.ct), path)
         truth = _write_truth(phantom, case_id, truth_dir)
-        rows.append(dict(case_id=case_id, path=f"cases/{path.name}", kind="synthetic",
-                         description=description, severity=severity, followup_of="", **truth))
+        rows.append(
+            dict(
+                case_id=case_id,
+                path=f"cases/{path.name}",
+                kind="synthetic",
+                description=description,
+                severity=severity,
+                followup_of="",
+                **truth,
+            )
+        )
         written.append(path)
 
     case_id, severity, case_seed, description = DICOM_CASE
@@ -109,8 +119,17 @@ def build_sample_data(out_dir: Path, seed: int = 0, n_patients: int = 500) -> li
         save_dicom_series(_integer_hu(phantom.ct), Path(tmp) / "series")
         zip_folder(Path(tmp) / "series", zip_path)  # fixed timestamps: reproducible bytes
     truth = _write_truth(phantom, case_id, truth_dir)
-    rows.append(dict(case_id=case_id, path=f"cases/{zip_path.name}", kind="synthetic",
-                     description=description, severity=severity, followup_of="", **truth))
+    rows.append(
+        dict(
+            case_id=case_id,
+            path=f"cases/{zip_path.name}",
+            kind="synthetic",
+            description=description,
+            severity=severity,
+            followup_of="",
+            **truth,
+        )
+    )
     written.append(zip_path)
 
     (t0_id, sev0), (t1_id, sev1), pair_seed = FOLLOWUP
@@ -120,14 +139,31 @@ def build_sample_data(out_dir: Path, seed: int = 0, n_patients: int = 500) -> li
         save_ct(_integer_hu(phantom.ct), path)
         truth = _write_truth(phantom, cid, truth_dir)
         desc = f"Synthetic patient, time point {'1' if not prev else '2'} (severity {sev})"
-        rows.append(dict(case_id=cid, path=f"cases/{path.name}", kind="synthetic",
-                         description=desc, severity=sev, followup_of=prev, **truth))
+        rows.append(
+            dict(
+                case_id=cid,
+                path=f"cases/{path.name}",
+                kind="synthetic",
+                description=desc,
+                severity=sev,
+                followup_of=prev,
+                **truth,
+            )
+        )
         written.append(path)
 
     for case_id, rel, description in REAL_CASES:
         if (out_dir / rel).exists():
-            rows.append(dict(case_id=case_id, path=rel, kind="real", description=description,
-                             severity=float("nan"), followup_of=""))
+            rows.append(
+                dict(
+                    case_id=case_id,
+                    path=rel,
+                    kind="real",
+                    description=description,
+                    severity=float("nan"),
+                    followup_of="",
+                )
+            )
 
     cohort_path = cohort_dir / "synthetic_cohort.csv"
     synthetic_cohort(n=n_patients, seed=seed).to_csv(cohort_path, index=False)
@@ -137,4 +173,3 @@ def build_sample_data(out_dir: Path, seed: int = 0, n_patients: int = 500) -> li
     pd.DataFrame(rows).to_csv(manifest, index=False)
     written.append(manifest)
     return written
-

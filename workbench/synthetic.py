@@ -66,11 +66,12 @@ seed gives the same patient at any resolution. For a fixed seed the lesion set i
 in severity (lesions grow and new ones appear as severity rises), so lesion volume is
 monotone in severity and a pair of severities is a progression or a regression.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -115,10 +116,12 @@ TABLE_TOP_Y = 110.0
 # with u = (x - cx)/a, v = (y - cy)/b.
 CAP_POWER = 0.8  # 0.5 = half-ellipsoid, 1 = paraboloid (narrower apex)
 LUNG_PARAMS = {
-    1: dict(cx=-72.0, cy=-12.0, a=76.0, b=100.0, z_eq=150.0, apex_mm=162.0,
-            dome_z=116.0, dome_k=52.0, u0=0.1, v0=-0.35),   # right: higher dome (liver)
-    2: dict(cx=74.0, cy=-10.0, a=74.0, b=100.0, z_eq=150.0, apex_mm=160.0,
-            dome_z=106.0, dome_k=50.0, u0=-0.1, v0=-0.35),  # left
+    1: dict(
+        cx=-72.0, cy=-12.0, a=76.0, b=100.0, z_eq=150.0, apex_mm=162.0, dome_z=116.0, dome_k=52.0, u0=0.1, v0=-0.35
+    ),  # right: higher dome (liver)
+    2: dict(
+        cx=74.0, cy=-10.0, a=74.0, b=100.0, z_eq=150.0, apex_mm=160.0, dome_z=106.0, dome_k=50.0, u0=-0.1, v0=-0.35
+    ),  # left
 }
 # Heart: oblique ellipsoid, left-anterior, lower half of the chest.
 HEART_CENTRE = np.array([14.0, -34.0, 122.0])
@@ -155,10 +158,10 @@ class Phantom:
     """A synthetic chest CT with its ground truth (all label arrays ``[z, y, x]`` uint8)."""
 
     ct: CTScan
-    lungs: np.ndarray      # 0 background, 1 right lung, 2 left lung (lesions included)
-    lesions: np.ndarray    # 0 none, 1 GGO, 2 consolidation
-    heart: np.ndarray      # 0/1
-    airways: np.ndarray    # 0/1 trachea + extrapulmonary main bronchi (lumen)
+    lungs: np.ndarray  # 0 background, 1 right lung, 2 left lung (lesions included)
+    lesions: np.ndarray  # 0 none, 1 GGO, 2 consolidation
+    heart: np.ndarray  # 0/1
+    airways: np.ndarray  # 0/1 trachea + extrapulmonary main bronchi (lumen)
     lesion_list: list[Lesion]
     intended: dict[str, float]  # analytic volumes in mL: lung_right_ml, lung_left_ml, heart_ml
     seed: int
@@ -223,8 +226,12 @@ def _lung_columns(x, y, side: int):
     r2 = u * u + v * v
     fp = r2 < 1.0
     fp &= (x / CAVITY_A) ** 2 + ((y - BODY_YC) / CAVITY_B) ** 2 <= 1.0
-    for xy, r in ((SPINE_XY, SPINE_R), (OESO_XY, OESO_R), (DESC_AORTA_XY, AORTA_R),
-                  (TRACHEA_XY, TRACHEA_R + AIRWAY_WALL_MM)):
+    for xy, r in (
+        (SPINE_XY, SPINE_R),
+        (OESO_XY, OESO_R),
+        (DESC_AORTA_XY, AORTA_R),
+        (TRACHEA_XY, TRACHEA_R + AIRWAY_WALL_MM),
+    ):
         fp &= ~_in_circle(x, y, xy, r + ORGAN_MARGIN_MM)
     fp &= (x < -8.0) if side == 1 else (x > 12.0)  # mediastinal midline
     z_high = p["z_eq"] + p["apex_mm"] * np.clip(1.0 - r2, 0.0, None) ** CAP_POWER
@@ -254,7 +261,7 @@ def _lung_bbox(side: int) -> tuple[float, float, float, float]:
     return p["cx"] - p["a"], p["cx"] + p["a"], p["cy"] - p["b"], p["cy"] + p["b"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def intended_volumes_ml(step_mm: float = 0.1) -> dict[str, float]:
     """Analytic volumes (mL) of the right lung, left lung and heart.
 
@@ -268,7 +275,7 @@ def intended_volumes_ml(step_mm: float = 0.1) -> dict[str, float]:
         ys = np.arange(y0 + step_mm / 2, y1, step_mm)
         total = 0.0
         for i in range(0, len(ys), 256):
-            yy = ys[i:i + 256, None]
+            yy = ys[i : i + 256, None]
             total += float(_column_length(xs[None, :], yy, side).sum())
         out[name] = total * step_mm * step_mm / 1000.0
     out["heart_ml"] = float(4.0 / 3.0 * np.pi * np.prod(HEART_RADII) / 1000.0)
@@ -291,8 +298,9 @@ class _Texture:
         """Field with zero mean and unit variance (approximately), float32."""
         out = np.zeros(np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(z)), np.float32)
         for k, ph in zip(self.k, self.phase):
-            out += np.cos(np.float32(k[0]) * x + np.float32(k[1]) * y
-                          + np.float32(k[2]) * z + np.float32(ph)).astype(np.float32)
+            out += np.cos(np.float32(k[0]) * x + np.float32(k[1]) * y + np.float32(k[2]) * z + np.float32(ph)).astype(
+                np.float32
+            )
         return out * np.float32(self.norm)
 
 
@@ -306,8 +314,9 @@ class _Grid:
     origin: tuple[float, float, float]  # centre of voxel 0 (x, y, z) in mm
 
     def __post_init__(self) -> None:
-        axes = tuple((self.origin[i] + self.spacing[i] * np.arange(self.shape[2 - i])).astype(np.float32)
-                     for i in range(3))
+        axes = tuple(
+            (self.origin[i] + self.spacing[i] * np.arange(self.shape[2 - i])).astype(np.float32) for i in range(3)
+        )
         object.__setattr__(self, "_axes", axes)
 
     def axis(self, i: int) -> np.ndarray:
@@ -346,8 +355,11 @@ def _make_grid(shape_zyx, spacing_mm, fov_mm, body_scale: float = 1.0) -> _Grid:
             f"small for the synthetic chest (needs at least {need[0]:.0f} x {need[1]:.0f} x "
             f"{need[2]:.0f} mm). Use more voxels or a larger spacing."
         )
-    origin = (-fov[0] / 2 + spacing[0] / 2, -fov[1] / 2 + spacing[1] / 2,
-              ANATOMY_Z_MM / 2 - fov[2] / 2 + spacing[2] / 2)
+    origin = (
+        -fov[0] / 2 + spacing[0] / 2,
+        -fov[1] / 2 + spacing[1] / 2,
+        ANATOMY_Z_MM / 2 - fov[2] / 2 + spacing[2] / 2,
+    )
     return _Grid(shape, spacing, origin)
 
 
@@ -362,9 +374,11 @@ def _capsule(grid: _Grid, p0, p1, r0: float, r1: float, pad_mm: float = 0.0):
     x0, y0, z0 = (float(v) for v in p0)
     dx, dy, dz = (float(b) - float(a) for a, b in zip(p0, p1))
     rmax = max(r0, r1) + pad_mm + max(grid.spacing)
-    sl = (grid.index_range(2, min(z0, z0 + dz) - rmax, max(z0, z0 + dz) + rmax),
-          grid.index_range(1, min(y0, y0 + dy) - rmax, max(y0, y0 + dy) + rmax),
-          grid.index_range(0, min(x0, x0 + dx) - rmax, max(x0, x0 + dx) + rmax))
+    sl = (
+        grid.index_range(2, min(z0, z0 + dz) - rmax, max(z0, z0 + dz) + rmax),
+        grid.index_range(1, min(y0, y0 + dy) - rmax, max(y0, y0 + dy) + rmax),
+        grid.index_range(0, min(x0, x0 + dx) - rmax, max(x0, x0 + dx) + rmax),
+    )
     if sl[0].stop <= sl[0].start or sl[1].stop <= sl[1].start or sl[2].stop <= sl[2].start:
         return None
     z = grid.axis(2)[sl[0]][:, None, None] - np.float32(z0)
@@ -373,8 +387,7 @@ def _capsule(grid: _Grid, p0, p1, r0: float, r1: float, pad_mm: float = 0.0):
     L2 = dx * dx + dy * dy + dz * dz or 1e-9
     t = x * np.float32(dx / L2) + y * np.float32(dy / L2) + z * np.float32(dz / L2)
     np.clip(t, 0.0, 1.0, out=t)
-    dist = np.sqrt((x - t * np.float32(dx)) ** 2 + (y - t * np.float32(dy)) ** 2
-                   + (z - t * np.float32(dz)) ** 2)
+    dist = np.sqrt((x - t * np.float32(dx)) ** 2 + (y - t * np.float32(dy)) ** 2 + (z - t * np.float32(dz)) ** 2)
     r = np.float32(r0) + t * np.float32(r1 - r0)
     return sl, dist - r
 
@@ -489,13 +502,12 @@ def _candidate_sites() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         sel = inside.ravel()
         p = pts[sel]
         dep = depth.ravel()[sel]
-        ypos = (p[:, 1] - p[:, 1].min()) / np.ptp(p[:, 1])     # 0 anterior .. 1 posterior
-        zpos = (p[:, 2] - p[:, 2].min()) / np.ptp(p[:, 2])     # 0 base .. 1 apex
+        ypos = (p[:, 1] - p[:, 1].min()) / np.ptp(p[:, 1])  # 0 anterior .. 1 posterior
+        zpos = (p[:, 2] - p[:, 2].min()) / np.ptp(p[:, 2])  # 0 base .. 1 apex
         # distance (mm, approximate) to the costal pleura = inner chest wall
         rho = np.sqrt((p[:, 0] / CAVITY_A) ** 2 + ((p[:, 1] - BODY_YC) / CAVITY_B) ** 2)
         wall = (1.0 - rho) * CAVITY_B
-        w = (np.exp(-wall / 14.0) + 0.25 * np.exp(-dep / 6.0)) \
-            * (0.25 + ypos) ** 1.5 * (0.35 + (1.0 - zpos)) ** 1.5
+        w = (np.exp(-wall / 14.0) + 0.25 * np.exp(-dep / 6.0)) * (0.25 + ypos) ** 1.5 * (0.35 + (1.0 - zpos)) ** 1.5
         pts_all.append(p)
         side_all.append(np.full(len(p), side))
         w_all.append(w)
@@ -507,8 +519,8 @@ def _severity_scaling(severity: float) -> tuple[int, float, float]:
     """(number of lesions, radius scale, consolidation probability) for a severity 0..1."""
     if severity <= 0:
         return 0, 0.0, 0.0
-    n = int(np.ceil(N_CANDIDATES * min(1.0, 0.08 + 0.92 * severity ** 0.9)))
-    scale = 0.9 + 0.5 * severity + 0.7 * severity ** 2
+    n = int(np.ceil(N_CANDIDATES * min(1.0, 0.08 + 0.92 * severity**0.9)))
+    scale = 0.9 + 0.5 * severity + 0.7 * severity**2
     p_cons = 0.15 + 0.7 * severity
     return n, scale, p_cons
 
@@ -520,8 +532,9 @@ def _lesion_list(seed: int, severity: float) -> list[Lesion]:
     idx = rng.choice(len(pts), size=N_CANDIDATES, replace=False, p=w)
     jitter = rng.uniform(-2.0, 2.0, size=(N_CANDIDATES, 3))
     base_r = np.exp(rng.normal(np.log(15.0), 0.3, size=N_CANDIDATES))
-    aniso = np.stack([np.ones(N_CANDIDATES), rng.uniform(0.65, 1.0, N_CANDIDATES),
-                      rng.uniform(0.5, 0.85, N_CANDIDATES)], axis=1)
+    aniso = np.stack(
+        [np.ones(N_CANDIDATES), rng.uniform(0.65, 1.0, N_CANDIDATES), rng.uniform(0.5, 0.85, N_CANDIDATES)], axis=1
+    )
     rots = [np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(N_CANDIDATES)]
     u_cons = rng.random(N_CANDIDATES)
     core_base = rng.uniform(0.35, 0.6, N_CANDIDATES)
@@ -535,18 +548,20 @@ def _lesion_list(seed: int, severity: float) -> list[Lesion]:
         mixed = u_cons[i] < p_cons
         core = float(min(0.7, core_base[i] * (0.8 + 0.3 * severity))) if mixed else 0.0
         vol = 4.0 / 3.0 * np.pi * float(np.prod(radii)) / 1000.0
-        out.append(Lesion(
-            centre_mm=tuple(float(c) for c in pts[idx[i]] + jitter[i]),
-            radii_mm=tuple(float(r) for r in radii),
-            rotation=tuple(tuple(float(v) for v in row) for row in rots[i]),
-            kind="mixed" if mixed else "ggo",
-            lung=int(sides[idx[i]]),
-            ggo_hu=float(ggo_hu[i]),
-            consolidation_hu=float(cons_hu[i]),
-            core_fraction=core,
-            intended_volume_ml=vol,
-            intended_consolidation_ml=vol * core ** 3,
-        ))
+        out.append(
+            Lesion(
+                centre_mm=tuple(float(c) for c in pts[idx[i]] + jitter[i]),
+                radii_mm=tuple(float(r) for r in radii),
+                rotation=tuple(tuple(float(v) for v in row) for row in rots[i]),
+                kind="mixed" if mixed else "ggo",
+                lung=int(sides[idx[i]]),
+                ggo_hu=float(ggo_hu[i]),
+                consolidation_hu=float(cons_hu[i]),
+                core_fraction=core,
+                intended_volume_ml=vol,
+                intended_consolidation_ml=vol * core**3,
+            )
+        )
     return out
 
 
@@ -605,13 +620,20 @@ def _scale_lesion(les: Lesion, scale: float) -> Lesion:
         les,
         centre_mm=tuple(float(c[i] + (les.centre_mm[i] - c[i]) * scale) for i in range(3)),
         radii_mm=tuple(float(r * scale) for r in les.radii_mm),
-        intended_volume_ml=les.intended_volume_ml * scale ** 3,
-        intended_consolidation_ml=les.intended_consolidation_ml * scale ** 3,
+        intended_volume_ml=les.intended_volume_ml * scale**3,
+        intended_consolidation_ml=les.intended_consolidation_ml * scale**3,
     )
 
 
-def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, with_lesions: bool,
-              noise_seed: int, body_scale: float = 1.0) -> Phantom:
+def _generate(
+    severity: float,
+    seed: int,
+    real_grid: _Grid,
+    noise_hu: float,
+    with_lesions: bool,
+    noise_seed: int,
+    body_scale: float = 1.0,
+) -> Phantom:
     grid = _virtual_grid(real_grid, body_scale)
     nz, ny, nx = grid.shape
     xs, ys, zs = grid.axis(0), grid.axis(1), grid.axis(2)
@@ -625,9 +647,10 @@ def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, wit
     spine_cortex = spine & ~_in_circle(X2, Y2, SPINE_XY, SPINE_R - 2.5)
     canal = _in_circle(X2, Y2, CANAL_XY, CANAL_R)
     post_el = (_in_circle(X2, Y2, CANAL_XY, CANAL_R + 6.0) & ~canal & (Y2 > CANAL_XY[1] - 4)) | (
-        (np.abs(X2) < 4.5) & (Y2 > CANAL_XY[1]) & (Y2 < CANAL_XY[1] + 26.0))
+        (np.abs(X2) < 4.5) & (Y2 > CANAL_XY[1]) & (Y2 < CANAL_XY[1] + 26.0)
+    )
     oeso = _in_circle(X2, Y2, OESO_XY, OESO_R)
-    table_top = TABLE_TOP_Y - 0.0006 * X2 ** 2
+    table_top = TABLE_TOP_Y - 0.0006 * X2**2
     table = (Y2 >= table_top) & (Y2 <= table_top + 22.0) & (np.abs(X2) < 185.0)
     table_shell = table & ((Y2 <= table_top + 3.5) | (Y2 >= table_top + 18.5))
 
@@ -668,8 +691,15 @@ def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, wit
         ly, lx = np.nonzero(fp)
         pl1 = np.where(np.isfinite(pz1), pz1, np.inf)[ly, lx].astype(np.float32)
         pl2 = np.where(np.isfinite(pz2), pz2, -np.inf)[ly, lx].astype(np.float32)
-        lung_cols[side] = (ly, lx, lo[ly, lx].astype(np.float32), hi[ly, lx].astype(np.float32),
-                           pl1, pl2, full2(parench_2d)[ly, lx])
+        lung_cols[side] = (
+            ly,
+            lx,
+            lo[ly, lx].astype(np.float32),
+            hi[ly, lx].astype(np.float32),
+            pl1,
+            pl2,
+            full2(parench_2d)[ly, lx],
+        )
     muscle2d = (~inner_fat & body & paraspinal) | (inner_fat & ~inner_muscle) | (inner_muscle & paraspinal)
 
     slab = max(1, int(4_000_000 // (ny * nx)))
@@ -724,9 +754,15 @@ def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, wit
         hu[k0:k1] = h
 
     # aorta (ascending, arch, descending) and airways
-    aorta_path = [(-6.0, -22.0, 165.0), (-6.0, -22.0, 212.0), (2.0, -16.0, 232.0),
-                  (20.0, 0.0, 240.0), (24.0, 22.0, 232.0), (24.0, 34.0, 218.0),
-                  (24.0, 34.0, -10.0)]
+    aorta_path = [
+        (-6.0, -22.0, 165.0),
+        (-6.0, -22.0, 212.0),
+        (2.0, -16.0, 232.0),
+        (20.0, 0.0, 240.0),
+        (24.0, 22.0, 232.0),
+        (24.0, 34.0, 218.0),
+        (24.0, 34.0, -10.0),
+    ]
     for p0, p1 in zip(aorta_path[:-1], aorta_path[1:]):
         res = _capsule(grid, p0, p1, AORTA_R + 1.0, AORTA_R)
         if res is None:
@@ -738,8 +774,11 @@ def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, wit
     airways = np.zeros(grid.shape, np.uint8)
     top = np.array([TRACHEA_XY[0], TRACHEA_XY[1], ANATOMY_Z_MM + 20.0])
     carina = np.array([TRACHEA_XY[0], TRACHEA_XY[1], CARINA_Z])
-    tubes = [(top, carina, TRACHEA_R, TRACHEA_R),
-             (carina, BRONCHUS_END[1], 7.0, 6.0), (carina, BRONCHUS_END[2], 6.5, 5.5)]
+    tubes = [
+        (top, carina, TRACHEA_R, TRACHEA_R),
+        (carina, BRONCHUS_END[1], 7.0, 6.0),
+        (carina, BRONCHUS_END[2], 6.5, 5.5),
+    ]
     for p0, p1, r0, r1 in tubes:
         res = _capsule(grid, p0, p1, r0, r1, pad_mm=AIRWAY_WALL_MM)
         if res is None:
@@ -755,11 +794,9 @@ def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, wit
     lesion_list = _lesion_list(seed, severity) if with_lesions else []
     lesions = np.zeros(grid.shape, np.uint8)
     ggo_edge_mm, cons_edge_mm = 1.0, 0.5  # soft margins (logistic scale, mm)
-    shape_tex = _Texture(np.random.default_rng(np.random.SeedSequence([seed, 5])), n=12,
-                         wavelength_mm=(12.0, 40.0))
+    shape_tex = _Texture(np.random.default_rng(np.random.SeedSequence([seed, 5])), n=12, wavelength_mm=(12.0, 40.0))
     for les in lesion_list:
-        res = _ellipsoid_q(grid, les, extra_mm=(1.0 / (1.0 - LESION_LOBULATION) - 1.0)
-                           * max(les.radii_mm) + 4.0)
+        res = _ellipsoid_q(grid, les, extra_mm=(1.0 / (1.0 - LESION_LOBULATION) - 1.0) * max(les.radii_mm) + 4.0)
         if res is None:
             continue
         sl, rq = res
@@ -773,8 +810,11 @@ def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, wit
         yy = grid.axis(1)[sl[1]][jj]
         xx = grid.axis(0)[sl[2]][ii]
         # lobulated outline: the normalised radius is modulated by a smooth random field
-        q = rq[sel] * np.clip(1.0 - np.float32(LESION_LOBULATION / 2.5) * shape_tex(xx, yy, zz),
-                              1.0 - LESION_LOBULATION, 1.0 + LESION_LOBULATION)
+        q = rq[sel] * np.clip(
+            1.0 - np.float32(LESION_LOBULATION / 2.5) * shape_tex(xx, yy, zz),
+            1.0 - LESION_LOBULATION,
+            1.0 + LESION_LOBULATION,
+        )
         sd = (q - 1.0) * rmean  # ~ signed distance to the surface in mm
         alpha = 1.0 / (1.0 + np.exp(np.clip(sd / ggo_edge_mm, -30, 30)))
         level = les.ggo_hu + 70.0 * les_tex(xx, yy, zz)
@@ -810,7 +850,7 @@ def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, wit
                 continue
             sl, sd = res
             sub = hu[sl]
-            m = (lungs[sl] > 0)
+            m = lungs[sl] > 0
             sub[m & (sd <= 1.5) & (sd > 0)] = 20.0
             sub[m & (sd <= 0)] = -1000.0
 
@@ -823,17 +863,31 @@ def _generate(severity: float, seed: int, real_grid: _Grid, noise_hu: float, wit
     np.clip(hu, -1024.0, 3071.0, out=hu)
 
     ct = CTScan.from_array(
-        hu, spacing_mm=real_grid.spacing, origin_mm=real_grid.origin,
-        metadata={"modality": "CT", "source_type": "synthetic phantom",
-                  "notes": f"workbench.synthetic phantom seed={seed} severity={severity:.3f}"},
+        hu,
+        spacing_mm=real_grid.spacing,
+        origin_mm=real_grid.origin,
+        metadata={
+            "modality": "CT",
+            "source_type": "synthetic phantom",
+            "notes": f"workbench.synthetic phantom seed={seed} severity={severity:.3f}",
+        },
     )
     return Phantom(
-        ct=ct, lungs=lungs, lesions=lesions, heart=heart, airways=airways,
+        ct=ct,
+        lungs=lungs,
+        lesions=lesions,
+        heart=heart,
+        airways=airways,
         lesion_list=[_scale_lesion(les, body_scale) for les in lesion_list],
-        intended={k: v * body_scale ** 3 for k, v in intended_volumes_ml().items()},
-        seed=int(seed), severity=float(severity),
-        info={"noise_hu": float(noise_hu), "noise_seed": int(noise_seed),
-              "vessel_segments": n_vessel_segments, "body_scale": float(body_scale)},
+        intended={k: v * body_scale**3 for k, v in intended_volumes_ml().items()},
+        seed=int(seed),
+        severity=float(severity),
+        info={
+            "noise_hu": float(noise_hu),
+            "noise_seed": int(noise_seed),
+            "vessel_segments": n_vessel_segments,
+            "body_scale": float(body_scale),
+        },
     )
 
 
@@ -889,8 +943,15 @@ def make_phantom(
     if not (0.85 <= body_scale <= 1.15):
         raise InvalidInput(f"body_scale must lie between 0.85 and 1.15 (a plausible adult), got {body_scale}.")
     grid = _make_grid(shape_zyx, spacing_mm, fov_mm, body_scale)
-    return _generate(s, int(seed), grid, float(noise_hu), bool(with_lesions),
-                     int(seed if noise_seed is None else noise_seed), body_scale)
+    return _generate(
+        s,
+        int(seed),
+        grid,
+        float(noise_hu),
+        bool(with_lesions),
+        int(seed if noise_seed is None else noise_seed),
+        body_scale,
+    )
 
 
 def make_phantom_pair(

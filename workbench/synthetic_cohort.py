@@ -38,6 +38,7 @@ Generative model (all draws from one ``numpy.random.Generator`` seeded by ``seed
    (gamma, mean 7 days, for severe; censoring at 14-28 days otherwise) and
    ``event_observed`` (= severe).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,33 +61,94 @@ GENERATIVE_MODEL: dict = {
         "diabetes": 0.25,
     },
     "proxies": [  # correlated with the true predictors through latent severity, beta = 0
-        "lesion_volume_ml", "ct_severity_score", "consolidation_share_pct", "ggo_volume_ml",
-        "consolidation_volume_ml", "extent_right_pct", "extent_left_pct", "lesion_count",
-        "nlr", "neutrophils_pct", "lymphocytes_1e9_l", "neutrophils_1e9_l", "pao2_mmhg",
-        "albumin_g_l", "ast_u_l", "alt_u_l", "leukocytes_1e9_l", "hypertension",
-        "cardiovascular_disease", "bilateral_involvement", "lesion_mean_hu",
+        "lesion_volume_ml",
+        "ct_severity_score",
+        "consolidation_share_pct",
+        "ggo_volume_ml",
+        "consolidation_volume_ml",
+        "extent_right_pct",
+        "extent_left_pct",
+        "lesion_count",
+        "nlr",
+        "neutrophils_pct",
+        "lymphocytes_1e9_l",
+        "neutrophils_1e9_l",
+        "pao2_mmhg",
+        "albumin_g_l",
+        "ast_u_l",
+        "alt_u_l",
+        "leukocytes_1e9_l",
+        "hypertension",
+        "cardiovascular_disease",
+        "bilateral_involvement",
+        "lesion_mean_hu",
     ],
     "noise": [  # unrelated to the outcome
-        "lesion_sphericity", "lesion_glcm_contrast", "platelets_1e9_l", "copd", "sex",
-        "heart_volume_ml", "healthy_lung_mean_hu", "red_cells_1e12_l", "haemoglobin_g_l",
-        "haematocrit_pct", "monocytes_1e9_l", "monocytes_pct", "lung_volume_ml",
+        "lesion_sphericity",
+        "lesion_glcm_contrast",
+        "platelets_1e9_l",
+        "copd",
+        "sex",
+        "heart_volume_ml",
+        "healthy_lung_mean_hu",
+        "red_cells_1e12_l",
+        "haemoglobin_g_l",
+        "haematocrit_pct",
+        "monocytes_1e9_l",
+        "monocytes_pct",
+        "lung_volume_ml",
     ],
     "scanner_noise_sd_fraction": "uniform(0.05, 0.25) per centre, additive, imaging biomarkers only",
 }
 
 IMAGING_COLUMNS = [
-    "lung_volume_ml", "lung_right_volume_ml", "lung_left_volume_ml", "lesion_count",
-    "lesion_volume_ml", "lesion_mean_volume_ml", "lesion_pct_lung", "extent_right_pct",
-    "extent_left_pct", "ggo_volume_ml", "consolidation_volume_ml", "consolidation_share_pct",
-    "lesion_mean_hu", "lesion_sphericity", "lesion_glcm_contrast", "healthy_lung_mean_hu",
-    "heart_volume_ml", "ct_severity_score", "bilateral_involvement",
+    "lung_volume_ml",
+    "lung_right_volume_ml",
+    "lung_left_volume_ml",
+    "lesion_count",
+    "lesion_volume_ml",
+    "lesion_mean_volume_ml",
+    "lesion_pct_lung",
+    "extent_right_pct",
+    "extent_left_pct",
+    "ggo_volume_ml",
+    "consolidation_volume_ml",
+    "consolidation_share_pct",
+    "lesion_mean_hu",
+    "lesion_sphericity",
+    "lesion_glcm_contrast",
+    "healthy_lung_mean_hu",
+    "heart_volume_ml",
+    "ct_severity_score",
+    "bilateral_involvement",
 ]
 CLINICAL_COLUMNS = [
-    "age_years", "sex", "hypertension", "diabetes", "cardiovascular_disease", "copd",
-    "leukocytes_1e9_l", "neutrophils_1e9_l", "lymphocytes_1e9_l", "monocytes_1e9_l",
-    "eosinophils_1e9_l", "neutrophils_pct", "lymphocytes_pct", "monocytes_pct", "eosinophils_pct",
-    "nlr", "red_cells_1e12_l", "haemoglobin_g_l", "haematocrit_pct", "platelets_1e9_l",
-    "alt_u_l", "ast_u_l", "albumin_g_l", "pao2_mmhg", "ldh_u_l", "crp_mg_l",
+    "age_years",
+    "sex",
+    "hypertension",
+    "diabetes",
+    "cardiovascular_disease",
+    "copd",
+    "leukocytes_1e9_l",
+    "neutrophils_1e9_l",
+    "lymphocytes_1e9_l",
+    "monocytes_1e9_l",
+    "eosinophils_1e9_l",
+    "neutrophils_pct",
+    "lymphocytes_pct",
+    "monocytes_pct",
+    "eosinophils_pct",
+    "nlr",
+    "red_cells_1e12_l",
+    "haemoglobin_g_l",
+    "haematocrit_pct",
+    "platelets_1e9_l",
+    "alt_u_l",
+    "ast_u_l",
+    "albumin_g_l",
+    "pao2_mmhg",
+    "ldh_u_l",
+    "crp_mg_l",
 ]
 OUTCOME_COLUMNS = ["severe", "intubation", "icu", "death", "time_to_event_days", "event_observed"]
 
@@ -146,8 +208,8 @@ def synthetic_cohort(n: int = 500, seed: int = 0, n_centres: int = 4) -> pd.Data
     # CT severity score: five lobes, each 0-5 by percentage involvement
     lobe_pct = np.clip(lesion_pct[:, None] * np.exp(rng.normal(0, 0.9, (n, 5))), 0, 100)
     lobe_score = np.select(
-        [lobe_pct < 0.5, lobe_pct < 5, lobe_pct < 25, lobe_pct < 50, lobe_pct < 75],
-        [0, 1, 2, 3, 4], 5)
+        [lobe_pct < 0.5, lobe_pct < 5, lobe_pct < 25, lobe_pct < 50, lobe_pct < 75], [0, 1, 2, 3, 4], 5
+    )
     imaging_true = {
         "lung_volume_ml": lung_ml,
         "lung_right_volume_ml": lung_ml * right_frac,

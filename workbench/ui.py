@@ -5,15 +5,17 @@ here: the research-use notice, the list of sample cases, case sources (sample pa
 uploaded bytes, with a stable cache key), the cached case analysis with a progress
 display, clinical input fields and error display. Nothing here analyses anything.
 """
+
 from __future__ import annotations
 
 import hashlib
 import tempfile
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -24,8 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = REPO / "sample_data"
 #: upload limit in MB; keep in step with .streamlit/config.toml (server.maxUploadSize)
 MAX_UPLOAD_MB = 1024
-RESEARCH_NOTICE = ("**Research use only.** Not a medical device; not for diagnosis or treatment decisions. "
-                   "Automated segmentations and predictions can be wrong.")
+RESEARCH_NOTICE = (
+    "**Research use only.** Not a medical device; not for diagnosis or treatment decisions. "
+    "Automated segmentations and predictions can be wrong."
+)
 
 #: clinical inputs offered on the Case page: name -> (label, unit, min, max, step)
 CLINICAL_FIELDS: dict[str, tuple[str, str, float, float, float]] = {
@@ -80,8 +84,11 @@ def show_error(exc: BaseException, what: str = "") -> None:
     if isinstance(exc, WorkbenchError):
         st.error(f"{what + ': ' if what else ''}{exc}", icon=":material/error:")
     else:  # a bug: still no traceback in the page
-        st.error(f"{what + ': ' if what else ''}an unexpected internal error occurred "
-                 f"({type(exc).__name__}: {exc}). Please report it.", icon=":material/error:")
+        st.error(
+            f"{what + ': ' if what else ''}an unexpected internal error occurred "
+            f"({type(exc).__name__}: {exc}). Please report it.",
+            icon=":material/error:",
+        )
 
 
 # --------------------------------------------------------------------------- sample cases
@@ -98,14 +105,26 @@ def sample_cases() -> pd.DataFrame:
             path = SAMPLE_DATA / str(r["path"])
             if path.exists():
                 fu = r.get("followup_of")
-                rows.append({"case_id": str(r["case_id"]), "path": str(path), "kind": str(r.get("kind", "")),
-                             "description": str(r.get("description", "")),
-                             "followup_of": "" if pd.isna(fu) else str(fu)})
+                rows.append(
+                    {
+                        "case_id": str(r["case_id"]),
+                        "path": str(path),
+                        "kind": str(r.get("kind", "")),
+                        "description": str(r.get("description", "")),
+                        "followup_of": "" if pd.isna(fu) else str(fu),
+                    }
+                )
     real = SAMPLE_DATA / "real" / "totalsegmentator_example" / "example_ct.nii.gz"
     if real.exists() and not any(Path(r["path"]) == real for r in rows):
-        rows.append({"case_id": "real_totalsegmentator_ct", "path": str(real), "kind": "real",
-                     "description": "Real CT (thorax/abdomen, 3 mm, not COVID), TotalSegmentator example",
-                     "followup_of": ""})
+        rows.append(
+            {
+                "case_id": "real_totalsegmentator_ct",
+                "path": str(real),
+                "kind": "real",
+                "description": "Real CT (thorax/abdomen, 3 mm, not COVID), TotalSegmentator example",
+                "followup_of": "",
+            }
+        )
     return pd.DataFrame(rows, columns=["case_id", "path", "kind", "description", "followup_of"])
 
 
@@ -127,8 +146,9 @@ class CaseSource:
 def source_from_path(path: str | Path, label: str | None = None) -> CaseSource:
     p = Path(path)
     stat = p.stat()
-    return CaseSource(label=label or p.name, key=f"path:{p.resolve()}:{stat.st_size}:{stat.st_mtime_ns}",
-                      path=str(p), name=p.name)
+    return CaseSource(
+        label=label or p.name, key=f"path:{p.resolve()}:{stat.st_size}:{stat.st_mtime_ns}", path=str(p), name=p.name
+    )
 
 
 def source_from_bytes(name: str, data: bytes, label: str = "uploaded case") -> CaseSource:
@@ -145,13 +165,15 @@ def check_upload_name(name: str) -> None:
 
     low = name.lower()
     if not low.endswith((".nii", ".nii.gz", ".zip", ".dcm")):
-        raise InvalidInput(f"'{Path(name).suffix or name}' files are not supported: upload a NIfTI file "
-                           "(.nii or .nii.gz) or a DICOM series as a .zip.")
+        raise InvalidInput(
+            f"'{Path(name).suffix or name}' files are not supported: upload a NIfTI file "
+            "(.nii or .nii.gz) or a DICOM series as a .zip."
+        )
 
 
 # --------------------------------------------------------------------------- cached analysis
 @st.cache_resource(show_spinner=False)
-def _case_store() -> "OrderedDict[tuple, dict]":
+def _case_store() -> OrderedDict[tuple, dict]:
     """Process-wide LRU of analysed cases (shared by sessions; results are read-only)."""
     return OrderedDict()
 
@@ -159,8 +181,13 @@ def _case_store() -> "OrderedDict[tuple, dict]":
 MAX_CACHED_CASES = 4
 
 
-def analyse(source: CaseSource, lesion_method: str, previous_key: tuple | None = None,
-            previous: Any = None, show_progress: bool = True) -> tuple[tuple, Any, list[str]]:
+def analyse(
+    source: CaseSource,
+    lesion_method: str,
+    previous_key: tuple | None = None,
+    previous: Any = None,
+    show_progress: bool = True,
+) -> tuple[tuple, Any, list[str]]:
     """Analyse a scan once per (content, method, previous scan); later calls hit the cache.
 
     Shows a status box with a progress bar per pipeline step while computing.
@@ -184,15 +211,24 @@ def analyse(source: CaseSource, lesion_method: str, previous_key: tuple | None =
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = analyze_case(source.load_arg(), case_id=source.label, lesion_method=lesion_method,
-                                  previous=previous, progress=progress)
+            result = analyze_case(
+                source.load_arg(),
+                case_id=source.label,
+                lesion_method=lesion_method,
+                previous=previous,
+                progress=progress,
+            )
         except BaseException:
             if box is not None:
                 box.update(label=f"Could not analyse {source.label}", state="error", expanded=False)
             raise
-    msgs = list(dict.fromkeys(str(w.message) for w in caught
-                              if not issubclass(w.category, (DeprecationWarning, FutureWarning))
-                              and "workbench" in (w.filename or "")))
+    msgs = list(
+        dict.fromkeys(
+            str(w.message)
+            for w in caught
+            if not issubclass(w.category, (DeprecationWarning, FutureWarning)) and "workbench" in (w.filename or "")
+        )
+    )
     if box is not None:
         total = sum(result.timings_s.values())
         box.update(label=f"Analysed {source.label} in {total:.1f} s", state="complete", expanded=False)
@@ -214,8 +250,9 @@ def mask_nifti_bytes(mask: Any, ct: Any) -> bytes:
 
 def hash_table(df: pd.DataFrame) -> str:
     """Stable content hash of a table (cache key for fits)."""
-    return hashlib.sha256(pd.util.hash_pandas_object(df, index=True).values.tobytes()
-                          + ",".join(map(str, df.columns)).encode()).hexdigest()
+    return hashlib.sha256(
+        pd.util.hash_pandas_object(df, index=True).values.tobytes() + ",".join(map(str, df.columns)).encode()
+    ).hexdigest()
 
 
 def run_safely(fn: Callable[[], Any], what: str = "") -> Any:
@@ -230,9 +267,21 @@ def run_safely(fn: Callable[[], Any], what: str = "") -> Any:
 # --------------------------------------------------------------------------- models for a case
 #: features of the demonstration model fitted on the sample synthetic cohort (imaging + clinical)
 CASE_MODEL_FEATURES = [
-    "lesion_pct_lung", "ct_severity_score", "consolidation_share_pct", "lesion_volume_ml", "bilateral_involvement",
-    "age_years", "sex", "diabetes", "hypertension", "ldh_u_l", "crp_mg_l", "lymphocytes_pct", "neutrophils_pct",
-    "albumin_g_l", "pao2_mmhg",
+    "lesion_pct_lung",
+    "ct_severity_score",
+    "consolidation_share_pct",
+    "lesion_volume_ml",
+    "bilateral_involvement",
+    "age_years",
+    "sex",
+    "diabetes",
+    "hypertension",
+    "ldh_u_l",
+    "crp_mg_l",
+    "lymphocytes_pct",
+    "neutrophils_pct",
+    "albumin_g_l",
+    "pao2_mmhg",
 ]
 SYNTHETIC_MODELS = {"logistic_l2": "logistic regression", "lightgbm": "LightGBM"}
 
@@ -270,9 +319,15 @@ def synthetic_case_model(name: str = "logistic_l2") -> dict:
     cohort = Cohort.from_table(df, outcome="severe", features=feats)
     cv = fit_cv(name, cohort, folds=5, seed=0, keep_models=False)
     fitted = fit_model(name, cohort, random_state=0)
-    return {"model": fitted, "label": f"{SYNTHETIC_MODELS.get(name, name)} · sample synthetic cohort",
-            "outcome": "severe", "cv_auc": cv.auc, "thresholds": operating_points(cohort.y, cv.oof.to_numpy()),
-            "background": cohort.X, "synthetic": True}
+    return {
+        "model": fitted,
+        "label": f"{SYNTHETIC_MODELS.get(name, name)} · sample synthetic cohort",
+        "outcome": "severe",
+        "cv_auc": cv.auc,
+        "thresholds": operating_points(cohort.y, cv.oof.to_numpy()),
+        "background": cohort.X,
+        "synthetic": True,
+    }
 
 
 def shipped_models() -> dict[str, Path]:
@@ -304,9 +359,15 @@ def shipped_case_model(path: str) -> dict:
         except (TypeError, ValueError, KeyError):
             continue
     thresholds["0.5"] = 0.5
-    return {"model": fitted, "label": f"{fitted.name} · {meta.get('cohort', Path(path).stem)}",
-            "outcome": fitted.outcome or "outcome", "cv_auc": meta.get("cv_auc"), "thresholds": thresholds,
-            "background": background_for(tuple(fitted.features)), "synthetic": False}
+    return {
+        "model": fitted,
+        "label": f"{fitted.name} · {meta.get('cohort', Path(path).stem)}",
+        "outcome": fitted.outcome or "outcome",
+        "cv_auc": meta.get("cv_auc"),
+        "thresholds": thresholds,
+        "background": background_for(tuple(fitted.features)),
+        "synthetic": False,
+    }
 
 
 def explain_case(entry: dict, features: dict[str, float]) -> dict:
@@ -349,7 +410,7 @@ def feature_key(features: dict) -> tuple:
 
 
 def default_lesion_method() -> str:
-    """"unet" when the shipped network weights are installed, else "threshold"."""
+    """ "unet" when the shipped network weights are installed, else "threshold"."""
     try:
         from .segmentation import networks
 

@@ -22,6 +22,7 @@ transverse diameter), not for cardiac anatomy:
 Validated on synthetic phantoms with a known heart (Dice reported in
 ``benchmarks/biomarkers.py`` and asserted in ``tests/test_segmentation_heart.py``).
 """
+
 from __future__ import annotations
 
 import math
@@ -105,8 +106,11 @@ def segment_heart(ct: Any, lungs: np.ndarray) -> np.ndarray:
         return out
     sizes = np.bincount(comp.ravel())[1:]
     # prefer big components whose centre lies between the lungs in x
-    x_mid = 0.5 * (np.nonzero(lab == 1)[2].mean() + np.nonzero(lab == 2)[2].mean()) if (
-        np.any(lab == 1) and np.any(lab == 2)) else lab.shape[2] / 2
+    x_mid = (
+        0.5 * (np.nonzero(lab == 1)[2].mean() + np.nonzero(lab == 2)[2].mean())
+        if (np.any(lab == 1) and np.any(lab == 2))
+        else lab.shape[2] / 2
+    )
     centres = ndimage.center_of_mass(opened, comp, np.arange(1, n + 1))
     width_mm = lab.shape[2] * spx
     # components reaching the lowest analysed slice continue below the lungs: abdomen
@@ -114,8 +118,10 @@ def segment_heart(ct: Any, lungs: np.ndarray) -> np.ndarray:
     bottom = np.zeros(n, bool)
     for i, sl in enumerate(ndimage.find_objects(comp)):
         bottom[i] = sl is not None and sl[0].start <= BOTTOM_SLICES
-    score = [s * max(0.0, 1.0 - abs(c[2] - x_mid) * spx / (0.5 * width_mm)) * (not b)
-             for s, c, b in zip(sizes, centres, bottom)]
+    score = [
+        s * max(0.0, 1.0 - abs(c[2] - x_mid) * spx / (0.5 * width_mm)) * (not b)
+        for s, c, b in zip(sizes, centres, bottom)
+    ]
     if max(score) <= 0:
         return out
     best = int(np.argmax(score)) + 1
@@ -166,7 +172,7 @@ def _mediastinum(hu: np.ndarray, lab: np.ndarray, spy: float, spx: float) -> np.
         bone = (hu[k] > BONE_HU) & hull
         bone[:y_mid] = False
         bone[:, :lo] = False
-        bone[:, hi + 1:] = False
+        bone[:, hi + 1 :] = False
         if bone.sum() * spy * spx >= 50.0:  # at least 50 mm2 of bone: a vertebra
             y_spine = int(np.flatnonzero(bone.any(axis=1))[0])
             limit = max(0, y_spine - int(round(SPINE_MARGIN_MM / spy)))

@@ -12,6 +12,7 @@ Two methods, same output convention:
   structures (airway walls, fissures) removed by a morphological opening of :data:`VESSEL_RADIUS_MM`,
   lesion components smaller than :data:`MIN_LESION_MM3` dropped.
 """
+
 from __future__ import annotations
 
 import numpy as np

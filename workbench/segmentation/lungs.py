@@ -34,6 +34,7 @@ bases, phantom without air). A :class:`LungCoverageWarning` is issued when the l
 partly covered (cut by the top or bottom of the scan, or a small total volume), because
 whole-lung biomarkers are then unreliable.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -93,10 +94,7 @@ def segment_lungs(
     if hu_full.ndim != 3 or min(hu_full.shape) < 1:
         raise NoLungsFound("Lung segmentation needs a 3D CT volume; this image is not one.")
     spacing_xyz = ct.spacing_mm
-    factors_xyz = [
-        max(1, min(int(round(working_spacing_mm / s)), n))
-        for s, n in zip(spacing_xyz, ct.image.GetSize())
-    ]
+    factors_xyz = [max(1, min(int(round(working_spacing_mm / s)), n)) for s, n in zip(spacing_xyz, ct.image.GetSize())]
     coarse_img = sitk.BinShrink(ct.image, factors_xyz) if max(factors_xyz) > 1 else ct.image
     hu = sitk.GetArrayFromImage(coarse_img).astype(np.float32)
     spacing_zyx = tuple(float(s) * f for s, f in zip(spacing_xyz[::-1], factors_xyz[::-1]))
@@ -152,9 +150,7 @@ def _body_mask(hu: np.ndarray, spacing_zyx) -> np.ndarray:
     tissue = ndi.binary_opening(tissue, _inplane_cross())
     body = _largest_component(tissue)
     if not body.any():
-        raise NoLungsFound(
-            "No body was found in the image (it contains only air). Check that the file is a CT scan."
-        )
+        raise NoLungsFound("No body was found in the image (it contains only air). Check that the file is a CT scan.")
     return _fill_holes_per_slice(body)
 
 
@@ -185,7 +181,6 @@ def _airway_tree(air: np.ndarray, body: np.ndarray, spacing_zyx) -> np.ndarray:
     zz, yy, xx = np.nonzero(slab)
     lv = slab[zz, yy, xx]
     cnt = np.maximum(np.bincount(lv, minlength=n + 1), 1)
-    cy = np.bincount(lv, weights=yy, minlength=n + 1) / cnt
     cx = np.bincount(lv, weights=xx, minlength=n + 1) / cnt
     comp_z = np.zeros(n + 1, int)
     comp_z[lv] = zz
@@ -214,7 +209,7 @@ def _airway_tree(air: np.ndarray, body: np.ndarray, spacing_zyx) -> np.ndarray:
         candidates.append((z, area[lab_id], lab_id))
     candidates.sort(key=lambda c: (-c[0], -c[1]))  # top-most first, then largest
     min_slices = max(2, int(np.ceil(TRACHEA_MIN_LENGTH_MM / sz)))
-    for z, a, lab_id in candidates:
+    for z, _area, lab_id in candidates:
         down = _grow_airway(slab, area, lab_id, z, -1, pix_mm2)
         if _is_tube(down, z, min_slices, area, slab, spacing_zyx):
             up = _grow_airway(slab, area, lab_id, z, +1, pix_mm2)
@@ -307,9 +302,7 @@ def _select_and_split_lungs(air, hu, body, spacing_zyx, voxel_ml) -> np.ndarray:
     if small_ids.size:
         box = _bbox(labels > 0, margin=int(np.ceil(10.0 / min(spacing_zyx))) + 1)
         sub = labels[box]
-        dist, (iz, iy, ix) = ndi.distance_transform_edt(
-            sub == 0, sampling=spacing_zyx, return_indices=True
-        )
+        dist, (iz, iy, ix) = ndi.distance_transform_edt(sub == 0, sampling=spacing_zyx, return_indices=True)
         near = np.isin(lab[box], small_ids) & (dist <= 10.0)
         sub[near] = sub[iz[near], iy[near], ix[near]]
     return labels

@@ -19,6 +19,7 @@ One network, used the same way in training (:mod:`workbench.segmentation.train`)
   slices), on CUDA when available, else CPU. Weights are read offline from ``workbench/models/`` and
   cached in-process.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,7 +91,7 @@ def crop_square(img: np.ndarray, box: tuple[int, int, int], fill: float) -> np.n
     sy0, sx0 = max(y0, 0), max(x0, 0)
     sy1, sx1 = min(y0 + side, h), min(x0 + side, w)
     if sy1 > sy0 and sx1 > sx0:
-        out[..., sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[..., sy0:sy1, sx0:sx1]
+        out[..., sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = img[..., sy0:sy1, sx0:sx1]
     return out
 
 
@@ -122,10 +123,18 @@ def _load_cached(path: str, mtime: float) -> tuple[torch.nn.Module, dict[str, An
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "meta" not in ckpt:
         raise ModelError(f"{path} is not a lesion model saved by the workbench.")
     meta = dict(ckpt["meta"])
-    for key, expected in (("in_plane_size", IN_PLANE_SIZE), ("window_hu", list(WINDOW_HU)),
-                          ("classes", list(CLASSES)), ("channels", list(NETWORK_CHANNELS))):
+    for key, expected in (
+        ("in_plane_size", IN_PLANE_SIZE),
+        ("window_hu", list(WINDOW_HU)),
+        ("classes", list(CLASSES)),
+        ("channels", list(NETWORK_CHANNELS)),
+    ):
         got = meta.get(key)
-        ok = (got is not None and list(got) == list(expected)) if isinstance(expected, (list, tuple)) else got == expected
+        ok = (
+            (got is not None and list(got) == list(expected))
+            if isinstance(expected, (list, tuple))
+            else got == expected
+        )
         if not ok:
             raise ModelError(
                 f"The lesion model {path} was trained for {key}={meta.get(key)!r} but this version of the "
@@ -192,8 +201,13 @@ def predict_probabilities(net: torch.nn.Module, images: np.ndarray, sw_batch_siz
     return probs.cpu().numpy()
 
 
-def infer_volume(net: torch.nn.Module, hu_zyx: np.ndarray, lungs_zyx: np.ndarray,
-                 window: tuple[float, float] = WINDOW_HU, size: int = IN_PLANE_SIZE) -> np.ndarray:
+def infer_volume(
+    net: torch.nn.Module,
+    hu_zyx: np.ndarray,
+    lungs_zyx: np.ndarray,
+    window: tuple[float, float] = WINDOW_HU,
+    size: int = IN_PLANE_SIZE,
+) -> np.ndarray:
     """Class map ``[z, y, x]`` (0/1/2) from the network, restricted to ``lungs_zyx > 0``.
 
     Only slices that contain lung are run. The crop box is shared by all slices of the volume.
@@ -210,12 +224,12 @@ def infer_volume(net: torch.nn.Module, hu_zyx: np.ndarray, lungs_zyx: np.ndarray
     sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y0 + side, h), min(x0 + side, w)
     chunk = 32
     for start in range(0, zs.size, chunk):
-        zz = zs[start:start + chunk]
+        zz = zs[start : start + chunk]
         slab = crop_square(window_hu(hu_zyx[zz], window), box, fill=0.0)
         small = resize_stack(slab, size).numpy()
         probs = predict_probabilities(net, small)
         back = resize_stack(probs, side, mode="bilinear")  # [k, 3, side, side]
         labels = back.argmax(dim=1).numpy().astype(np.uint8)
-        out[zz, sy0:sy1, sx0:sx1] = labels[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
+        out[zz, sy0:sy1, sx0:sx1] = labels[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
     out[~lungs] = 0
     return out

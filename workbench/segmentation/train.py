@@ -14,6 +14,7 @@
 
 Deterministic: ``monai.utils.set_determinism(seed)``; CPU with ``torch.set_num_threads(2)`` by default.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -104,8 +105,14 @@ def load_real_slices(names: tuple[str, ...] | None = None, data_dir: Path = REAL
     for name in names:
         img = np.asarray(Image.open(img_dir / f"{name}.jpg").convert("L"), dtype=np.float32).T / 255.0
         gt = np.asarray(Image.open(gt_dir / f"{name}.png")).T.astype(np.uint8)
-        out.append(RealSlice(name, np.ascontiguousarray(img), np.ascontiguousarray(gt),
-                             real_slice_lung_mask(np.ascontiguousarray(img))))
+        out.append(
+            RealSlice(
+                name,
+                np.ascontiguousarray(img),
+                np.ascontiguousarray(gt),
+                real_slice_lung_mask(np.ascontiguousarray(img)),
+            )
+        )
     return out
 
 
@@ -125,8 +132,9 @@ def data_hash(names: tuple[str, ...], data_dir: Path = REAL_DATA_DIR, extra: str
     return h.hexdigest()
 
 
-def real_to_network(s: RealSlice, use_labels_for_box: bool = True,
-                    size: int = nw.IN_PLANE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def real_to_network(
+    s: RealSlice, use_labels_for_box: bool = True, size: int = nw.IN_PLANE_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """Crop a real slice to the square lung box and resize to the network size -> (image, labels)."""
     region = s.lungs > 0
     if use_labels_for_box:
@@ -141,8 +149,13 @@ def real_to_network(s: RealSlice, use_labels_for_box: bool = True,
     return img_s, lab_s
 
 
-def phantom_slices(n_phantoms: int = 6, shape_zyx: tuple[int, int, int] = (40, 256, 256), seed: int = 100,
-                   per_phantom: int = 10, size: int = nw.IN_PLANE_SIZE) -> tuple[np.ndarray, np.ndarray, str]:
+def phantom_slices(
+    n_phantoms: int = 6,
+    shape_zyx: tuple[int, int, int] = (40, 256, 256),
+    seed: int = 100,
+    per_phantom: int = 10,
+    size: int = nw.IN_PLANE_SIZE,
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Axial phantom slices through the inference mapping -> (images [n,S,S], labels [n,S,S], recipe).
 
     Returns empty arrays when ``workbench.synthetic`` is not available.
@@ -163,41 +176,67 @@ def phantom_slices(n_phantoms: int = 6, shape_zyx: tuple[int, int, int] = (40, 2
         # prefer slices with lesions, but include some lesion-free lung slices
         with_les = zs[les[zs].any(axis=(1, 2))]
         pool = with_les if with_les.size >= per_phantom // 2 else zs
-        pick = np.unique(np.concatenate([rng.choice(pool, min(per_phantom - 2, pool.size), replace=False),
-                                         rng.choice(zs, min(2, zs.size), replace=False)]))
+        pick = np.unique(
+            np.concatenate(
+                [
+                    rng.choice(pool, min(per_phantom - 2, pool.size), replace=False),
+                    rng.choice(zs, min(2, zs.size), replace=False),
+                ]
+            )
+        )
         box = nw.square_box(lungs.any(axis=0))
         img = nw.crop_square(nw.window_hu(hu[pick]), box, fill=0.0)
         lab = nw.crop_square(np.where(lungs[pick], les[pick], 0).astype(np.uint8), box, fill=0)
         imgs.append(nw.resize_stack(img, size).numpy())
         labs.append(nw.resize_stack(lab.astype(np.float32), size, mode="nearest").numpy().astype(np.uint8))
-    recipe = (f"make_phantom severities={[round(float(v), 3) for v in severities]} seed={seed} "
-              f"shape={shape_zyx} n={per_phantom}")
+    recipe = (
+        f"make_phantom severities={[round(float(v), 3) for v in severities]} seed={seed} "
+        f"shape={shape_zyx} n={per_phantom}"
+    )
     if not imgs:
         return np.zeros((0, size, size), np.float32), np.zeros((0, size, size), np.uint8), recipe
     return np.concatenate(imgs), np.concatenate(labs), recipe
 
 
 def _augment():
-    from monai.transforms import (Compose, RandAdjustContrastd, RandAffined, RandFlipd,
-                                  RandGaussianNoised, RandScaleIntensityd, RandShiftIntensityd)
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrastd,
+        RandAffined,
+        RandFlipd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
 
     keys = ("image", "label")
-    return Compose([
-        RandFlipd(keys, prob=0.5, spatial_axis=1),
-        RandAffined(keys, prob=0.8, rotate_range=(0.26,), scale_range=(0.15, 0.15), translate_range=(16, 16),
-                    mode=("bilinear", "nearest"), padding_mode="zeros"),
-        RandScaleIntensityd("image", factors=0.15, prob=0.5),
-        RandShiftIntensityd("image", offsets=0.06, prob=0.5),
-        RandAdjustContrastd("image", gamma=(0.75, 1.4), prob=0.4),
-        RandGaussianNoised("image", prob=0.25, std=0.02),
-    ])
+    return Compose(
+        [
+            RandFlipd(keys, prob=0.5, spatial_axis=1),
+            RandAffined(
+                keys,
+                prob=0.8,
+                rotate_range=(0.26,),
+                scale_range=(0.15, 0.15),
+                translate_range=(16, 16),
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+            RandScaleIntensityd("image", factors=0.15, prob=0.5),
+            RandShiftIntensityd("image", offsets=0.06, prob=0.5),
+            RandAdjustContrastd("image", gamma=(0.75, 1.4), prob=0.4),
+            RandGaussianNoised("image", prob=0.25, std=0.02),
+        ]
+    )
 
 
 def dice_per_class(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     """Dice for lesion (1|2), GGO (1) and consolidation (2); NaN when both are empty."""
+
     def d(a, b):
         s = a.sum() + b.sum()
         return float("nan") if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)
+
     return {"lesion": d(pred > 0, ref > 0), "ggo": d(pred == 1, ref == 1), "consolidation": d(pred == 2, ref == 2)}
 
 
@@ -208,8 +247,12 @@ def pooled_dice(preds: list[np.ndarray], refs: list[np.ndarray]) -> dict[str, fl
     return dice_per_class(p, r)
 
 
-def evaluate_real(net: torch.nn.Module | None = None, names: tuple[str, ...] = HELD_OUT_SLICES,
-                  method: str = "unet", lung_mask: str = "auto") -> dict[str, Any]:
+def evaluate_real(
+    net: torch.nn.Module | None = None,
+    names: tuple[str, ...] = HELD_OUT_SLICES,
+    method: str = "unet",
+    lung_mask: str = "auto",
+) -> dict[str, Any]:
     """Lesion Dice on real held-out slices through :func:`segment_lesions` (2D slice as a 1-slice CT).
 
     ``lung_mask``: ``"auto"`` (the automatic 2D lung-air mask, no ground truth) or ``"auto+gt"``
@@ -242,10 +285,17 @@ def evaluate_real(net: torch.nn.Module | None = None, names: tuple[str, ...] = H
 DEFAULT_EPOCHS: int = 80
 
 
-def train_lesion_model(out_path: str | Path = nw.DEFAULT_WEIGHTS, epochs: int | None = None, seed: int = 0,
-                       batch_size: int = 8, lr: float = 2e-3, use_phantoms: bool = True,
-                       num_threads: int = 2, max_minutes: float | None = None,
-                       verbose: bool = True) -> dict[str, Any]:
+def train_lesion_model(
+    out_path: str | Path = nw.DEFAULT_WEIGHTS,
+    epochs: int | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    lr: float = 2e-3,
+    use_phantoms: bool = True,
+    num_threads: int = 2,
+    max_minutes: float | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
     """Train the lesion U-Net and save it (weights ``.pt`` + ``.json`` metadata + ``.md`` card) to ``out_path``.
 
     One epoch = 50 augmented slices: the 40 real training slices and about 10 phantom slices.
@@ -279,7 +329,9 @@ def train_lesion_model(out_path: str | Path = nw.DEFAULT_WEIGHTS, epochs: int | 
     aug.set_random_state(seed=seed)
     net = nw.build_lesion_net()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * int(np.ceil(n_per_epoch / batch_size)))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * int(np.ceil(n_per_epoch / batch_size))
+    )
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, lambda_dice=1.0, lambda_ce=1.0)
     t0 = time.time()
     history = []
@@ -289,7 +341,7 @@ def train_lesion_model(out_path: str | Path = nw.DEFAULT_WEIGHTS, epochs: int | 
         order = rng.choice(len(x), size=n_per_epoch, replace=False, p=weights / weights.sum())
         losses = []
         for b in range(0, n_per_epoch, batch_size):
-            idx = order[b:b + batch_size]
+            idx = order[b : b + batch_size]
             batch = [aug({"image": x[i][None].copy(), "label": y[i][None].astype(np.float32)}) for i in idx]
             xb = torch.stack([torch.as_tensor(np.asarray(d["image"])) for d in batch]).float()
             yb = torch.stack([torch.as_tensor(np.asarray(d["label"])) for d in batch]).round().long()
@@ -379,7 +431,8 @@ def write_model_card(meta: dict[str, Any], path: str | Path, appendix: str = "")
         f"it ({up['lesion']:.3f} vs {tp['lesion']:.3f}). GGO: {up['ggo']:.3f} vs {tp['ggo']:.3f} (pooled); "
         f"consolidation: {up['consolidation']:.3f} vs {tp['consolidation']:.3f}. The pooled figure is dominated "
         "by the slices with extensive dense consolidation, which the network under-segments; "
-        "consolidation is the weak class of both methods on these slices.")
+        "consolidation is the weak class of both methods on these slices."
+    )
     train = ", ".join(meta["real_train_slices"])
     extra = meta.get("extra_eval", {})
     extra_rows = "".join(f"| {k} | {_d(v)} |\n" for k, v in extra.items())
@@ -390,12 +443,12 @@ def write_model_card(meta: dict[str, Any], path: str | Path, appendix: str = "")
 | | |
 |---|---|
 | file | `workbench/models/lesion_unet.pt` (+ `lesion_unet.json` metadata) |
-| sha256 of the weights | `{meta['weights_sha256']}` |
-| version | {meta['version']} |
-| trained (UTC) | {meta['date']} |
-| architecture | {meta['architecture']}, channels {tuple(meta['channels'])}, strides {tuple(meta['strides'])}, {meta['num_res_units']} residual unit(s), batch norm; 1 input channel, 3 output classes {tuple(meta['classes'])} |
-| training | {meta['epochs']} epochs (of {meta['epochs_requested']} requested), seed {meta['seed']}, batch {meta['batch_size']}, AdamW + one-cycle LR (max {meta['lr']}), DiceCE loss (Dice on the lesion classes + cross-entropy), {meta['train_seconds']:.0f} s on 1 shared CPU core (torch {meta['torch_version']}) |
-| training data sha256 | `{meta['training_data_sha256']}` (sorted file list + contents of the real slices + phantom recipe) |
+| sha256 of the weights | `{meta["weights_sha256"]}` |
+| version | {meta["version"]} |
+| trained (UTC) | {meta["date"]} |
+| architecture | {meta["architecture"]}, channels {tuple(meta["channels"])}, strides {tuple(meta["strides"])}, {meta["num_res_units"]} residual unit(s), batch norm; 1 input channel, 3 output classes {tuple(meta["classes"])} |
+| training | {meta["epochs"]} epochs (of {meta["epochs_requested"]} requested), seed {meta["seed"]}, batch {meta["batch_size"]}, AdamW + one-cycle LR (max {meta["lr"]}), DiceCE loss (Dice on the lesion classes + cross-entropy), {meta["train_seconds"]:.0f} s on 1 shared CPU core (torch {meta["torch_version"]}) |
+| training data sha256 | `{meta["training_data_sha256"]}` (sorted file list + contents of the real slices + phantom recipe) |
 | code | `workbench/segmentation/networks.py` (network, mapping, inference), `workbench/segmentation/train.py` (`train_lesion_model`) |
 
 ## Intended use
@@ -409,19 +462,19 @@ share). Called as `segment_lesions(ct, lungs, method="unet")`; the output is zer
   50 axial slices, 8-bit lung-window JPG + labels 0/1/2 (checked: every PNG holds only 0, 1, 2).
   The files are stored transposed (spine on the image right); they are transposed back to the
   CTScan orientation (anterior up, patient's right on the image left) before use.
-  {meta['n_real_train_slices']} slices for training ({train}).
+  {meta["n_real_train_slices"]} slices for training ({train}).
 * **Held out (never used for training or model selection):** {held}
   — 10 slices drawn once with `numpy.random.default_rng(0)` and frozen in
   `train.HELD_OUT_SLICES`.
-* **Synthetic:** {meta['n_phantom_train_slices']} axial slices of `workbench.synthetic.make_phantom`
+* **Synthetic:** {meta["n_phantom_train_slices"]} axial slices of `workbench.synthetic.make_phantom`
   phantoms ({recipe}), through the same mapping as at inference; about 1/5 of
   each epoch.
 * Augmentation (MONAI): left-right flip, affine (±15° rotation, ±15 % scale, ±16 px shift),
   intensity scale/shift, gamma contrast, Gaussian noise.
 
 ## Input mapping
-* HU are clipped to **[{meta['window_hu'][0]:.0f}, {meta['window_hu'][1]:.0f}] HU** (window width
-  {meta['window_hu'][1] - meta['window_hu'][0]:.0f}, level {(meta['window_hu'][0] + meta['window_hu'][1]) / 2:.0f}) and scaled linearly to [0, 1];
+* HU are clipped to **[{meta["window_hu"][0]:.0f}, {meta["window_hu"][1]:.0f}] HU** (window width
+  {meta["window_hu"][1] - meta["window_hu"][0]:.0f}, level {(meta["window_hu"][0] + meta["window_hu"][1]) / 2:.0f}) and scaled linearly to [0, 1];
   JPG grey values g are read as g / 255. Derivation: in the 50 JPGs the pure-air pixels
   (airway lumen) are at grey 0-10, the lung-parenchyma histogram mode at grey 27-70 (10th-90th
   percentile over the 50 images, median 44) and the mediastinal soft-tissue mode at 197-232
@@ -431,8 +484,8 @@ share). Called as `segment_lesions(ct, lungs, method="unet")`; the output is zer
   real slice side by side (similar grey levels of lung, vessels and mediastinum). Individual JPGs
   were exported with slightly different windows; the intensity augmentation covers that spread.
 * Geometry: each axial slice is cropped to one square box around the lungs (bounding box of the
-  lung mask over the whole volume + {meta['crop_margin'] * 100:.0f} % margin, padded with air) and
-  resampled to **{meta['in_plane_size']} × {meta['in_plane_size']}**; class probabilities are
+  lung mask over the whole volume + {meta["crop_margin"] * 100:.0f} % margin, padded with air) and
+  resampled to **{meta["in_plane_size"]} × {meta["in_plane_size"]}**; class probabilities are
   resampled back bilinearly and arg-maxed. Real training slices are cropped the same way around
   their 2D lung mask ∪ annotation.
 * 2D, not 2.5D: the real annotated data are isolated slices without neighbours, so a 2.5D input
@@ -448,10 +501,10 @@ closing, hole filling; no ground truth). Both methods run through `segment_lesio
 
 | method | lesion | GGO | consolidation |
 |---|---|---|---|
-| U-Net (pooled) | {_d(meta['held_out_dice_pooled'])} |
-| threshold baseline (pooled) | {_d(meta['threshold_held_out_dice_pooled'])} |
-| U-Net (mean per slice) | {_d(meta['held_out_dice_mean_per_slice'])} |
-| threshold baseline (mean per slice) | {_d(meta['threshold_held_out_dice_mean_per_slice'])} |
+| U-Net (pooled) | {_d(meta["held_out_dice_pooled"])} |
+| threshold baseline (pooled) | {_d(meta["threshold_held_out_dice_pooled"])} |
+| U-Net (mean per slice) | {_d(meta["held_out_dice_mean_per_slice"])} |
+| threshold baseline (mean per slice) | {_d(meta["threshold_held_out_dice_mean_per_slice"])} |
 {extra_rows}
 {summary}
 
@@ -459,7 +512,7 @@ Published reference on a different 48-slice split of the same source (binary inf
 U-Net 0.439, Inf-Net 0.682, Semi-Inf-Net 0.739. Phantom accuracy and speed: `benchmarks/segmentation.py`.
 
 ## Limitations
-* Trained on {meta['n_real_train_slices']} real slices from one public source (Italian cases, 2020) plus simple
+* Trained on {meta["n_real_train_slices"]} real slices from one public source (Italian cases, 2020) plus simple
   phantoms: small data, expect lower accuracy on other scanners, kernels, slice thicknesses,
   paediatric or non-COVID disease (fibrosis, oedema, tumours are not classes).
 * Real training images are 8-bit JPG exports of unknown window, not HU: the HU mapping above is an
