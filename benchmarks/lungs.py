@@ -1,10 +1,12 @@
 """Speed and accuracy of ``segment_lungs`` on phantoms and on the real TotalSegmentator example.
 
-Usage:  python benchmarks/lungs.py [--full-scale] [--threads N]
+Usage:  python benchmarks/lungs.py [--full-scale] [--threads N] [--method network|classical|both]
 
-Prints one row per case: Dice (right, left, whole lung), lesion and consolidation recall
-(fraction of ground-truth lesion voxels inside the lung mask), share of the trachea/heart
-wrongly labelled lung, and seconds for ``segment_lungs`` alone (phantom generation excluded).
+Prints one row per case and lung method (``network``: classical aerated lung ∪ the chest network's
+lung / lesion pixels, the default; ``classical``: aerated lung only): Dice (right, left, whole lung),
+lesion and consolidation recall (fraction of ground-truth lesion voxels inside the lung mask), share of
+the trachea/heart wrongly labelled lung, and seconds for ``segment_lungs`` alone (phantom generation
+excluded; the network method's seconds include its one pass of the chest network).
 """
 
 from __future__ import annotations
@@ -22,26 +24,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workbench.io import CTScan  # noqa: E402
+from workbench.paths import shared_dataset  # noqa: E402
 from workbench.segmentation.lungs import segment_lungs  # noqa: E402
 from workbench.synthetic import make_phantom  # noqa: E402
 
-REAL = ROOT.parent / "shared" / "data" / "totalsegmentator_example"
+REAL = shared_dataset("totalsegmentator_example")
 
 
 def dice(a, b) -> float:
     return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
 
 
-def timed(ct):
+def timed(ct, method):
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        labels = segment_lungs(ct)
+        labels = segment_lungs(ct, method=method)
     return labels, time.perf_counter() - t0
 
 
-def phantom_row(name, ph):
-    labels, sec = timed(ph.ct)
+def phantom_row(name, ph, method):
+    labels, sec = timed(ph.ct, method)
     les, cons = ph.lesions > 0, ph.lesions == 2
     rec = lambda m: float((labels[m] > 0).mean()) if m.any() else float("nan")  # noqa: E731
     return (
@@ -58,7 +61,7 @@ def phantom_row(name, ph):
     )
 
 
-def real_rows():
+def real_rows(method):
     if not REAL.exists():
         return []
     read = lambda f: sitk.DICOMOrient(sitk.ReadImage(str(REAL / f)), "LPS")  # noqa: E731
@@ -67,7 +70,7 @@ def real_rows():
     rows = []
     for f in ("example_ct_sm.nii.gz", "example_ct.nii.gz"):
         ct = CTScan(image=sitk.Cast(read(f), sitk.sitkFloat32))
-        labels, sec = timed(ct)
+        labels, sec = timed(ct, method)
         lab = labels[-ref.shape[0] :]  # the reference covers the top 30 slices of the full scan
         nan = float("nan")
         rows.append(
@@ -91,18 +94,25 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--full-scale", action="store_true", help="also run a 512x512x288 phantom (slow to generate)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--method", choices=("network", "classical", "both"), default="both")
     args = ap.parse_args()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+    import torch
 
-    rows = []
-    for severity in (0.0, 0.3, 0.6, 0.8, 1.0):
-        for seed in (0, 1, 2):
-            rows.append(phantom_row(f"phantom sev={severity} seed={seed}", make_phantom(severity, seed)))
+    torch.set_num_threads(args.threads)
+    phantoms = [
+        (f"phantom sev={sev} seed={seed}", make_phantom(sev, seed))
+        for sev in (0.0, 0.3, 0.6, 0.8, 1.0)
+        for seed in (0, 1, 2)
+    ]
     if args.full_scale:
         from workbench.synthetic import full_scale_phantom
 
-        rows.append(phantom_row("full-scale phantom sev=0.6", full_scale_phantom(0.6, 0)))
-    rows += real_rows()
+        phantoms.append(("full-scale phantom sev=0.6", full_scale_phantom(0.6, 0)))
+    rows = []
+    for method in ("network", "classical") if args.method == "both" else (args.method,):
+        rows += [(f"{name} [{method}]",) + phantom_row(name, ph, method)[1:] for name, ph in phantoms]
+        rows += [(f"{r[0]} [{method}]",) + r[1:] for r in real_rows(method)]
 
     head = ("case", "shape zyx", "Dice R", "Dice L", "Dice", "lesion rec", "consol rec", "airway%", "heart%", "seconds")
     print("| " + " | ".join(head) + " |")

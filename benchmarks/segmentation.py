@@ -1,42 +1,50 @@
-"""Lung + lesion segmentation: accuracy (Dice, volume error) and seconds per case, per lesion method.
+"""Lung + lesion segmentation: accuracy on real slices (cross-validated) and phantoms, and seconds per scan.
 
-Run:  .venv/bin/python benchmarks/segmentation.py [--no-full] [--threads 2] [--r231-slices 12]
+Run:  .venv/bin/python benchmarks/segmentation.py [--cv-dir results/lesion_cv] [--no-speed] [--threads 2]
 
 Tables printed:
 
-1. Phantoms (``workbench.synthetic.make_phantom``, ground truth by construction; seeds 11-13 are
-   not among the training phantoms' seeds 100-105) at the 96 x 128 x 128 test grid for three
-   severities, and one full-scale 512 x 512 x 288 phantom (``--no-full`` skips it). Lungs come from
-   ``workbench.segmentation.lungs.segment_lungs``; lesions from ``segment_lesions`` with each method
-   on those lungs. Dice of lungs (lung vs background), lesions (any), GGO, consolidation; lesion
-   volume error (% of the true lesion volume); seconds.
-2. The 10 held-out real slices (never used for training), each run as a 1-slice CT (JPG grey values
-   mapped back to HU through the network window). The 3D lung segmentation cannot run on single
-   2D slices, so two documented 2D lung masks are used: ``auto`` = ``real_slice_lung_mask`` (lung-air
-   threshold + closing + hole filling, no ground truth; misses large consolidation on the lung
-   border) and ``auto+gt`` = auto ∪ annotated lesions (a lung mask that contains every lesion, as a
-   good lung segmentation should). Dice pooled over all pixels of the 10 slices and mean per slice.
-3. Speed anchor: lungmask's published U-Net "R231" architecture (Hofmanninger J. et al., Eur Radiol
-   Exp 2020; github.com/JoHof/lungmask, ``lungmask/resunet.py``, Apache-2.0), re-implemented below
-   with random weights (no download; weights do not change the run time), run slice-wise at
-   256 x 256 as lungmask does, batch 20. It is timed on ``--r231-slices`` slices of the full-scale
-   volume and extrapolated linearly to all its slices, side by side with our lungs + lesions time.
+1. **Real COVID-19 slices, 5-fold cross-validation** (50 expert-annotated COVID-SemiSeg slices,
+   near-duplicates in the same fold): mean over slices [95 % bootstrap CI] of Dice, sensitivity,
+   specificity (binary infection), GGO and consolidation Dice, HD95, and the share of the expert lesion
+   inside the product's lung mask — for the shipped recipe, the teacher alone and the threshold baseline.
+   Reprinted from the shipped model's metadata (``workbench/models/lesion_unet.json``), which
+   ``workbench train-lesions`` writes; with ``--cv-dir DIR`` the per-slice metrics are recomputed from the
+   fold weights in DIR through the current code (``segment_lungs`` + ``segment_lesions`` on 1-slice CTs).
+2. **Phantoms** (``workbench.synthetic.make_phantom``, ground truth by construction; seeds 11-13 and the
+   sample cases are not among the training phantoms' seeds 100-107): lung Dice of ``segment_lungs``
+   (network and classical), lesion Dice / GGO / consolidation / volume error per lesion method, seconds;
+   and the lesion-free sample case ``phantom_none``: false lesion volume and CT severity score per method.
+3. **Speed** on a 512 x 512 x 300 phantom: ``segment_lungs`` (network: one pass of the chest network,
+   shared with the lesions) + ``segment_lesions``, on CPU with ``--threads`` torch threads (and on the GPU
+   when torch sees one), side by side with lungmask's U-Net "R231" architecture (Hofmanninger J. et al.,
+   Eur Radiol Exp 2020; github.com/JoHof/lungmask, ``lungmask/resunet.py``, Apache-2.0), re-implemented
+   below with random weights (no download; weights do not change the run time), run slice-wise at
+   256 x 256 as lungmask does, batch 20, timed on ``--r231-slices`` slices and extrapolated to all slices.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import sys
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from workbench.segmentation.lesions import segment_lesions
-from workbench.segmentation.train import HELD_OUT_SLICES, REAL_PIXEL_MM, dice_per_class, load_real_slices, pooled_dice
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from workbench.segmentation import networks  # noqa: E402
+from workbench.segmentation.lesions import segment_lesions  # noqa: E402
+from workbench.segmentation.lungs import segment_lungs  # noqa: E402
 
 
 # --- lungmask R231 architecture (re-implemented from JoHof/lungmask, lungmask/resunet.py) -------------
@@ -98,17 +106,21 @@ class R231UNet(nn.Module):
         return F.log_softmax(self.last(x), dim=1)
 
 
-def time_r231(hu: np.ndarray, n_slices: int, batch: int = 20) -> float:
+def time_r231(hu: np.ndarray, n_slices: int, batch: int = 20, device: str = "cpu") -> float:
     """Seconds per slice of R231 at 256 x 256 (lungmask preprocessing: clip HU, resize to 256)."""
-    net = R231UNet().eval()
+    net = R231UNet().eval().to(device)
     zs = np.linspace(0, hu.shape[0] - 1, n_slices).round().astype(int)
     x = torch.as_tensor(np.clip(hu[zs], -1024, 600), dtype=torch.float32)[:, None]
-    x = F.interpolate(x, size=(256, 256), mode="bilinear", align_corners=False)
+    x = F.interpolate(x, size=(256, 256), mode="bilinear", align_corners=False).to(device)
     with torch.inference_mode():
         net(x[:1])  # warm-up
+        if device == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         for b in range(0, len(x), batch):
             net(x[b : b + batch]).argmax(1)
+        if device == "cuda":
+            torch.cuda.synchronize()
         sec = time.perf_counter() - t0
     return sec / len(zs)
 
@@ -119,134 +131,173 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float("nan") if s == 0 else float(2 * np.logical_and(a, b).sum() / s)
 
 
-def _vol_err_pct(pred: np.ndarray, ref: np.ndarray) -> float:
-    r = int((ref > 0).sum())
-    return float("nan") if r == 0 else 100.0 * (int((pred > 0).sum()) - r) / r
+def _fmt(v: float, d: int = 3) -> str:
+    return "–" if v != v else f"{v:.{d}f}"
 
 
-def _fmt(v: float) -> str:
-    return "   nan" if v != v else f"{v:6.3f}"
+def _lungs(ct, method: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        lungs = segment_lungs(ct, method=method)
+        return lungs, time.perf_counter() - t0
 
 
-HEADER = (
-    f"{'case':<28} {'method':<10} {'lungs':>6} {'lesion':>6} {'GGO':>6} {'cons':>6} "
-    f"{'volerr%':>8} {'lung s':>7} {'lesion s':>8}"
-)
+# --- 1. real slices -----------------------------------------------------------------------------
+def real_cv_table(cv_dir: str | None) -> None:
+    from workbench.segmentation import model_card
+
+    if cv_dir:
+        cv = _reevaluate(Path(cv_dir))
+        where = f"recomputed now from the fold weights in {cv_dir}"
+    else:
+        meta = json.loads(networks.DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+        cv = meta.get("cv") or {}
+        where = f"from {networks.DEFAULT_WEIGHTS.with_suffix('.json').name} (trained {meta.get('date')})"
+    print(f"\n## Real COVID-19 slices: 5-fold cross-validation ({where})\n")
+    if not cv.get("summary"):
+        print("no cross-validation results available")
+        return
+    print(model_card.cv_table(cv))
 
 
-def phantom_rows(shape: tuple[int, int, int], severity: float, seed: int, full: bool = False) -> dict:
+def _reevaluate(cv_dir: Path) -> dict:
+    """Per-slice metrics of the fold weights in ``cv_dir`` through the current product code."""
+    from workbench.segmentation import realslices as rs
+    from workbench.segmentation import train as tr
+
+    slices = {s.name: s for s in rs.load_real_slices()}
+    for f in range(5):
+        rec_path = cv_dir / f"fold{f}.json"
+        if not rec_path.is_file():
+            continue
+        rec = json.loads(rec_path.read_text())
+        held = [slices[n] for n in rec["held_out"]]
+        rec["per_slice"] = tr.evaluate_slices(held, weights=cv_dir / f"fold{f}.pt")
+        rec["per_slice_threshold"] = tr.evaluate_slices(held, weights=cv_dir / f"fold{f}.pt", lesion_method="threshold")
+        if (cv_dir / f"fold{f}_teacher.pt").is_file():
+            rec["per_slice_teacher"] = tr.evaluate_slices(held, weights=cv_dir / f"fold{f}_teacher.pt")
+        rec_path.write_text(json.dumps(rec, indent=1))
+    return tr.collect_cv(cv_dir)
+
+
+# --- 2. phantoms --------------------------------------------------------------------------------
+def phantom_table(shape: tuple[int, int, int]) -> None:
     from workbench.synthetic import make_phantom
 
-    t0 = time.perf_counter()
-    ph = make_phantom(severity, seed=seed, shape_zyx=shape)
-    gen_s = time.perf_counter() - t0
-    ref = np.asarray(ph.lesions)
-    try:
-        from workbench.segmentation.lungs import segment_lungs
-
-        t0 = time.perf_counter()
-        lungs = segment_lungs(ph.ct)
-        lung_s = time.perf_counter() - t0
-        lung_src = "segment_lungs"
-    except ImportError:
-        lungs, lung_s, lung_src = np.asarray(ph.lungs), float("nan"), "ground truth"
-    lung_d = _dice(lungs > 0, ph.lungs > 0)
-    name = f"phantom s={severity:.1f} {'x'.join(map(str, shape))}"
-    out = {
-        "name": name,
-        "lung_s": lung_s,
-        "lung_dice": lung_d,
-        "gen_s": gen_s,
-        "lung_src": lung_src,
-        "hu": ph.ct.hu if full else None,
-    }
-    for method in ("threshold", "unet"):
-        t0 = time.perf_counter()
-        pred = segment_lesions(ph.ct, lungs, method=method)
-        sec = time.perf_counter() - t0
-        d = dice_per_class(pred, ref)
-        out[method] = (d, _vol_err_pct(pred, ref), sec)
-        print(
-            f"{name:<28} {method:<10} {_fmt(lung_d)} {_fmt(d['lesion'])} {_fmt(d['ggo'])} "
-            f"{_fmt(d['consolidation'])} {_vol_err_pct(pred, ref):+8.1f} {lung_s:7.1f} {sec:8.2f}",
-            flush=True,
-        )
-    return out
-
-
-def real_rows() -> None:
-    from workbench.io import CTScan
-
-    slices = load_real_slices(HELD_OUT_SLICES)
-    for lung_mask in ("auto", "auto+gt"):
-        lm_d = float("nan")
-        for method in ("threshold", "unet"):
-            preds, refs, per, secs = [], [], [], []
-            for s in slices:
-                lungs = (s.lungs > 0) | ((s.labels > 0) if lung_mask == "auto+gt" else False)
-                ct = CTScan.from_array(s.hu[None], spacing_mm=(REAL_PIXEL_MM, REAL_PIXEL_MM, 5.0))
-                t0 = time.perf_counter()
-                pred = segment_lesions(ct, lungs[None].astype(np.uint8), method=method)[0]
-                secs.append(time.perf_counter() - t0)
-                preds.append(pred)
-                refs.append(s.labels)
-                per.append(dice_per_class(pred, s.labels))
-            d = pooled_dice(preds, refs)
-            mean = {k: np.nanmean([p[k] for p in per]) for k in d}
-            verr = _vol_err_pct(np.concatenate([p.ravel() for p in preds]), np.concatenate([r.ravel() for r in refs]))
-            name = f"real held-out 10 ({lung_mask})"
+    print("\n## Phantoms (Dice vs ground truth; lesion volume error in % of the true lesion volume)\n")
+    print(
+        "| phantom | lungs (network) | lungs (classical) | lesion method | lesion | GGO | consolidation | vol. err. % |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for sev, seed in ((0.2, 11), (0.5, 12), (0.8, 13)):
+        ph = make_phantom(sev, seed=seed, shape_zyx=shape)
+        lungs, _ = _lungs(ph.ct, "network")
+        classical, _ = _lungs(ph.ct, "classical")
+        ref = np.asarray(ph.lesions)
+        for method in ("unet", "threshold"):
+            pred = segment_lesions(ph.ct, lungs, method=method)
+            err = 100.0 * (float((pred > 0).sum()) / max(float((ref > 0).sum()), 1.0) - 1.0)
             print(
-                f"{name:<28} {method:<10} {_fmt(lm_d)} {_fmt(d['lesion'])} {_fmt(d['ggo'])} "
-                f"{_fmt(d['consolidation'])} {verr:+8.1f} {'-':>7} {np.mean(secs):8.3f}"
-                f"   (mean per slice: lesion {mean['lesion']:.3f}, GGO {mean['ggo']:.3f}, "
-                f"cons {mean['consolidation']:.3f})",
+                f"| severity {sev} seed {seed} {'x'.join(map(str, shape))} | {_fmt(_dice(lungs > 0, ph.lungs > 0))} "
+                f"| {_fmt(_dice(classical > 0, ph.lungs > 0))} | {method} | {_fmt(_dice(pred > 0, ref > 0))} "
+                f"| {_fmt(_dice(pred == 1, ref == 1))} | {_fmt(_dice(pred == 2, ref == 2))} | {err:+.1f} |",
                 flush=True,
             )
 
 
+def healthy_table() -> None:
+    """The lesion-free sample case: false lesion volume and severity score, per lesion method."""
+    from workbench.biomarkers import extract_biomarkers
+    from workbench.io import load_ct
+    from workbench.paths import sample_data_dir
+
+    path = sample_data_dir() / "cases" / "phantom_none.nii.gz"
+    ct = load_ct(path)
+    print("\n## Lesion-free phantom `sample_data/cases/phantom_none.nii.gz` (true lesion volume 0 mL)\n")
+    print("| lung method | lesion method | lesion volume mL | max zone involvement % | CT severity score |")
+    print("|---|---|---|---|---|")
+    for lung_method in ("network", "classical"):
+        lungs, _ = _lungs(ct, lung_method)
+        for method in ("unet", "threshold"):
+            les = segment_lesions(ct, lungs, method=method)
+            v = extract_biomarkers(ct, lungs, les)
+            zone = max(v[k] for k in v if k.startswith("zone_"))
+            print(
+                f"| {lung_method} | {method} | {v['lesion_volume_ml']:.1f} | {zone:.2f} | "
+                f"{v['ct_severity_score']:.0f} / 25 |",
+                flush=True,
+            )
+
+
+# --- 3. speed -----------------------------------------------------------------------------------
+def speed_table(r231_slices: int, shape: tuple[int, int, int]) -> None:
+    from workbench.synthetic import make_phantom
+
+    ph = make_phantom(0.3, seed=14, shape_zyx=shape)
+    ct = ph.ct
+    hu = np.asarray(ct.hu)
+    n_z = hu.shape[0]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(
+        f"\n## Speed, {shape[2]} x {shape[1]} x {shape[0]} phantom ({platform.machine()}, os.cpu_count()={os.cpu_count()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} torch threads)\n"
+    )
+    print("| what | device | seconds | lung Dice | lesion Dice |")
+    print("|---|---|---|---|---|")
+    for dev in devices:
+        cuda_available = torch.cuda.is_available
+        if dev == "cpu":
+            torch.cuda.is_available = lambda: False  # force CPU for this row
+        try:
+            networks._CACHE.clear()
+            lungs, lung_s = _lungs(ct, "network")
+            t0 = time.perf_counter()
+            les = segment_lesions(ct, lungs, method="unet")
+            les_s = time.perf_counter() - t0
+        finally:
+            torch.cuda.is_available = cuda_available
+        print(
+            f"| ours: segment_lungs (network, incl. the one network pass) + segment_lesions (unet) | {dev} | "
+            f"{lung_s:.1f} + {les_s:.1f} = **{lung_s + les_s:.1f}** | {_fmt(_dice(lungs > 0, ph.lungs > 0))} | "
+            f"{_fmt(_dice(les > 0, ph.lesions > 0))} |",
+            flush=True,
+        )
+        per_slice = time_r231(hu, r231_slices if dev == "cpu" else n_z, device=dev)
+        timed = f"timed on {r231_slices} slices, extrapolated" if dev == "cpu" else "all slices"
+        print(
+            f"| lungmask R231 architecture, lungs only, 256 x 256 slice-wise, batch 20 ({timed}) | {dev} | "
+            f"{per_slice * n_z:.1f} ({per_slice:.2f} s/slice) | – | – |",
+            flush=True,
+        )
+    classical, cl_s = _lungs(ct, "classical")
+    t0 = time.perf_counter()
+    thr = segment_lesions(ct, classical, method="threshold")
+    thr_s = time.perf_counter() - t0
+    print(
+        f"| classical lungs + threshold lesions (no network) | cpu | {cl_s:.1f} + {thr_s:.1f} = {cl_s + thr_s:.1f} | "
+        f"{_fmt(_dice(classical > 0, ph.lungs > 0))} | {_fmt(_dice(thr > 0, ph.lesions > 0))} |",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-full", action="store_true", help="skip the 512x512x288 phantom")
+    parser.add_argument("--cv-dir", default=None, help="recompute the CV metrics from the fold weights here")
+    parser.add_argument("--no-speed", action="store_true", help="skip the 512 x 512 x 300 speed table")
+    parser.add_argument("--no-phantoms", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--r231-slices", type=int, default=12)
     parser.add_argument("--shape", type=int, nargs=3, default=(96, 128, 128))
+    parser.add_argument("--speed-shape", type=int, nargs=3, default=(300, 512, 512))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(
-        f"machine: {platform.machine()} {platform.processor() or ''}, os.cpu_count()={os.cpu_count()}, "
-        f"torch threads={torch.get_num_threads()}, CUDA={torch.cuda.is_available()}, torch {torch.__version__}"
-    )
-    print("\nDice (lungs: segment_lungs vs truth; lesions: vs truth), volume error of all lesions, seconds per case")
-    print(HEADER)
-    print("-" * len(HEADER))
-    for sev, seed in ((0.2, 11), (0.5, 12), (0.8, 13)):
-        phantom_rows(tuple(args.shape), sev, seed)
-    real_rows()
-    if args.no_full:
-        return
-    from workbench.synthetic import FULL_SCALE_SHAPE_ZYX
-
-    full = phantom_rows(tuple(FULL_SCALE_SHAPE_ZYX), 0.3, 14, full=True)
-    n_z = full["hu"].shape[0]
-    r231_per_slice = time_r231(np.asarray(full["hu"]), args.r231_slices)
-    ours = full["lung_s"] + full["unet"][2]
-    ours_thr = full["lung_s"] + full["threshold"][2]
-    r231_total = r231_per_slice * n_z
-    print(
-        f"\nSpeed anchor on the full-scale phantom ({n_z} slices, {os.cpu_count()} CPUs, "
-        f"{torch.get_num_threads()} torch threads):"
-    )
-    print(
-        f"  lungmask R231 architecture, slice-wise 256x256: {r231_per_slice:.2f} s/slice x {n_z} = "
-        f"{r231_total:.0f} s (timed on {args.r231_slices} slices, lungs only)"
-    )
-    print(
-        f"  ours: segment_lungs {full['lung_s']:.1f} s + lesions unet {full['unet'][2]:.1f} s = {ours:.1f} s "
-        f"(lungs + threshold lesions: {ours_thr:.1f} s)"
-    )
-    print(
-        f"  ratio R231 / ours (unet): {r231_total / ours:.1f}x; R231 / ours (threshold): {r231_total / ours_thr:.1f}x"
-    )
+    real_cv_table(args.cv_dir)
+    if not args.no_phantoms:
+        phantom_table(tuple(args.shape))
+        healthy_table()
+    if not args.no_speed:
+        speed_table(args.r231_slices, tuple(args.speed_shape))
 
 
 if __name__ == "__main__":

@@ -103,16 +103,25 @@ ct = result.ct
 # ----------------------------------------------------------------------------- headline
 st.subheader(f"{source.label}")
 cols = st.columns(6)
+
+
+def _shown(name: str, fmt: str) -> str:
+    """A headline value, or "not computable" when the pipeline could not compute it (reason below)."""
+    return "not computable" if name in result.unavailable else fmt.format(bm.get(name, float("nan")))
+
+
 cols[0].metric(
     "CT severity score",
-    f"{bm.get('ct_severity_score', float('nan')):.0f} / 25",
+    _shown("ct_severity_score", "{:.0f} / 25"),
     help="Sum over 5 lobes (approximated by lung zones) of 0-5 points by % involvement.",
 )
-cols[1].metric("Extent (% of lung)", f"{bm.get('lesion_pct_lung', float('nan')):.1f} %")
-cols[2].metric("Lesion volume", f"{bm.get('lesion_volume_ml', float('nan')):.0f} ml")
-cols[3].metric("Ground glass", f"{bm.get('ggo_volume_ml', float('nan')):.0f} ml")
-cols[4].metric("Consolidation", f"{bm.get('consolidation_volume_ml', float('nan')):.0f} ml")
-cols[5].metric("Lung volume", f"{bm.get('lung_volume_ml', float('nan')):.0f} ml")
+cols[1].metric("Extent (% of lung)", _shown("lesion_pct_lung", "{:.1f} %"))
+cols[2].metric("Lesion volume", _shown("lesion_volume_ml", "{:.0f} ml"))
+cols[3].metric("Ground glass", _shown("ggo_volume_ml", "{:.0f} ml"))
+cols[4].metric("Consolidation", _shown("consolidation_volume_ml", "{:.0f} ml"))
+cols[5].metric("Lung volume", _shown("lung_volume_ml", "{:.0f} ml"))
+for reason in dict.fromkeys(result.unavailable.values()):
+    st.info(f"Whole-lung measures are {reason}.", icon=":material/block:")
 st.caption(
     f"Grid {ct.shape[2]}×{ct.shape[1]}×{ct.shape[0]} voxels, spacing "
     f"{' × '.join(f'{s:.2f}' for s in ct.spacing_mm)} mm · lesion method: {result.lesion_method} · "
@@ -201,7 +210,7 @@ cohort_df = ui.run_safely(ui.load_sample_cohort, "Sample cohort")
 with tab_bm:
     from workbench.biomarkers import biomarker_table
 
-    table = biomarker_table(bm)
+    table = biomarker_table(bm, result.unavailable)
     if cohort_df is not None:
         table["cohort percentile"] = [
             charts.percentile_of(cohort_df[n], v) if n in cohort_df.columns else np.nan
@@ -211,7 +220,7 @@ with tab_bm:
         table[
             [
                 c
-                for c in ["label", "value", "unit", "cohort percentile", "description", "name", "source"]
+                for c in ["label", "value", "note", "unit", "cohort percentile", "description", "name", "source"]
                 if c in table.columns
             ]
         ],
@@ -502,7 +511,7 @@ with tab_dl:
         mime="application/gzip",
         key="dl_lungs",
     )
-    bm_csv = _bt(bm)[["name", "label", "value", "unit"]].to_csv(index=False)
+    bm_csv = _bt(bm, result.unavailable)[["name", "label", "value", "unit", "note"]].to_csv(index=False)
     c3.download_button("Biomarkers (.csv)", bm_csv, file_name=f"{stem}_biomarkers.csv", mime="text/csv", key="dl_csv")
     pred_for_report = dict(prediction) if prediction is not None else None
     c4.download_button(

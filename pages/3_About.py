@@ -18,8 +18,12 @@ not be used for diagnosis, triage or treatment decisions.
 ### How a case is analysed
 1. **Loading** — NIfTI or a DICOM CT series (folder or .zip) is checked (modality, geometry, Hounsfield
    range), reoriented to the LPS patient frame and stripped of identifiers.
-2. **Lungs** — a classical 3D segmentation (air threshold, airway removal, left/right split).
-3. **Lesions** — ground-glass opacity (GGO) and consolidation, by the shipped U-Net (MONAI) or by HU bands.
+2. **Lungs** — a classical 3D segmentation of the aerated lung (air threshold, airway removal, left/right
+   split) joined with the lung, ground-glass and consolidation pixels of the shipped chest network (MONAI
+   U-Net), so that diseased lung stays lung.
+3. **Lesions** — ground-glass opacity (GGO) and consolidation, from the same network pass or by HU bands.
+   When the scan covers only part of the lungs, whole-lung measures (lung volume, extent, severity score)
+   are shown as not computable.
 4. **Biomarkers** — volumes, disease extent, the CT severity score (0–25), distribution, shape,
    intensity and texture measures; definitions below.
 5. **Prediction** — a model fitted on a cohort gives the probability of a severe outcome; SHAP values show

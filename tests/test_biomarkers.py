@@ -10,10 +10,15 @@ import pytest
 from workbench.biomarkers import (
     BIOMARKERS,
     CONTRACT_KEYS,
+    CSS_MIN_ZONE_PCT,
     MIN_LESION_MM3,
+    PARTIAL_SCAN_REASON,
+    WHOLE_LUNG_MEASURES,
     Biomarker,
     biomarker_table,
     extract_biomarkers,
+    lungs_cut_by_scan,
+    not_computable,
     registry_markdown,
     severity_points,
 )
@@ -318,7 +323,10 @@ def test_lesion_outside_lung_mask_counts_as_lung_on_its_side():
 # CT severity score
 # ----------------------------------------------------------------------------------------
 def test_severity_points_bands():
-    assert [severity_points(p) for p in (0, 0.01, 4.9, 5, 25, 25.1, 50, 50.5, 75, 75.1, 100)] == [
+    assert CSS_MIN_ZONE_PCT == 1.0
+    assert [severity_points(p) for p in (0, 0.01, 0.99, 1.0, 4.9, 5, 25, 25.1, 50, 50.5, 75, 75.1, 100)] == [
+        0,
+        0,
         0,
         1,
         1,
@@ -356,6 +364,51 @@ def test_ct_severity_score_hand_checked_zones():
         0.0,
     ]
     assert v["ct_severity_score"] == 11.0
+
+
+def test_zone_below_minimum_involvement_scores_zero():
+    hu, lungs = box_chest()
+    les = np.zeros_like(lungs)
+    # right lower third (z 5..21): 17 slices x 50 x 40 = 34000 voxels; 0.8 % involved -> 0 points
+    les[10:12, 20:30, 10:24] = 1  # 280 voxels = 0.82 %
+    # left lower half (z 5..29): 25 x 50 x 40 = 50000 voxels; 1.2 % -> 1 point
+    les[10:13, 20:40, 60:70] = 1  # 600 voxels
+    v = run(hu, lungs, les)
+    assert 0 < v["zone_right_lower_pct"] < CSS_MIN_ZONE_PCT and v["css_right_lower"] == 0.0
+    assert v["zone_left_lower_pct"] > CSS_MIN_ZONE_PCT and v["css_left_lower"] == 1.0
+    assert v["ct_severity_score"] == 1.0
+    assert v["lesion_volume_ml"] == pytest.approx(0.88)  # the lesion itself is still measured
+
+
+def test_partial_scan_gives_no_whole_lung_measures():
+    hu, lungs = box_chest()
+    les = np.zeros_like(lungs)
+    les[20:30, 20:30, 15:25] = 1
+    assert not lungs_cut_by_scan(lungs) and not_computable(lungs, les) == {}
+    # the same chest cut through the lungs by the scan's first slice
+    cut_hu, cut_lungs, cut_les = hu[15:], lungs[15:], les[15:]
+    assert lungs_cut_by_scan(cut_lungs)
+    v = run(cut_hu, cut_lungs, cut_les)
+    for name in WHOLE_LUNG_MEASURES:
+        assert math.isnan(v[name]), name
+    assert v["lesion_mean_hu"] == pytest.approx(-850.0)  # what is seen of the lesions is still measured
+    assert math.isfinite(v["posterior_fraction_pct"])
+    assert set(not_computable(cut_lungs, cut_les)) == set(WHOLE_LUNG_MEASURES)
+    assert set(not_computable(cut_lungs, cut_les).values()) == {PARTIAL_SCAN_REASON}
+    # a single slice is always partial; allow_partial computes anyway (e.g. to compare slices)
+    one = run(hu[30:31], lungs[30:31], les[:1])
+    assert math.isnan(one["ct_severity_score"])
+    ct = CTScan.from_array(hu[30:31])
+    forced = extract_biomarkers(ct, lungs[30:31], les[25:26], heart=np.zeros_like(lungs[:1]), allow_partial=True)
+    assert forced["lesion_pct_lung"] == pytest.approx(2.5)
+    # an apex that only grazes the last slice (< 2 % of the largest cross-section) is not a cut
+    grazed = lungs.copy()
+    grazed[55:, :, :] = 0
+    grazed[59, 30:33, 20:30] = 1  # 30 voxels vs 2000 per slice
+    assert not lungs_cut_by_scan(grazed)
+    table = biomarker_table(v, not_computable(cut_lungs, cut_les))
+    row = table.set_index("name").loc["ct_severity_score"]
+    assert row["note"] == PARTIAL_SCAN_REASON and math.isnan(row["value"])
 
 
 def test_ct_severity_score_full_and_empty():
@@ -444,7 +497,7 @@ def _naive_css(lungs, lesions):
                     zone[z] = True
             zone &= lung
             pct = 100.0 * np.count_nonzero(zone & (lesions > 0)) / max(1, np.count_nonzero(zone))
-            total += 0 if pct == 0 else 1 if pct < 5 else 2 if pct <= 25 else 3 if pct <= 50 else 4 if pct <= 75 else 5
+            total += 0 if pct < 1 else 1 if pct < 5 else 2 if pct <= 25 else 3 if pct <= 50 else 4 if pct <= 75 else 5
     return total
 
 

@@ -79,6 +79,39 @@ EDT_MAX_VOXELS = 4_000_000
 FIRST_ORDER_MAX_VOXELS = 2_000_000
 
 CSS_ZONES = ("right_upper", "right_middle", "right_lower", "left_upper", "left_lower")
+CSS_MIN_ZONE_PCT = 1.0
+"""A zone scores severity points only from this involvement (% of the zone's volume) on; below it the
+zone scores 0, as a reader scores a lobe with no visible involvement. Readers score "1: < 5 %" for any
+visible opacity; an automated segmentation, however, also leaves scattered specks (vessel branchings,
+partial volume at fissures and the pleura) in healthy lung, and without a floor every zone would score
+1 and the total could never fall below 5. Measured on the lesion-free sample phantom
+(``benchmarks/segmentation.py``): the zones' false involvement stays below this floor with both methods."""
+
+PARTIAL_SCAN_REASON = "not computable: the scan covers only part of the lungs"
+"""Shown instead of a whole-lung measure when the lungs are cut by the first or last slice."""
+CUT_LUNG_AREA_FRACTION = 0.02
+"""The lungs count as cut by the scan's end when the first or last slice holds at least this share of
+the largest lung cross-section (an apex or a base that only grazes the end slice misses a negligible cap)."""
+WHOLE_LUNG_MEASURES: tuple[str, ...] = (
+    "lung_volume_ml",
+    "lung_right_volume_ml",
+    "lung_left_volume_ml",
+    "lesion_count",
+    "lesion_volume_ml",
+    "ggo_volume_ml",
+    "consolidation_volume_ml",
+    "lesion_pct_lung",
+    "extent_right_pct",
+    "extent_left_pct",
+    "lesion_volume_change_pct",
+    "lesion_volume_change_ml",
+    "ct_severity_score",
+    *(f"css_{z}" for z in CSS_ZONES),
+    *(f"zone_{z}_pct" for z in CSS_ZONES),
+    "basal_fraction_pct",
+)
+"""Measures of the whole lung: NaN (with :data:`PARTIAL_SCAN_REASON`) when the scan covers only part of
+the lungs. Measures of the lesions that are seen (density, texture, shape, distribution) stay."""
 
 SOURCE_ANN = "Mask R-CNN + ANN study"
 SOURCE_AI = "AI-driven quantification study"
@@ -418,7 +451,9 @@ _REGISTRY: list[Biomarker] = [
         SOURCE_CSS,
         "zones: right lung upper/middle/lower thirds and left lung upper/lower halves of each lung's "
         "craniocaudal (z) extent (lobe surrogates, true lobes need a lobe segmentation); per zone "
-        "0: 0 %, 1: <5 %, 2: 5-25 %, 3: >25-50 %, 4: >50-75 %, 5: >75 % of zone volume involved; sum",
+        f"0: < {CSS_MIN_ZONE_PCT:g} % (no scorable involvement), 1: {CSS_MIN_ZONE_PCT:g}-<5 %, 2: 5-25 %, "
+        "3: >25-50 %, 4: >50-75 %, 5: >75 % of zone volume involved; sum. Not computed when the scan covers "
+        "only part of the lungs",
     ),
 ]
 for _zone in CSS_ZONES:
@@ -539,6 +574,8 @@ def extract_biomarkers(
     lesions: np.ndarray,
     heart: np.ndarray | None = None,
     previous: Mapping[str, float] | None = None,
+    *,
+    allow_partial: bool = False,
 ) -> dict[str, float]:
     """Measure every imaging biomarker of :data:`BIOMARKERS` for one scan.
 
@@ -549,9 +586,13 @@ def extract_biomarkers(
         heart: optional 0/1 ``[z, y, x]`` heart mask; segmented automatically when ``None``.
         previous: the earlier time point's biomarker dict (needs ``lesion_volume_ml``) for
             the lesion volume change; ``None`` gives NaN for the change.
+        allow_partial: compute the whole-lung measures even when the lungs are cut by the first or
+            last slice (e.g. to compare single slices); by default they are NaN then (see
+            :func:`not_computable`).
 
     Returns:
-        ``{name: float}`` with the keys of :data:`BIOMARKERS` (units in the names).
+        ``{name: float}`` with the keys of :data:`BIOMARKERS` (units in the names). When the scan
+        covers only part of the lungs, the :data:`WHOLE_LUNG_MEASURES` are NaN.
 
     Raises:
         MaskMismatch: a mask is not on the CT's voxel grid.
@@ -629,15 +670,40 @@ def extract_biomarkers(
         else:
             out["lesion_volume_change_pct"] = 0.0 if cur == 0 else float("nan")
 
+    if not allow_partial and lungs_cut_by_scan(lungs, lesions):
+        for name in WHOLE_LUNG_MEASURES:
+            out[name] = float("nan")
     return {name: float(out[name]) for name in BIOMARKERS}
 
 
-def biomarker_table(values: Mapping[str, float]) -> pd.DataFrame:
+def lungs_cut_by_scan(lungs: np.ndarray, lesions: np.ndarray | None = None) -> bool:
+    """True when the lung (∪ lesion) mask is cut by the scan's first or last axial slice: that slice holds
+    at least :data:`CUT_LUNG_AREA_FRACTION` of the largest lung cross-section (a single slice always is)."""
+    region = np.asarray(lungs) > 0
+    if lesions is not None:
+        region = region | (np.asarray(lesions) > 0)
+    if region.ndim != 3 or not region.any():
+        return False
+    area = np.count_nonzero(region, axis=(1, 2))
+    return bool(max(area[0], area[-1]) >= CUT_LUNG_AREA_FRACTION * area.max())
+
+
+def not_computable(lungs: np.ndarray, lesions: np.ndarray | None = None) -> dict[str, str]:
+    """``{biomarker name: reason}`` for the measures that cannot be computed on this scan (the whole-lung
+    measures when the lungs are cut by the scan's ends); empty when everything is computable."""
+    if lungs_cut_by_scan(lungs, lesions):
+        return dict.fromkeys(WHOLE_LUNG_MEASURES, PARTIAL_SCAN_REASON)
+    return {}
+
+
+def biomarker_table(values: Mapping[str, float], unavailable: Mapping[str, str] | None = None) -> pd.DataFrame:
     """A display table: one row per biomarker in registry order.
 
-    Columns: ``name, label, value, unit, description`` (plus ``source``). Keys that are
-    not in the registry are appended with their name as label and no unit.
+    Columns: ``name, label, value, unit, description, source, note``; ``note`` holds the reason a value
+    is missing (from ``unavailable``, e.g. :func:`not_computable`), else "". Keys that are not in the
+    registry are appended with their name as label and no unit.
     """
+    unavailable = unavailable or {}
     rows = []
     for name, b in BIOMARKERS.items():
         if name in values:
@@ -649,14 +715,23 @@ def biomarker_table(values: Mapping[str, float]) -> pd.DataFrame:
                     "unit": b.unit,
                     "description": b.description,
                     "source": b.source,
+                    "note": unavailable.get(name, ""),
                 }
             )
     for name, value in values.items():
         if name not in BIOMARKERS:
             rows.append(
-                {"name": name, "label": name, "value": float(value), "unit": "", "description": "", "source": ""}
+                {
+                    "name": name,
+                    "label": name,
+                    "value": float(value),
+                    "unit": "",
+                    "description": "",
+                    "source": "",
+                    "note": unavailable.get(name, ""),
+                }
             )
-    return pd.DataFrame(rows, columns=["name", "label", "value", "unit", "description", "source"])
+    return pd.DataFrame(rows, columns=["name", "label", "value", "unit", "description", "source", "note"])
 
 
 def registry_markdown() -> str:
@@ -677,8 +752,9 @@ def registry_frame() -> pd.DataFrame:
 
 
 def severity_points(pct: float) -> int:
-    """The 0-5 CT severity points of one zone from its percentage involvement."""
-    if pct <= 0:
+    """The 0-5 CT severity points of one zone from its percentage involvement (0 below
+    :data:`CSS_MIN_ZONE_PCT`)."""
+    if not pct >= CSS_MIN_ZONE_PCT:
         return 0
     if pct < 5:
         return 1

@@ -2,7 +2,7 @@
 
     workbench synth OUT_DIR            regenerate the synthetic sample data
     workbench analyze CASE [...]       segment, measure and (optionally) predict one case
-    workbench train-lesions [...]      train the shipped lesion U-Net
+    workbench train-lesions [...]      retrain the shipped chest network (CV + final)
     workbench fit COHORT --outcome ... fit and validate models on a cohort table
     workbench batch INPUT --out DIR    analyse many scans on Dask, resumable
 
@@ -60,10 +60,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         lesion_method=args.lesion_method,
         previous=previous,
     )
-    table = biomarker_table(result.biomarkers)
+    table = biomarker_table(result.biomarkers, result.unavailable)
     with_units = table[["label", "value", "unit"]].copy()
+    with_units["value"] = [
+        note if note else f"{value:.2f}" for value, note in zip(table["value"], table["note"], strict=True)
+    ]
     print(f"Case {result.case_id} ({args.lesion_method} lesions), research use only")
-    print(with_units.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(with_units.to_string(index=False))
     if result.prediction is not None:
         pred = result.prediction
         print(f"\nPredicted probability of {pred.outcome} ({pred.model_name}): {pred.probability:.3f}")
@@ -82,7 +85,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             "case_id": result.case_id,
             "pipeline_version": result.pipeline_version,
             "lesion_method": result.lesion_method,
-            "biomarkers": {row.name: {"value": row.value, "unit": row.unit} for row in table.itertuples()},
+            "biomarkers": {
+                row.name: {"value": row.value, "unit": row.unit, **({"note": row.note} if row.note else {})}
+                for row in table.itertuples()
+            },
             "timings_s": result.timings_s,
         }
         if result.prediction is not None:
@@ -102,10 +108,21 @@ def _case_id_from_path(path: str) -> str:
 
 
 def _cmd_train_lesions(args: argparse.Namespace) -> int:
-    from .segmentation.train import train_lesion_model
+    from .segmentation.train import TrainConfig, cross_validate, train_lesion_model
 
-    metrics = train_lesion_model(Path(args.out), epochs=args.epochs, seed=args.seed)
-    print(json.dumps(metrics, indent=2, default=str))
+    cfg = TrainConfig(seed=args.seed, num_threads=args.threads)
+    if args.teacher_iterations is not None:
+        cfg.teacher_iterations = args.teacher_iterations
+    if args.student_iterations is not None:
+        cfg.student_iterations = args.student_iterations
+    cfg.use_unlabeled = not args.no_unlabeled
+    if not args.skip_cv:  # resumable: folds already in --cv-dir are kept
+        done = {int(p.stem[4:]) for p in Path(args.cv_dir).glob("fold[0-9].json")}
+        todo = [f for f in range(5) if f not in done]
+        if todo:
+            cross_validate(cfg, args.cv_dir, todo)
+    meta = train_lesion_model(Path(args.out), cfg, cv_dir=None if args.skip_cv else args.cv_dir)
+    print(json.dumps({k: meta[k] for k in ("weights_sha256", "training")}, indent=2, default=str))
     return 0
 
 
@@ -145,9 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clinical", help='clinical values as JSON, e.g. \'{"age_years": 64, "sex": 1}\'')
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("train-lesions", help="train the lesion U-Net (deterministic)")
+    p = sub.add_parser(
+        "train-lesions",
+        help="retrain the chest network (lungs, GGO, consolidation): 5-fold CV, then the shipped model",
+    )
     p.add_argument("--out", default=str(Path(__file__).parent / "models" / "lesion_unet.pt"))
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--cv-dir", default="results/lesion_cv", help="fold weights and metrics (resumable)")
+    p.add_argument("--skip-cv", action="store_true", help="train the final model only (the card then has no CV)")
+    p.add_argument("--teacher-iterations", type=int, default=None)
+    p.add_argument("--student-iterations", type=int, default=None)
+    p.add_argument("--no-unlabeled", action="store_true", help="teacher only, without the unlabeled slices")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_train_lesions)
 

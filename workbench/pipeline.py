@@ -41,7 +41,9 @@ class CaseResult:
     """Everything computed for one scan.
 
     Masks are uint8 ``[z, y, x]`` arrays on the CT grid (see workbench.io for labels).
-    ``biomarkers`` maps registry names to floats (units in the names).
+    ``biomarkers`` maps registry names to floats (units in the names); ``unavailable`` maps the
+    names of the biomarkers that could not be computed (NaN) to the reason, e.g.
+    "not computable: the scan covers only part of the lungs".
     ``prediction`` is set when a model was given.
     """
 
@@ -57,6 +59,7 @@ class CaseResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     pipeline_version: str = PIPELINE_VERSION
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def features(self) -> dict[str, float]:
         """The model input row: imaging biomarkers plus any clinical values given."""
@@ -94,7 +97,7 @@ def analyze_case(
     Raises:
         WorkbenchError (a subclass) with a clinician-readable message.
     """
-    from .biomarkers import extract_biomarkers
+    from .biomarkers import extract_biomarkers, not_computable
     from .segmentation.heart import segment_heart
     from .segmentation.lesions import segment_lesions
     from .segmentation.lungs import LungCoverageWarning, segment_lungs
@@ -132,6 +135,7 @@ def analyze_case(
         lesion_method=lesion_method,
         timings_s=timings,
         notes=_as_list(ct.metadata.get("notes")) + coverage_notes,
+        unavailable=not_computable(lungs, lesions),
     )
     if model is not None:
         result.prediction = run(5, lambda: predict_case(model, result.features()))

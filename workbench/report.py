@@ -106,11 +106,11 @@ def key_images(ct: Any, lungs: np.ndarray, lesions: np.ndarray, opacity: float =
     return out
 
 
-def _biomarker_rows(values: Mapping[str, float]) -> str:
+def _biomarker_rows(values: Mapping[str, float], unavailable: Mapping[str, str] | None = None) -> str:
     try:
         from .biomarkers import biomarker_table
 
-        table = biomarker_table(values)
+        table = biomarker_table(values, unavailable)
         rows = table.to_dict("records")
     except ImportError:  # pragma: no cover - biomarkers module always present in a full install
         rows = [{"name": k, "label": k, "value": v, "unit": "", "description": ""} for k, v in values.items()]
@@ -118,7 +118,8 @@ def _biomarker_rows(values: Mapping[str, float]) -> str:
     for r in rows:
         out.append(
             f"<tr><td>{html.escape(str(r['label']))}<br><span class=small><code>{html.escape(r['name'])}"
-            f"</code></span></td><td class=num>{_fmt(r['value'])}</td><td>{html.escape(str(r['unit']))}</td>"
+            f"</code></span></td><td class=num>{html.escape(r['note']) if r.get('note') else _fmt(r['value'])}</td>"
+            f"<td>{html.escape(str(r['unit']))}</td>"
             f"<td class=small>{html.escape(str(r.get('description', '')))}</td></tr>"
         )
     return "".join(out)
@@ -195,6 +196,7 @@ def case_report_html(
     """
     label = label if label is not None else str(getattr(result, "case_id", "case"))
     bm = dict(result.biomarkers)
+    unavailable = dict(getattr(result, "unavailable", {}) or {})
     imgs = images if images is not None else key_images(result.ct, result.lungs, result.lesions)
     sx, sy, sz = result.ct.spacing_mm
     shape = result.ct.shape
@@ -217,6 +219,9 @@ def case_report_html(
             val = ("yes" if bm[k] >= 0.5 else "no") if k == "bilateral_involvement" else _fmt(bm[k], 3) + unit
             if k == "ct_severity_score":
                 val = f"{_fmt(bm[k])} / 25"
+            if k in unavailable:
+                val = "not computable"
+                lab = f"{lab} ({unavailable[k].removeprefix('not computable: ')})"
             heads.append(f"<div class=kpi><b>{html.escape(val)}</b><span>{html.escape(lab)}</span></div>")
     clinical = dict(clinical) if clinical is not None else (getattr(result, "clinical", {}) or {})
     clin_rows = "".join(f"<tr><td>{html.escape(k)}</td><td class=num>{_fmt(v)}</td></tr>" for k, v in clinical.items())
@@ -260,7 +265,7 @@ Automated segmentation and predictions can be wrong; review the images.</div>
 <h2>Clinical values given</h2>
 {"<table>" + clin_rows + "</table>" if clin_rows else "<p class=small>None given.</p>"}
 <h2>Imaging biomarkers</h2>
-<table><tr><th>biomarker</th><th>value</th><th>unit</th><th>definition</th></tr>{_biomarker_rows(bm)}</table>
+<table><tr><th>biomarker</th><th>value</th><th>unit</th><th>definition</th></tr>{_biomarker_rows(bm, unavailable)}</table>
 {("<h2>Scan metadata (non-identifying)</h2><table>" + meta_rows + "</table>") if meta_rows else ""}
 </body></html>
 """

@@ -38,17 +38,19 @@ whole-lung biomarkers are then unreliable.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from ..errors import NoLungsFound
+from ..errors import InvalidInput, NoLungsFound
 from ..io import CTScan
 
 RIGHT_LUNG = 1
 LEFT_LUNG = 2
+LUNG_METHODS = ("network", "classical")
 
 BODY_HU = -500.0  # tissue vs air, for the body outline
 AIR_HU = -400.0  # lung parenchyma (and GGO below it) vs soft tissue
@@ -56,6 +58,10 @@ GAS_MEDIAN_HU = -950.0  # a component whose median is lower is gas (bowel, stoma
 MAX_REINCLUDE_HU = 120.0  # never re-include denser voxels (bone, contrast-filled vessels)
 SKIN_MARGIN_MM = 5.0  # lung candidates lie at least this far inside the skin
 MIN_LUNG_VOLUME_ML = 50.0  # below this no plausible lung is present
+MIN_LUNG_AREA_CM2 = 10.0  # thin scans (a few slices): at least this lung area per slice on average
+NETWORK_SHELL_LUNG_FRACTION = 0.3  # a dense network-lung region must border the aerated lung this much
+MIN_SLICES_3D = 3  # fewer slices: no 3D context, the lungs are the network's (see _network_lungs)
+MIN_AERATED_FRACTION = 0.2  # a network-only lung must be at least this much air-filled (< AIR_HU)
 PARTIAL_COVERAGE_ML = 1500.0  # below this the scan probably covers only part of the lungs
 TRACHEA_AREA_MM2 = (60.0, 900.0)  # plausible cross-section of the trachea lumen
 AIRWAY_MAX_AREA_MM2 = 1000.0  # an airway cross-section larger than this is a leak into the lung
@@ -69,13 +75,20 @@ class LungCoverageWarning(UserWarning):
 def segment_lungs(
     ct: CTScan,
     *,
+    method: str = "network",
+    weights: str | Path | None = None,
     working_spacing_mm: float = 3.0,
     closing_radius_mm: float = 40.0,
 ) -> np.ndarray:
-    """Segment the right and left lung of a chest CT.
+    """Segment the right and left lung of a chest CT, diseased lung included.
 
     Args:
-        ct: CT scan in HU, oriented LPS (as returned by ``workbench.io.load_ct``).
+        ct: CT scan in HU, oriented LPS (as returned by ``workbench.io.load_ct``); a single axial
+            slice (a 1-slice volume) is accepted.
+        method: ``"network"`` (default): the classical aerated lung ∪ the chest network's lung,
+            ground-glass and consolidation pixels (see the module docstring); ``"classical"``: the
+            classical aerated lung alone (no trained weights).
+        weights: chest-network weights file (default: the shipped ``lesion_unet.pt``).
         working_spacing_mm: voxel size of the coarse grid used for 3D morphology.
         closing_radius_mm: radius of the constrained closing that re-includes dense
             juxtapleural opacities (consolidation touching the pleura) and vessels.
@@ -85,14 +98,28 @@ def segment_lungs(
 
     Raises:
         NoLungsFound: when the scan contains no plausible lung tissue.
+        InvalidInput: unknown ``method``. ModelError: network weights missing or invalid.
 
     Warns:
         LungCoverageWarning: when the lungs are cut by the first/last slice or their total
             volume is below ``PARTIAL_COVERAGE_ML`` (the labels are still returned).
     """
+    if method not in LUNG_METHODS:
+        raise InvalidInput(f"Unknown lung method {method!r}; choose one of {', '.join(LUNG_METHODS)}.")
     hu_full = ct.hu
     if hu_full.ndim != 3 or min(hu_full.shape) < 1:
         raise NoLungsFound("Lung segmentation needs a 3D CT volume; this image is not one.")
+    if method == "classical":
+        labels = _classical_lungs(ct, working_spacing_mm, closing_radius_mm)
+    else:
+        labels = _network_lungs(ct, weights, working_spacing_mm, closing_radius_mm)
+    _check_coverage(labels, ct.voxel_volume_ml)
+    return labels
+
+
+def _classical_lungs(ct: CTScan, working_spacing_mm: float, closing_radius_mm: float) -> np.ndarray:
+    """Steps 1-7 of the module docstring: the aerated lung (with re-included juxtapleural opacities)."""
+    hu_full = ct.hu
     spacing_xyz = ct.spacing_mm
     factors_xyz = [max(1, min(int(round(working_spacing_mm / s)), n)) for s, n in zip(spacing_xyz, ct.image.GetSize())]
     coarse_img = sitk.BinShrink(ct.image, factors_xyz) if max(factors_xyz) > 1 else ct.image
@@ -116,9 +143,104 @@ def segment_lungs(
     coarse = _select_and_split_lungs(air, hu, body, spacing_zyx, voxel_ml)
     coarse = _fill_and_reinclude(coarse, hu, interior, airways, spacing_zyx, closing_radius_mm)
 
-    labels = _refine_full_resolution(coarse, hu, hu_full, factors_xyz[::-1])
-    _check_coverage(labels, ct.voxel_volume_ml)
-    return labels
+    return _refine_full_resolution(coarse, hu, hu_full, factors_xyz[::-1])
+
+
+def _network_lungs(
+    ct: CTScan, weights: str | Path | None, working_spacing_mm: float, closing_radius_mm: float
+) -> np.ndarray:
+    """Classical aerated lung ∪ the network's dense lung (consolidation, dense ground glass) bordering it,
+    split right / left; the network's lung alone on a single slice or where the classical method finds none."""
+    from .networks import LUNG_BORDER, scan_classes
+
+    classes = np.asarray(scan_classes(ct, weights))
+    sx, sy, sz = ct.spacing_mm
+    spacing_zyx = (sz, sy, sx)
+    classical = np.zeros(ct.shape, np.uint8)
+    if ct.shape[0] >= MIN_SLICES_3D:
+        try:
+            classical = _classical_lungs(ct, working_spacing_mm, closing_radius_mm)
+        except NoLungsFound:
+            pass
+    if classical.any():
+        # keep the classical lung's sharp border; add the network's confident dense lung that borders it
+        confident = (classes > 0) & (classes != LUNG_BORDER)
+        lung = _fill_holes_per_slice((classical > 0) | _dense_network_lung(confident, classical > 0, ct.hu))
+        return _label_like_nearest(lung, classical, spacing_zyx)
+    # a single slice (no 3D context for airways, gas and body) or no classical lung: the network's lung,
+    # its uncertain border included
+    lung = _fill_holes_per_slice(_largest_parts(classes > 0, ct.voxel_volume_ml))
+    total_ml = float(lung.sum()) * ct.voxel_volume_ml
+    min_ml = min(MIN_LUNG_VOLUME_ML, MIN_LUNG_AREA_CM2 * 0.1 * sz * ct.shape[0])
+    aerated = float((np.asarray(ct.hu)[lung] < AIR_HU).mean()) if lung.any() else 0.0
+    if total_ml < min_ml or aerated < MIN_AERATED_FRACTION:
+        raise NoLungsFound(
+            f"No plausible lung was found ({total_ml:.0f} mL of lung-like tissue, {100 * aerated:.0f} % of it "
+            "air-filled). The scan may not cover the chest (e.g. a head or abdomen scan)."
+        )
+    return _split_by_midline(lung)
+
+
+def _dense_network_lung(net_lung: np.ndarray, classical: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """The network's lung pixels that the classical method cannot see — dense (>= :data:`AIR_HU`) — kept as
+    connected regions (after an in-plane opening that drops one-pixel rims along the lung border) whose
+    outer surface borders the classical lung for at least :data:`NETWORK_SHELL_LUNG_FRACTION` of its area:
+    consolidation inside the lung borders aerated lung; an abdominal organ below a lung base barely does."""
+    add = net_lung & ~classical & (np.asarray(hu) >= AIR_HU)
+    add = ndi.binary_opening(add, _inplane_cross())
+    lab, n = ndi.label(add)
+    if n == 0:
+        return add
+    shell = ndi.grey_dilation(lab, footprint=ndi.generate_binary_structure(3, 1)) * (lab == 0)
+    touching = np.bincount(shell.ravel(), weights=classical.ravel(), minlength=n + 1)
+    area = np.bincount(shell.ravel(), minlength=n + 1)
+    keep = touching >= NETWORK_SHELL_LUNG_FRACTION * np.maximum(area, 1)
+    keep[0] = False
+    return keep[lab]
+
+
+def _largest_parts(mask: np.ndarray, voxel_ml: float) -> np.ndarray:
+    """Components of at least 5 % of the largest one (and 0.1 mL): drops specks."""
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return mask.copy()
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    keep = sizes >= max(0.05 * sizes[1:].max(), 0.1 / max(voxel_ml, 1e-9))
+    keep[0] = False
+    return keep[lab]
+
+
+def _label_like_nearest(lung: np.ndarray, labels: np.ndarray, spacing_zyx) -> np.ndarray:
+    """Give every lung voxel the side (1 right / 2 left) of the nearest labelled voxel."""
+    out = np.zeros(lung.shape, np.uint8)
+    box = _bbox(lung | (labels > 0), margin=1)
+    sub_lab = labels[box]
+    _dist, idx = ndi.distance_transform_edt(sub_lab == 0, sampling=spacing_zyx, return_indices=True)
+    nearest = sub_lab[tuple(idx)]
+    out[box] = np.where(lung[box], nearest, 0)
+    return out
+
+
+def _split_by_midline(lung: np.ndarray) -> np.ndarray:
+    """Right / left without a classical split: each 2D component by its centroid relative to the middle of
+    the lung's bounding box; a component that crosses the middle is cut there (LPS: right = small x)."""
+    out = np.zeros(lung.shape, np.uint8)
+    xs = np.flatnonzero(lung.any(axis=(0, 1)))
+    if xs.size == 0:
+        return out
+    mid = 0.5 * (xs[0] + xs[-1])
+    for z in np.flatnonzero(lung.any(axis=(1, 2))):
+        lab, n = ndi.label(lung[z])
+        for i in range(1, n + 1):
+            comp = lab == i
+            cx = np.nonzero(comp)[1]
+            if cx.min() < mid - 0.05 * (xs[-1] - xs[0]) and cx.max() > mid + 0.05 * (xs[-1] - xs[0]):
+                cols = np.arange(lung.shape[2])[None, :]
+                out[z][comp & (cols < mid)] = RIGHT_LUNG
+                out[z][comp & (cols >= mid)] = LEFT_LUNG
+            else:
+                out[z][comp] = RIGHT_LUNG if cx.mean() < mid else LEFT_LUNG
+    return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -462,13 +584,24 @@ def _upsample(labels, factors_zyx, shape) -> np.ndarray:
 
 
 def _check_coverage(labels, voxel_ml) -> None:
+    from ..biomarkers import lungs_cut_by_scan
+
     volume_ml = float((labels > 0).sum()) * voxel_ml
-    cut = labels[0].any() or labels[-1].any()
+    cut = lungs_cut_by_scan(labels)
     if volume_ml < PARTIAL_COVERAGE_ML or cut:
-        where = "the lungs are cut by the first or last slice" if cut else "the lung volume is small"
+        if cut:
+            msg = (
+                f"The scan covers only part of the lungs ({volume_ml:.0f} mL segmented; the lungs are cut by the "
+                "first or last slice). Whole-lung measurements (lung volume, disease extent, CT severity score) "
+                "are not computed."
+            )
+        else:
+            msg = (
+                f"The scan seems to cover only part of the lungs ({volume_ml:.0f} mL segmented; the lung volume "
+                "is small). Whole-lung measurements such as lung volume and disease extent may be unreliable."
+            )
         warnings.warn(
-            f"The scan seems to cover only part of the lungs ({volume_ml:.0f} mL segmented; {where}). "
-            "Whole-lung measurements such as lung volume and disease extent will be unreliable.",
+            msg,
             LungCoverageWarning,
             stacklevel=3,
         )

@@ -1,28 +1,34 @@
-"""The lesion network: MONAI 2D U-Net definition, input mapping, weight loading and slice-wise inference.
+"""The chest network: one MONAI 2D U-Net that labels every axial slice as background, lung, ground-glass
+opacity (GGO) or consolidation; input mapping, weight loading and batched slice-wise inference.
 
-One network, used the same way in training (:mod:`workbench.segmentation.train`) and inference
-(:func:`workbench.segmentation.lesions.segment_lesions`):
+The same network serves the lung segmentation (:func:`workbench.segmentation.lungs.segment_lungs`, which
+adds its lung ∪ lesion pixels to the classical aerated lung) and the lesion segmentation
+(:func:`workbench.segmentation.lesions.segment_lesions`); one pass per scan is cached and shared by both.
+Training: :mod:`workbench.segmentation.train`; model card: ``workbench/models/lesion_unet.md``.
 
-* **Input mapping.** HU are clipped to the window :data:`WINDOW_HU` = (-1000, +250) HU and scaled
-  linearly to [0, 1]. The window was chosen to match the 8-bit lung-window JPG exports the real
-  training slices come in (air ≈ grey 0-10, healthy parenchyma ≈ 25-50, mediastinal soft tissue
-  ≈ 190-230, bone saturated at 255; the model card gives the derivation). JPG grey values ``g`` are
-  mapped with ``g / 255`` so both sources meet on the same scale.
-* **Geometry.** Every axial slice is cropped to one square box around the lungs (the bounding box of
-  the lung mask over the whole volume, plus :data:`CROP_MARGIN` on each side, padded with air) and
-  resampled to :data:`IN_PLANE_SIZE` × :data:`IN_PLANE_SIZE`. Logits are resampled back to the crop and
-  pasted into the CT grid.
-* **Network.** ``monai.networks.nets.UNet`` (2D, 1 input channel, 3 output classes: background,
-  GGO, consolidation), channels (16, 32, 64, 128), one residual unit per level (~0.5 M parameters).
-  Plain 2D (not 2.5D): the real annotated slices are isolated axial slices without neighbours.
-* **Inference.** ``monai.inferers.SliceInferer`` (a ``SlidingWindowInferer`` that walks the axial
-  slices), on CUDA when available, else CPU. Weights are read offline from ``workbench/models/`` and
-  cached in-process.
+* **Input mapping.** HU are clipped to the window :data:`WINDOW_HU` = (-1000, +250) HU and scaled linearly
+  to [0, 1]. The window matches the 8-bit lung-window JPG exports the real training slices come in
+  (grey value ``g`` ↔ ``g / 255``; the model card gives the derivation).
+* **Geometry** (:func:`chest_box`). The network sees the chest the way the real exports frame it: every
+  axial slice is cropped to one square box around the lungs (the bounding box, over the whole volume, of
+  the air-like voxels inside the body, plus :data:`CROP_MARGIN`; padded with air) and resampled to
+  :data:`IN_PLANE_SIZE` × :data:`IN_PLANE_SIZE`. An image whose body is cut by at least three of its four
+  edges is already such a crop (an exported slice) and is used whole. The network is not gated by a lung
+  mask: it sees the whole chest and decides what is lung.
+* **Network.** ``monai.networks.nets.UNet`` (2D, 1 input channel, 4 output classes :data:`CLASSES`),
+  channels :data:`NETWORK_CHANNELS`, one residual unit per level, batch norm.
+* **Inference** (:func:`predict_classes`). Slices in batches under ``torch.inference_mode`` with
+  channels-last memory, on CUDA when torch sees a GPU, else CPU; optional flip test-time augmentation
+  (mean of the softmax of the image and its left-right mirror). Class probabilities are resampled back
+  to the crop bilinearly and arg-maxed. Weights are read offline from ``workbench/models/`` and cached
+  in-process.
 """
 
 from __future__ import annotations
 
 import json
+import weakref
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,26 +38,39 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelError
+from ..paths import models_dir
 
 #: HU window the network sees, mapped linearly to [0, 1] (W 1250 / L -375).
 WINDOW_HU: tuple[float, float] = (-1000.0, 250.0)
-#: in-plane size (pixels) of the square lung crop the network works on.
-IN_PLANE_SIZE: int = 256
-#: extra border around the lung bounding box, as a fraction of its larger side.
-CROP_MARGIN: float = 0.05
-#: class indices of the network output (= lesion label convention).
-CLASSES: tuple[str, ...] = ("background", "ggo", "consolidation")
-NETWORK_CHANNELS: tuple[int, ...] = (16, 32, 64, 128)
-NETWORK_STRIDES: tuple[int, ...] = (2, 2, 2)
+#: in-plane size (pixels) of the square chest crop the network works on.
+IN_PLANE_SIZE: int = 192
+#: extra border around the lung-region box, as a fraction of its larger side.
+CROP_MARGIN: float = 0.04
+#: class indices of the network output.
+CLASSES: tuple[str, ...] = ("background", "lung", "ggo", "consolidation")
+BACKGROUND, LUNG, GGO, CONSOLIDATION = range(4)
+NETWORK_CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 256)
+NETWORK_STRIDES: tuple[int, ...] = (2, 2, 2, 2)
 NUM_RES_UNITS: int = 1
-MODEL_VERSION: str = "1.0"
+MODEL_VERSION: str = "2.0"
+#: the inclusive lung decision: P(background) below this but not below 0.5 is :data:`LUNG_BORDER` — the
+#: uncertain band along the lung border where experts draw subpleural lesions up to the chest wall. Used
+#: where no classical aerated-lung border is available (see ``segment_lungs``); chosen among 0.5 / 0.65 / 0.8
+#: on the held-out slices of two CV folds (expert lesion inside the lung mask 96.8 / 98.0 / 98.8 %).
+LUNG_DECISION: float = 0.8
+#: class-map value of the uncertain lung border (not a network class; see :func:`decode`).
+LUNG_BORDER: int = 4
+#: tissue share of an image edge above which the edge cuts through the body (see :func:`chest_box`).
+CROPPED_EDGE_FRACTION: float = 0.3
+#: HU below which a voxel inside the body counts as air-like (lung parenchyma, airways) for the crop box.
+AIR_HU: float = -400.0
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = models_dir()
 DEFAULT_WEIGHTS = MODELS_DIR / "lesion_unet.pt"
 
 
 def build_lesion_net() -> torch.nn.Module:
-    """A fresh (untrained) 2D MONAI U-Net with the architecture the shipped weights expect."""
+    """A fresh (untrained, randomly initialised) 2D MONAI U-Net with the shipped architecture."""
     from monai.networks.nets import UNet
 
     return UNet(
@@ -96,22 +115,64 @@ def crop_square(img: np.ndarray, box: tuple[int, int, int], fill: float) -> np.n
 
 
 def resize_stack(stack: np.ndarray | torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """Resize ``[n, c, h, w]`` (or ``[n, h, w]``) to ``size × size`` with torch interpolation."""
+    """Resize ``[n, c, h, w]`` (or ``[n, h, w]``) to ``size × size`` (bilinear with antialiasing, or nearest)."""
     t = torch.as_tensor(stack)
     squeeze = t.ndim == 3
     if squeeze:
         t = t[:, None]
     t = t.float()
-    if mode == "nearest":
+    if t.shape[-2:] == (size, size):
+        out = t
+    elif mode == "nearest":
         out = F.interpolate(t, size=(size, size), mode="nearest")
     else:
-        out = F.interpolate(t, size=(size, size), mode=mode, align_corners=False)
+        antialias = t.shape[-1] > size or t.shape[-2] > size
+        out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
     return out[:, 0] if squeeze else out
 
 
-def device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _cropped_inside_body(hu_zyx: np.ndarray) -> bool:
+    """True when tissue covers most of at least three image edges (an export cropped inside the body)."""
+    t = hu_zyx > -500.0
+    cover = np.stack([t[:, 0, :].mean(1), t[:, -1, :].mean(1), t[:, :, 0].mean(1), t[:, :, -1].mean(1)], axis=1)
+    third = np.sort(cover, axis=1)[:, 1]  # the third-largest edge coverage of each slice
+    return bool(np.median(third) >= CROPPED_EDGE_FRACTION)
+
+
+def chest_box(hu_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) -> tuple[int, int, int]:
+    """The square in-plane box ``(y0, x0, side)`` the network sees, shared by all slices of a volume.
+
+    When tissue (> -500 HU) covers at least :data:`CROPPED_EDGE_FRACTION` of three of the four image
+    edges (median over slices), the image is an export already cropped around the chest (measured: 62-100 %
+    on the 50 real exports, 0-7 % on CT scans with air around the body): the whole image is used. Otherwise
+    body = the largest tissue component (table and blankets detached, as in the lung segmentation) and the box is the
+    bounding box (over all slices) of the air-like voxels (< :data:`AIR_HU`) at least 5 mm inside the
+    body — the lungs and airways — plus :data:`CROP_MARGIN`, or the body's box when there is no air.
+    """
+    from scipy import ndimage as ndi
+
+    from .lungs import _body_mask, _inplane_cross
+
+    hu = np.asarray(hu_zyx)
+    nz, h, w = hu.shape
+    whole = (0, 0, max(h, w)) if h == w else square_box(np.ones((h, w), bool), margin=0.0)
+    step = max(1, int(round(3.0 / max(min(spacing_zyx[1:]), 1e-3))))
+    zstep = max(1, nz // 48)
+    coarse = np.asarray(hu[::zstep, ::step, ::step], dtype=np.float32)
+    coarse_spacing = (spacing_zyx[0] * zstep, spacing_zyx[1] * step, spacing_zyx[2] * step)
+    if _cropped_inside_body(coarse):
+        return whole
+    try:
+        body = _body_mask(coarse, coarse_spacing)
+    except Exception:  # no body at all: nothing to crop around
+        return whole
+    margin_vox = max(1, int(round(5.0 / min(coarse_spacing[1:]))))
+    interior = ndi.binary_erosion(body, _inplane_cross(), iterations=margin_vox)
+    air = ((coarse < AIR_HU) & interior).any(axis=0)
+    region = air if air.any() else body.any(axis=0)
+    y0, x0, side = square_box(region, margin=CROP_MARGIN)
+    # back to full-resolution pixels (the coarse grid samples every `step`-th pixel)
+    return y0 * step, x0 * step, side * step
 
 
 @lru_cache(maxsize=4)
@@ -142,7 +203,7 @@ def _load_cached(path: str, mtime: float) -> tuple[torch.nn.Module, dict[str, An
             )
     net = build_lesion_net()
     try:
-        net.load_state_dict(ckpt["state_dict"])
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
     except RuntimeError as exc:
         raise ModelError(f"The lesion model {path} does not match the network architecture ({exc}).") from exc
     net.eval()
@@ -150,7 +211,7 @@ def _load_cached(path: str, mtime: float) -> tuple[torch.nn.Module, dict[str, An
 
 
 def load_lesion_model(path: str | Path | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Load (once per process) the shipped lesion U-Net and its metadata; offline, CPU tensors.
+    """Load (once per process) the shipped chest network and its metadata; offline, CPU tensors.
 
     Raises :class:`ModelError` when the file is missing, unreadable or for another architecture.
     """
@@ -164,15 +225,16 @@ def load_lesion_model(path: str | Path | None = None) -> tuple[torch.nn.Module, 
 
 
 def save_lesion_model(net: torch.nn.Module, meta: dict[str, Any], path: str | Path) -> str:
-    """Save weights + metadata (``.pt``, loadable with ``weights_only=True``) and a ``.json`` sidecar.
-
-    Returns the sha256 of the weights file.
-    """
+    """Save weights (float16, to keep the file small) + metadata (``.pt``, loadable with ``weights_only=True``)
+    and a ``.json`` sidecar. Returns the sha256 of the weights file."""
     import hashlib
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    state = {
+        k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).clone()
+        for k, v in net.state_dict().items()
+    }
     meta = json.loads(json.dumps(meta, default=str))  # plain types only (weights_only loading)
     torch.save({"state_dict": state, "meta": meta}, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -182,54 +244,105 @@ def save_lesion_model(net: torch.nn.Module, meta: dict[str, Any], path: str | Pa
     return digest
 
 
-def predict_probabilities(net: torch.nn.Module, images: np.ndarray, sw_batch_size: int = 8) -> np.ndarray:
-    """Softmax probabilities ``[n, 3, S, S]`` for windowed, resized slices ``[n, S, S]`` in [0, 1].
+def device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    Runs through ``monai.inferers.SliceInferer`` over the slice axis (a sliding window of one
-    ``S × S`` slice), on CUDA if available.
+
+def predict_probabilities(
+    net: torch.nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 16, tta: bool = True
+) -> torch.Tensor:
+    """Softmax probabilities ``[n, 4, S, S]`` (CPU float32) for network inputs ``[n, S, S]`` in [0, 1].
+
+    Batches of ``batch_size`` slices, ``torch.inference_mode``, channels-last; on CUDA when available.
+    ``tta``: average with the prediction of the left-right mirrored slice.
     """
-    from monai.inferers import SliceInferer
-
     dev = device()
-    net = net.to(dev)
-    n, s, _ = images.shape
-    vol = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.float32)[None, None].to(dev)  # [1,1,n,S,S]
-    inferer = SliceInferer(roi_size=(s, s), sw_batch_size=sw_batch_size, spatial_dim=0, progress=False)
+    net = net.to(dev).eval()
+    if dev.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)
+    x_all = torch.as_tensor(images, dtype=torch.float32)
+    out = []
     with torch.inference_mode():
-        logits = inferer(vol, net)  # [1, 3, n, S, S]
-        probs = torch.softmax(logits, dim=1)[0].permute(1, 0, 2, 3)  # [n, 3, S, S]
-    return probs.cpu().numpy()
+        for b in range(0, x_all.shape[0], batch_size):
+            x = x_all[b : b + batch_size, None].to(dev).contiguous(memory_format=torch.channels_last)
+            p = torch.softmax(net(x), dim=1)
+            if tta:
+                p = 0.5 * (p + torch.softmax(net(torch.flip(x, dims=(3,))), dim=1).flip(dims=(3,)))
+            out.append(p.float().cpu())
+    return torch.cat(out) if out else torch.zeros((0, len(CLASSES)) + tuple(x_all.shape[-2:]))
 
 
-def infer_volume(
+def predict_classes(
     net: torch.nn.Module,
     hu_zyx: np.ndarray,
-    lungs_zyx: np.ndarray,
-    window: tuple[float, float] = WINDOW_HU,
+    spacing_zyx: tuple[float, float, float],
+    *,
     size: int = IN_PLANE_SIZE,
+    tta: bool = True,
+    chunk: int = 32,
 ) -> np.ndarray:
-    """Class map ``[z, y, x]`` (0/1/2) from the network, restricted to ``lungs_zyx > 0``.
+    """Network class map ``[z, y, x]`` on the CT grid (0 background, 1 lung, 2 GGO, 3 consolidation,
+    4 uncertain lung border; see :func:`decode`).
 
-    Only slices that contain lung are run. The crop box is shared by all slices of the volume.
+    Every slice is run (the network also decides where there is no lung); pixels outside the crop box
+    are background.
     """
-    lungs = np.asarray(lungs_zyx) > 0
-    out = np.zeros(lungs.shape, dtype=np.uint8)
-    zs = np.flatnonzero(lungs.any(axis=(1, 2)))
-    if zs.size == 0:
-        return out
-    box = square_box(lungs.any(axis=0))
-    side = box[2]
-    y0, x0 = box[0], box[1]
-    h, w = lungs.shape[1:]
+    hu = np.asarray(hu_zyx)
+    out = np.zeros(hu.shape, dtype=np.uint8)
+    box = chest_box(hu, spacing_zyx)
+    y0, x0, side = box
+    h, w = hu.shape[1:]
     sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y0 + side, h), min(x0 + side, w)
-    chunk = 32
-    for start in range(0, zs.size, chunk):
-        zz = zs[start : start + chunk]
-        slab = crop_square(window_hu(hu_zyx[zz], window), box, fill=0.0)
-        small = resize_stack(slab, size).numpy()
-        probs = predict_probabilities(net, small)
-        back = resize_stack(probs, side, mode="bilinear")  # [k, 3, side, side]
-        labels = back.argmax(dim=1).numpy().astype(np.uint8)
-        out[zz, sy0:sy1, sx0:sx1] = labels[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
-    out[~lungs] = 0
+    for start in range(0, hu.shape[0], chunk):
+        slab = crop_square(window_hu(hu[start : start + chunk]), box, fill=0.0)
+        probs = predict_probabilities(net, resize_stack(slab, size), tta=tta)
+        back = F.interpolate(probs, size=(side, side), mode="bilinear", align_corners=False)
+        labels = decode(back).numpy()
+        out[start : start + chunk, sy0:sy1, sx0:sx1] = labels[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
     return out
+
+
+def decode(probs: torch.Tensor) -> torch.Tensor:
+    """Class map (uint8) from probabilities ``[n, 4, h, w]``, hierarchically: lung (healthy or diseased)
+    where P(background) < 0.5, :data:`LUNG_BORDER` where 0.5 <= P(background) < :data:`LUNG_DECISION`;
+    inside the lung, lesion where P(GGO) + P(consolidation) > P(lung), consolidation where
+    P(consolidation) > P(GGO)."""
+    bg = probs[:, BACKGROUND]
+    lung = bg < 0.5
+    lesion = lung & (probs[:, GGO] + probs[:, CONSOLIDATION] > probs[:, LUNG])
+    out = lung.to(torch.uint8)
+    out[(bg >= 0.5) & (bg < LUNG_DECISION)] = LUNG_BORDER
+    out[lesion] = torch.where(probs[:, CONSOLIDATION] > probs[:, GGO], CONSOLIDATION, GGO)[lesion].to(torch.uint8)
+    return out
+
+
+@dataclass
+class _CacheEntry:
+    ref: Any
+    weights: str
+    classes: np.ndarray
+
+
+_CACHE: dict[int, _CacheEntry] = {}
+
+
+def scan_classes(ct: Any, weights: str | Path | None = None) -> np.ndarray:
+    """The network's class map of a :class:`~workbench.io.CTScan`, computed once per scan object.
+
+    ``segment_lungs`` and ``segment_lesions`` both call this, so a scan goes through the network once.
+    Returns a read-only uint8 ``[z, y, x]`` array (0 background, 1 lung, 2 GGO, 3 consolidation, 4 uncertain
+    lung border).
+    """
+    key = id(ct)
+    wkey = str(Path(weights).resolve()) if weights is not None else str(DEFAULT_WEIGHTS.resolve())
+    entry = _CACHE.get(key)
+    if entry is not None and entry.ref() is ct and entry.weights == wkey:
+        return entry.classes
+    net, _meta = load_lesion_model(weights)
+    sx, sy, sz = ct.spacing_mm
+    classes = predict_classes(net, ct.hu, (sz, sy, sx))
+    classes.setflags(write=False)
+    _CACHE.clear()  # keep one scan: a volume's class map is as large as its lung mask
+    _CACHE[key] = _CacheEntry(weakref.ref(ct, lambda _r, k=key: _CACHE.pop(k, None)), wkey, classes)
+    return classes
