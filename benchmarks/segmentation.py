@@ -148,7 +148,9 @@ def real_cv_table(cv_dir: str | None) -> None:
     from workbench.segmentation import model_card
 
     if cv_dir:
-        cv = _reevaluate(Path(cv_dir))
+        from workbench.segmentation.train import reevaluate_cv
+
+        cv = reevaluate_cv(cv_dir)
         where = f"recomputed now from the fold weights in {cv_dir}"
     else:
         meta = json.loads(networks.DEFAULT_WEIGHTS.with_suffix(".json").read_text())
@@ -159,26 +161,6 @@ def real_cv_table(cv_dir: str | None) -> None:
         print("no cross-validation results available")
         return
     print(model_card.cv_table(cv))
-
-
-def _reevaluate(cv_dir: Path) -> dict:
-    """Per-slice metrics of the fold weights in ``cv_dir`` through the current product code."""
-    from workbench.segmentation import realslices as rs
-    from workbench.segmentation import train as tr
-
-    slices = {s.name: s for s in rs.load_real_slices()}
-    for f in range(5):
-        rec_path = cv_dir / f"fold{f}.json"
-        if not rec_path.is_file():
-            continue
-        rec = json.loads(rec_path.read_text())
-        held = [slices[n] for n in rec["held_out"]]
-        rec["per_slice"] = tr.evaluate_slices(held, weights=cv_dir / f"fold{f}.pt")
-        rec["per_slice_threshold"] = tr.evaluate_slices(held, weights=cv_dir / f"fold{f}.pt", lesion_method="threshold")
-        if (cv_dir / f"fold{f}_teacher.pt").is_file():
-            rec["per_slice_teacher"] = tr.evaluate_slices(held, weights=cv_dir / f"fold{f}_teacher.pt")
-        rec_path.write_text(json.dumps(rec, indent=1))
-    return tr.collect_cv(cv_dir)
 
 
 # --- 2. phantoms --------------------------------------------------------------------------------

@@ -68,9 +68,23 @@ def test_unet_pipeline_on_the_dicom_zip_case():
 
 
 def test_real_ct_runs_and_flags_partial_lung_coverage():
+    """The real abdominal example holds only the lung bases: no whole-lung measure, no severity score."""
+    from workbench.biomarkers import PARTIAL_SCAN_REASON, WHOLE_LUNG_MEASURES
+
     result = analyze_case(shared_path("totalsegmentator_example", "example_ct.nii.gz"), lesion_method="threshold")
-    assert 50 < result.biomarkers["lung_volume_ml"] < 1500
-    assert any("lung" in note.lower() for note in result.notes)
+    assert 50 < float((result.lungs > 0).sum()) * result.ct.voxel_volume_ml < 1500  # the bases were segmented
+    assert any("only part of the lungs" in note for note in result.notes)
+    for name in WHOLE_LUNG_MEASURES:
+        assert np.isnan(result.biomarkers[name]), name
+        assert result.unavailable[name] == PARTIAL_SCAN_REASON
+    assert np.isnan(result.biomarkers["ct_severity_score"])
+    assert np.isfinite(result.biomarkers["healthy_lung_mean_hu"])  # measures of what is seen remain
+
+
+def test_whole_chest_phantom_has_every_measure():
+    result = analyze_case(SAMPLE_DATA / "cases" / "phantom_mild.nii.gz", lesion_method="threshold")
+    assert result.unavailable == {}
+    assert np.isfinite(result.biomarkers["ct_severity_score"]) and np.isfinite(result.biomarkers["lung_volume_ml"])
 
 
 def test_scan_without_lungs_is_refused_with_a_clear_error():

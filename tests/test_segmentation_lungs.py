@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import shared_path
 
-from workbench.errors import NoLungsFound, WorkbenchError
+from workbench.errors import InvalidInput, NoLungsFound, WorkbenchError
 from workbench.io import CTScan, load_ct
 from workbench.segmentation.lungs import LEFT_LUNG, RIGHT_LUNG, LungCoverageWarning, segment_lungs
 from workbench.synthetic import make_phantom
@@ -102,6 +102,38 @@ def test_trachea_and_heart_excluded(phantoms, case):
     assert (labels[trachea] > 0).sum() == 0
     assert float((labels[airway] > 0).mean()) < 0.15  # only where main bronchi enter the hilum
     assert float((labels[ph.heart > 0] > 0).mean()) < 0.01
+
+
+def test_classical_method_and_network_method(phantoms):
+    """The network adds dense lung bordering the aerated lung; on an aerated lung both agree."""
+    ph, labels = phantoms["severe"]
+    classical = segment_lungs(ph.ct, method="classical")
+    consolidation = ph.lesions == 2
+    assert float((labels[consolidation] > 0).mean()) >= float((classical[consolidation] > 0).mean()) - 0.01
+    # measured: network 0.990, classical 0.989 (severity 1 phantom)
+    assert dice(labels > 0, ph.lungs > 0) >= dice(classical > 0, ph.lungs > 0) - 0.003
+    ph0, labels0 = phantoms["healthy"]
+    assert dice(labels0 > 0, segment_lungs(ph0.ct, method="classical") > 0) > 0.998
+    with pytest.raises(InvalidInput):
+        segment_lungs(ph0.ct, method="magic")
+
+
+@pytest.mark.slow
+def test_single_exported_slice_keeps_the_diseased_lung():
+    """One real exported slice as a 1-slice CT: the lung mask holds the expert lesion, both sides labelled.
+    (The shipped network saw these slices in training; the cross-validated share is in the model card.)"""
+    shared_path("covid_semiseg_train", "multiclass", "Imgs")
+    from workbench.segmentation import realslices
+
+    inside = total = 0
+    for s in realslices.load_real_slices(("0", "13", "29", "32", "55")):
+        with pytest.warns(LungCoverageWarning):
+            lungs = segment_lungs(s.ct())[0]
+        assert set(np.unique(lungs)) == {0, RIGHT_LUNG, LEFT_LUNG}
+        assert np.nonzero(lungs == RIGHT_LUNG)[1].mean() < np.nonzero(lungs == LEFT_LUNG)[1].mean()
+        inside += int(((s.labels > 0) & (lungs > 0)).sum())
+        total += int((s.labels > 0).sum())
+    assert inside / total >= 0.98
 
 
 def test_phantom_at_other_resolution():

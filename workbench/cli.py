@@ -108,14 +108,21 @@ def _case_id_from_path(path: str) -> str:
 
 
 def _cmd_train_lesions(args: argparse.Namespace) -> int:
-    from .segmentation.train import TrainConfig, cross_validate, train_lesion_model
+    from .segmentation.train import TrainConfig, cross_validate, refresh_model_cv, train_lesion_model
 
+    if args.refresh_cv:
+        meta = refresh_model_cv(Path(args.out), args.cv_dir)
+        print(json.dumps({"weights_sha256": meta["weights_sha256"], "cv_summary": meta["cv"]["summary"]}, indent=2))
+        return 0
     cfg = TrainConfig(seed=args.seed, num_threads=args.threads)
     if args.teacher_iterations is not None:
         cfg.teacher_iterations = args.teacher_iterations
     if args.student_iterations is not None:
         cfg.student_iterations = args.student_iterations
     cfg.use_unlabeled = not args.no_unlabeled
+    if args.folds:  # only these CV folds (e.g. two processes in parallel), no final model
+        cross_validate(cfg, args.cv_dir, [int(f) for f in args.folds.split(",")])
+        return 0
     if not args.skip_cv:  # resumable: folds already in --cv-dir are kept
         done = {int(p.stem[4:]) for p in Path(args.cv_dir).glob("fold[0-9].json")}
         todo = [f for f in range(5) if f not in done]
@@ -169,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(Path(__file__).parent / "models" / "lesion_unet.pt"))
     p.add_argument("--cv-dir", default="results/lesion_cv", help="fold weights and metrics (resumable)")
     p.add_argument("--skip-cv", action="store_true", help="train the final model only (the card then has no CV)")
+    p.add_argument(
+        "--refresh-cv",
+        action="store_true",
+        help="no training: re-evaluate the fold models in --cv-dir with the current code, rewrite card + metadata",
+    )
+    p.add_argument("--folds", default=None, help="comma-separated CV folds to run (then stop), e.g. 0,2,4")
     p.add_argument("--teacher-iterations", type=int, default=None)
     p.add_argument("--student-iterations", type=int, default=None)
     p.add_argument("--no-unlabeled", action="store_true", help="teacher only, without the unlabeled slices")

@@ -83,7 +83,9 @@ def segment_lesions(
     else:
         from . import networks
 
-        classes = networks.scan_classes(ct, weights)  # shared with segment_lungs: one pass per scan
+        zs = np.flatnonzero(lung.any(axis=(1, 2)))
+        # shared with segment_lungs: one network pass per scan
+        classes = networks.scan_classes(ct, weights, z_range=(int(zs[0]), int(zs[-1]) + 1))
         out = np.zeros(ct.shape, np.uint8)
         out[classes == networks.GGO] = 1
         out[classes == networks.CONSOLIDATION] = 2

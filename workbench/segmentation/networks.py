@@ -281,16 +281,17 @@ def predict_classes(
     size: int = IN_PLANE_SIZE,
     tta: bool = True,
     chunk: int = 32,
+    box: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
     """Network class map ``[z, y, x]`` on the CT grid (0 background, 1 lung, 2 GGO, 3 consolidation,
     4 uncertain lung border; see :func:`decode`).
 
     Every slice is run (the network also decides where there is no lung); pixels outside the crop box
-    are background.
+    (default :func:`chest_box` of these slices) are background.
     """
     hu = np.asarray(hu_zyx)
     out = np.zeros(hu.shape, dtype=np.uint8)
-    box = chest_box(hu, spacing_zyx)
+    box = chest_box(hu, spacing_zyx) if box is None else box
     y0, x0, side = box
     h, w = hu.shape[1:]
     sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y0 + side, h), min(x0 + side, w)
@@ -309,40 +310,51 @@ def decode(probs: torch.Tensor) -> torch.Tensor:
     inside the lung, lesion where P(GGO) + P(consolidation) > P(lung), consolidation where
     P(consolidation) > P(GGO)."""
     bg = probs[:, BACKGROUND]
-    lung = bg < 0.5
-    lesion = lung & (probs[:, GGO] + probs[:, CONSOLIDATION] > probs[:, LUNG])
-    out = lung.to(torch.uint8)
-    out[(bg >= 0.5) & (bg < LUNG_DECISION)] = LUNG_BORDER
-    out[lesion] = torch.where(probs[:, CONSOLIDATION] > probs[:, GGO], CONSOLIDATION, GGO)[lesion].to(torch.uint8)
-    return out
+    u8 = torch.uint8
+    out = torch.where(bg < 0.5, torch.ones((), dtype=u8), torch.zeros((), dtype=u8))
+    out = torch.where((bg >= 0.5) & (bg < LUNG_DECISION), torch.full((), LUNG_BORDER, dtype=u8), out)
+    lesion = (bg < 0.5) & (probs[:, GGO] + probs[:, CONSOLIDATION] > probs[:, LUNG])
+    kind = torch.where(
+        probs[:, CONSOLIDATION] > probs[:, GGO], torch.full((), CONSOLIDATION, dtype=u8), torch.full((), GGO, dtype=u8)
+    )
+    return torch.where(lesion, kind, out)
 
 
 @dataclass
 class _CacheEntry:
     ref: Any
     weights: str
+    z_range: tuple[int, int]
     classes: np.ndarray
 
 
 _CACHE: dict[int, _CacheEntry] = {}
 
 
-def scan_classes(ct: Any, weights: str | Path | None = None) -> np.ndarray:
+def scan_classes(ct: Any, weights: str | Path | None = None, z_range: tuple[int, int] | None = None) -> np.ndarray:
     """The network's class map of a :class:`~workbench.io.CTScan`, computed once per scan object.
 
     ``segment_lungs`` and ``segment_lesions`` both call this, so a scan goes through the network once.
-    Returns a read-only uint8 ``[z, y, x]`` array (0 background, 1 lung, 2 GGO, 3 consolidation, 4 uncertain
-    lung border).
+    ``z_range`` = (first, stop) limits the pass to those slices (others are background); a later call
+    whose range lies inside an earlier one reuses it. Returns a read-only uint8 ``[z, y, x]`` array
+    (0 background, 1 lung, 2 GGO, 3 consolidation, 4 uncertain lung border).
     """
+    nz = ct.shape[0]
+    z0, z1 = (0, nz) if z_range is None else (max(0, int(z_range[0])), min(nz, int(z_range[1])))
     key = id(ct)
     wkey = str(Path(weights).resolve()) if weights is not None else str(DEFAULT_WEIGHTS.resolve())
     entry = _CACHE.get(key)
     if entry is not None and entry.ref() is ct and entry.weights == wkey:
-        return entry.classes
+        if entry.z_range[0] <= z0 and z1 <= entry.z_range[1]:
+            return entry.classes
     net, _meta = load_lesion_model(weights)
     sx, sy, sz = ct.spacing_mm
-    classes = predict_classes(net, ct.hu, (sz, sy, sx))
+    hu = ct.hu
+    classes = np.zeros(hu.shape, np.uint8)
+    if z1 > z0:
+        box = chest_box(hu, (sz, sy, sx))  # from the whole volume: the same crop whatever the range
+        classes[z0:z1] = predict_classes(net, hu[z0:z1], (sz, sy, sx), box=box)
     classes.setflags(write=False)
     _CACHE.clear()  # keep one scan: a volume's class map is as large as its lung mask
-    _CACHE[key] = _CacheEntry(weakref.ref(ct, lambda _r, k=key: _CACHE.pop(k, None)), wkey, classes)
+    _CACHE[key] = _CacheEntry(weakref.ref(ct, lambda _r, k=key: _CACHE.pop(k, None)), wkey, (z0, z1), classes)
     return classes

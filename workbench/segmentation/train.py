@@ -415,6 +415,43 @@ def collect_cv(out_dir: str | Path, k: int = 5) -> dict[str, Any]:
     }
 
 
+def reevaluate_cv(cv_dir: str | Path, k: int = 5) -> dict[str, Any]:
+    """Recompute the per-slice metrics of the fold models in ``cv_dir`` through the current product code
+    (``segment_lungs`` + ``segment_lesions``; fold weights unchanged), rewrite the fold files and return
+    :func:`collect_cv`. Used when the lung or decoding code changes after the folds were trained."""
+    cv_dir = Path(cv_dir)
+    slices = {s.name: s for s in rs.load_real_slices()}
+    for f in range(k):
+        rec_path = cv_dir / f"fold{f}.json"
+        if not rec_path.is_file():
+            continue
+        rec = json.loads(rec_path.read_text())
+        held = [slices[n] for n in rec["held_out"]]
+        t0 = time.time()
+        rec["per_slice"] = evaluate_slices(held, weights=cv_dir / f"fold{f}.pt")
+        rec["per_slice_threshold"] = evaluate_slices(held, weights=cv_dir / f"fold{f}.pt", lesion_method="threshold")
+        if (cv_dir / f"fold{f}_teacher.pt").is_file():
+            rec["per_slice_teacher"] = evaluate_slices(held, weights=cv_dir / f"fold{f}_teacher.pt")
+        rec["eval_seconds"] = round(time.time() - t0, 1)
+        rec_path.write_text(json.dumps(rec, indent=1))
+    return collect_cv(cv_dir, k)
+
+
+def refresh_model_cv(out_path: str | Path = nw.DEFAULT_WEIGHTS, cv_dir: str | Path = "results/lesion_cv") -> dict:
+    """Re-evaluate the CV folds with the current code and rewrite the shipped model's metadata and card
+    (the weights are not retrained)."""
+    out_path = Path(out_path)
+    ckpt = torch.load(out_path, map_location="cpu", weights_only=True)
+    meta = dict(ckpt["meta"])
+    meta["cv"] = reevaluate_cv(cv_dir)
+    meta["cv_evaluated"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    net = nw.build_lesion_net()
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    meta["weights_sha256"] = nw.save_lesion_model(net, meta, out_path)
+    write_model_card(meta, out_path.with_suffix(".md"))
+    return meta
+
+
 # ------------------------------------------------------------------------------------------- shipped model
 def _arch_meta() -> dict[str, Any]:
     return {
@@ -481,49 +518,12 @@ def write_model_card(meta: dict[str, Any], path: str | Path, appendix: str = "")
     Path(path).write_text(render_model_card(meta, appendix))
 
 
-# ------------------------------------------------------------------------------------------- CLI helper
-def main(argv: list[str] | None = None) -> None:
-    """``python -m workbench.segmentation.train cv --out DIR [--folds 0,1]`` or ``... final [--cv DIR]``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("what", choices=("cv", "final"))
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--folds", default=None)
-    ap.add_argument("--cv", default=None)
-    ap.add_argument("--teacher-iterations", type=int, default=None)
-    ap.add_argument("--student-iterations", type=int, default=None)
-    ap.add_argument("--no-unlabeled", action="store_true")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    cfg = TrainConfig(num_threads=args.threads)
-    if args.teacher_iterations is not None:
-        cfg.teacher_iterations = args.teacher_iterations
-    if args.student_iterations is not None:
-        cfg.student_iterations = args.student_iterations
-    if args.no_unlabeled:
-        cfg.use_unlabeled = False
-
-    def log(msg: str) -> None:
-        print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
-
-    if args.what == "cv":
-        folds = [int(f) for f in args.folds.split(",")] if args.folds else None
-        res = cross_validate(cfg, args.out or "cv", folds, log=log)
-        print(json.dumps({k: res[k] for k in ("n_folds_done", "summary", "pooled_inside_pct")}, indent=1))
-    else:
-        meta = train_lesion_model(args.out or nw.DEFAULT_WEIGHTS, cfg, cv_dir=args.cv, log=log)
-        print(json.dumps({k: meta[k] for k in ("weights_sha256", "training")}, indent=1, default=str))
-
-
-if __name__ == "__main__":
-    main()
-
-
 __all__ = [
     "TrainConfig",
     "cross_validate",
     "collect_cv",
     "fit_network",
     "train_lesion_model",
+    "reevaluate_cv",
+    "refresh_model_cv",
 ]
