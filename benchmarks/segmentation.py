@@ -12,7 +12,7 @@ Tables printed:
    ``workbench train-lesions`` writes; with ``--cv-dir DIR`` the per-slice metrics are recomputed from the
    fold weights in DIR through the current code (``segment_lungs`` + ``segment_lesions`` on 1-slice CTs).
 2. **Phantoms** (``workbench.synthetic.make_phantom``, ground truth by construction; seeds 11-13 and the
-   sample cases are not among the training phantoms' seeds 100-107): lung Dice of ``segment_lungs``
+   sample cases are not among the training phantoms' seeds 100-115): lung Dice of ``segment_lungs``
    (network and classical), lesion Dice / GGO / consolidation / volume error per lesion method, seconds;
    and the lesion-free sample case ``phantom_none``: false lesion volume and CT severity score per method.
 3. **Speed** on a 512 x 512 x 300 phantom: ``segment_lungs`` (network: one pass of the chest network,
