@@ -103,7 +103,7 @@ def _ellipsoid(radius_mm: float, spacing_zyx: tuple[float, float, float]) -> np.
     r = [int(np.floor(a / s + 1e-6)) for a, s in zip(semi, spacing_zyx)]
     grids = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
     dist = sum((g * s / a) ** 2 for g, s, a in zip(grids, spacing_zyx, semi))
-    return dist <= 1.0 + 1e-6
+    return np.asarray(dist <= 1.0 + 1e-6)
 
 
 def _threshold_lesions(ct: CTScan, lung: np.ndarray) -> np.ndarray:

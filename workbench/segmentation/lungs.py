@@ -622,9 +622,9 @@ def _check_coverage(labels, voxel_ml) -> None:
     if volume_ml < PARTIAL_COVERAGE_ML or cut:
         if cut:
             msg = (
-                f"The scan covers only part of the lungs ({volume_ml:.0f} mL segmented; the lungs are cut by the "
-                "first or last slice). Whole-lung measurements (lung volume, disease extent, CT severity score) "
-                "are not computed."
+                f"The lungs are cut by the first or last slice ({volume_ml:.0f} mL segmented): whole-lung measures "
+                "(lung volume, disease extent, CT severity score) are not computable: the scan covers only part "
+                "of the lungs."
             )
         else:
             msg = (

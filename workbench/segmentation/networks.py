@@ -169,7 +169,7 @@ def chest_box(hu_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) -> tu
     margin_vox = max(1, int(round(5.0 / min(coarse_spacing[1:]))))
     interior = ndi.binary_erosion(body, _inplane_cross(), iterations=margin_vox)
     air = ((coarse < AIR_HU) & interior).any(axis=0)
-    region = air if air.any() else body.any(axis=0)
+    region = np.asarray(air if air.any() else body.any(axis=0))
     y0, x0, side = square_box(region, margin=CROP_MARGIN)
     # back to full-resolution pixels (the coarse grid samples every `step`-th pixel)
     return y0 * step, x0 * step, side * step
@@ -260,7 +260,7 @@ def predict_probabilities(
     dev = device()
     net = net.to(dev).eval()
     if dev.type == "cpu":
-        net = net.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     x_all = torch.as_tensor(images, dtype=torch.float32)
     out = []
     with torch.inference_mode():
@@ -331,6 +331,15 @@ class _CacheEntry:
 _CACHE: dict[int, _CacheEntry] = {}
 
 
+def _forget(key: int) -> Any:
+    """Weak-reference callback: drop the cached class map when its scan object is garbage-collected."""
+
+    def callback(_ref: Any) -> None:
+        _CACHE.pop(key, None)
+
+    return callback
+
+
 def scan_classes(ct: Any, weights: str | Path | None = None, z_range: tuple[int, int] | None = None) -> np.ndarray:
     """The network's class map of a :class:`~workbench.io.CTScan`, computed once per scan object.
 
@@ -356,5 +365,5 @@ def scan_classes(ct: Any, weights: str | Path | None = None, z_range: tuple[int,
         classes[z0:z1] = predict_classes(net, hu[z0:z1], (sz, sy, sx), box=box)
     classes.setflags(write=False)
     _CACHE.clear()  # keep one scan: a volume's class map is as large as its lung mask
-    _CACHE[key] = _CacheEntry(weakref.ref(ct, lambda _r, k=key: _CACHE.pop(k, None)), wkey, (z0, z1), classes)
+    _CACHE[key] = _CacheEntry(weakref.ref(ct, _forget(key)), wkey, (z0, z1), classes)
     return classes

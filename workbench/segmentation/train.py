@@ -258,7 +258,7 @@ def fit_network(
     set_determinism(seed=cfg.seed)
     ph = phantoms if (phantoms is not None and cfg.use_phantoms) else (labeled[0][:0], labeled[1][:0])
     info: dict[str, Any] = {}
-    net = nw.build_lesion_net().to(memory_format=torch.channels_last)
+    net = nw.build_lesion_net().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     t0 = time.time()
     log(f"teacher: {len(labeled[0])} labeled + {len(ph[0])} phantom slices, {cfg.teacher_iterations} iterations")
     info["teacher_loss"] = _train(
