@@ -83,10 +83,10 @@ def render_model_card(meta: dict[str, Any], appendix: str = "") -> str:
 
 ## Intended use
 One pass of this network per axial slice serves two product steps:
-`segment_lungs(ct)` = classical aerated lung ∪ the network's lung / GGO / consolidation pixels (so that
-consolidated and ground-glass lung stays lung), split right / left; and
-`segment_lesions(ct, lungs, method="unet")` = the network's GGO (label 1) and consolidation (label 2)
-pixels inside that lung mask. For research biomarkers of COVID-19 pneumonia (lesion volume, extent,
+`segment_lungs(ct)` = on a volume, the classical aerated lung ∪ the network's dense lung (consolidation,
+dense ground glass) that borders it, so that diseased lung stays lung; on a single slice, the network's
+lung; split right / left. `segment_lesions(ct, lungs, method="unet")` = the network's GGO (label 1) and
+consolidation (label 2) pixels inside that lung mask. For research biomarkers of COVID-19 pneumonia (lesion volume, extent,
 GGO / consolidation share, severity score).
 
 ## Data
@@ -120,6 +120,10 @@ GGO / consolidation share, severity score).
   {meta["in_plane_size"]}; an exported slice (tissue along at least three of its four edges) is already such a
   crop and is used whole. Class probabilities are resampled back bilinearly and arg-maxed.
 * Test-time augmentation: mean softmax of the slice and its left-right mirror.
+* Decision (`networks.decode`): lung where P(background) < 0.5; lesion there where P(GGO) +
+  P(consolidation) > P(lung), consolidation where P(consolidation) > P(GGO). Pixels with
+  0.5 ≤ P(background) < {meta.get("lung_decision", 0.8)} are an uncertain lung border, counted as lung only where no classical
+  aerated-lung border exists (a single slice): experts draw subpleural lesions up to the chest wall.
 
 ## Training
 Noisy-student self-training: a teacher is trained on labeled + phantom slices; it pseudo-labels the

@@ -462,6 +462,7 @@ def _arch_meta() -> dict[str, Any]:
         "crop_margin": nw.CROP_MARGIN,
         "window_hu": list(nw.WINDOW_HU),
         "classes": list(nw.CLASSES),
+        "lung_decision": nw.LUNG_DECISION,
     }
 
 
