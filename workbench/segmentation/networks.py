@@ -250,12 +250,17 @@ def device() -> torch.device:
 
 
 def predict_probabilities(
-    net: torch.nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 16, tta: bool = True
+    net: torch.nn.Module,
+    images: np.ndarray | torch.Tensor,
+    batch_size: int = 16,
+    tta: bool = True,
+    to_cpu: bool = True,
 ) -> torch.Tensor:
-    """Softmax probabilities ``[n, 4, S, S]`` (CPU float32) for network inputs ``[n, S, S]`` in [0, 1].
+    """Softmax probabilities ``[n, 4, S, S]`` (float32) for network inputs ``[n, S, S]`` in [0, 1].
 
-    Batches of ``batch_size`` slices, ``torch.inference_mode``, channels-last; on CUDA when available.
-    ``tta``: average with the prediction of the left-right mirrored slice.
+    Batches of ``batch_size`` slices, ``torch.inference_mode``, channels-last; on CUDA when available
+    (the result stays there unless ``to_cpu``). ``tta``: average with the prediction of the left-right
+    mirrored slice.
     """
     dev = device()
     net = net.to(dev).eval()
@@ -269,7 +274,7 @@ def predict_probabilities(
             p = torch.softmax(net(x), dim=1)
             if tta:
                 p = 0.5 * (p + torch.softmax(net(torch.flip(x, dims=(3,))), dim=1).flip(dims=(3,)))
-            out.append(p.float().cpu())
+            out.append(p.float().cpu() if to_cpu else p.float())
     return torch.cat(out) if out else torch.zeros((0, len(CLASSES)) + tuple(x_all.shape[-2:]))
 
 
@@ -297,9 +302,10 @@ def predict_classes(
     sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y0 + side, h), min(x0 + side, w)
     for start in range(0, hu.shape[0], chunk):
         slab = crop_square(window_hu(hu[start : start + chunk]), box, fill=0.0)
-        probs = predict_probabilities(net, resize_stack(slab, size), tta=tta)
-        back = F.interpolate(probs, size=(side, side), mode="bilinear", align_corners=False)
-        labels = decode(back).numpy()
+        probs = predict_probabilities(net, resize_stack(slab, size), tta=tta, to_cpu=False)
+        with torch.inference_mode():  # resampling and decision on the network's device
+            back = F.interpolate(probs, size=(side, side), mode="bilinear", align_corners=False)
+            labels = decode(back).cpu().numpy()
         out[start : start + chunk, sy0:sy1, sx0:sx1] = labels[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
     return out
 
