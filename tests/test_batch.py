@@ -70,6 +70,14 @@ def refusing_case(path, *, case_id, lesion_method):
     raise CorruptFile(f"{path} is damaged; provide a NIfTI file (.nii/.nii.gz) or DICOM.")
 
 
+def slices_case(path, *, case_id, lesion_method):
+    """Stand-in for the pipeline that really reads the scan: its number of slices and mean HU."""
+    from workbench.io import load_ct
+
+    ct = load_ct(path)
+    return {"n_slices": float(ct.shape[0]), "mean_hu": float(ct.hu.mean())}
+
+
 def _calls(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
@@ -253,6 +261,48 @@ def test_batch_store_rerun_and_changes(tmp_path, client):
     # a new pipeline version recomputes everything
     s5 = run_batch(inp, out, case_fn=fn, scheduler=client, progress=False, pipeline_version="test-9")
     assert s5.n_ok == 6 and set(results_table(out)["pipeline_version"]) == {"test-9"}
+
+
+def _write_series_without_preamble(folder: Path, *, file_meta: bool) -> np.ndarray:
+    """A 12-slice CT series whose files (no extension) lack the 128-byte preamble and 'DICM' (older exports):
+    with ``file_meta`` they start with the file meta group (0002), without it with the data set
+    (0008). Returns the HU array written."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+
+    from workbench.io import CTScan, save_dicom_series
+
+    hu = np.full((12, 32, 32), -1000.0, np.float32)
+    hu[:, 6:26, 3:29] = 40.0
+    hu[:, 9:21, 6:14] = -850.0
+    for f in save_dicom_series(CTScan.from_array(hu, (0.8, 0.8, 2.5)), folder):
+        ds = pydicom.dcmread(f)
+        ds.preamble = None
+        if not file_meta:
+            ds.file_meta = FileMetaDataset()
+        f.unlink()
+        f = f.with_suffix("")  # no .dcm: recognised by content, as load_ct does
+        ds.save_as(f, implicit_vr=False, little_endian=True, enforce_file_format=False)
+        head = f.read_bytes()[:132]
+        assert head[128:132] != b"DICM" and head[:2] == (b"\x02\x00" if file_meta else b"\x08\x00")
+    return hu
+
+
+def test_series_without_preamble_is_a_case(tmp_path, client):
+    """A DICOM series that ``load_ct`` reads is a batch case too (one DICOM check for both)."""
+    from workbench.io import load_ct
+
+    inp = tmp_path / "in"
+    hu = _write_series_without_preamble(inp / "P1", file_meta=False)
+    _write_series_without_preamble(inp / "P2", file_meta=True)
+    for cid in ("P1", "P2"):
+        np.testing.assert_array_equal(load_ct(inp / cid).hu, hu)
+    assert [c.case_id for c in discover_cases(inp)] == ["P1", "P2"]
+    s = run_batch(inp, tmp_path / "out", case_fn=slices_case, scheduler=client, progress=False)
+    assert (s.n_ok, s.n_failed) == (2, 0), s.failed
+    table = results_table(tmp_path / "out").set_index("case_id")
+    assert list(table["n_slices"]) == [12.0, 12.0]
+    assert table["mean_hu"].tolist() == pytest.approx([float(hu.mean())] * 2)
 
 
 def test_manifest_batch_with_missing_file(tmp_path, client):

@@ -193,14 +193,18 @@ def test_per_slice_rescale_intercept_is_applied(series_dir, tmp_path):
     np.testing.assert_array_equal(ct.hu, expected)
 
 
-def test_dicom_without_preamble_is_read(series_dir, tmp_path):
+@pytest.mark.parametrize("file_meta", [False, True], ids=["data-set-first", "file-meta-first"])
+def test_dicom_without_preamble_is_read(series_dir, tmp_path, file_meta):
     from pydicom.dataset import FileMetaDataset
 
     for f in sorted(series_dir.iterdir()):
         ds = pydicom.dcmread(f)
-        ds.preamble, ds.file_meta = None, FileMetaDataset()
-        ds.save_as(tmp_path / f.stem, implicit_vr=True, little_endian=True)  # old ACR-NEMA-like files
-    assert sorted(tmp_path.iterdir())[0].read_bytes()[128:132] != b"DICM"
+        ds.preamble = None
+        if not file_meta:
+            ds.file_meta = FileMetaDataset()  # old ACR-NEMA-like files: the data set only
+        ds.save_as(tmp_path / f.stem, implicit_vr=not file_meta, little_endian=True, enforce_file_format=False)
+    head = sorted(tmp_path.iterdir())[0].read_bytes()[:132]
+    assert head[128:132] != b"DICM" and head[:2] == (b"\x02\x00" if file_meta else b"\x08\x00")
     np.testing.assert_array_equal(load_ct(tmp_path).hu, phantom_hu())
 
 

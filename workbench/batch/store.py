@@ -1,0 +1,228 @@
+"""The results store of a batch output folder: ``<out>/results.sqlite`` (SQLite, WAL journal), one row
+per finished case, and the tables read from it (``read_store``, ``results_table``, ``results.csv``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Mapping
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import InvalidInput
+from .inputs import input_hash, stat_signature
+
+STORE_NAME = "results.sqlite"
+TABLE_CSV_NAME = "results.csv"
+
+
+@dataclass
+class CaseOutcome:
+    """What a worker sends back for one case (small: no images)."""
+
+    case_id: str
+    status: str  # "ok" | "failed"
+    error: str | None = None
+    seconds: float = 0.0
+    biomarkers: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    pipeline_version: str | None = None
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+    case_id          TEXT NOT NULL,
+    input_hash       TEXT NOT NULL,
+    pipeline_version TEXT NOT NULL,
+    lesion_method    TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    error            TEXT,
+    seconds          REAL,
+    biomarkers       TEXT NOT NULL DEFAULT '{}',
+    timings_s        TEXT NOT NULL DEFAULT '{}',
+    notes            TEXT NOT NULL DEFAULT '[]',
+    finished_at      TEXT NOT NULL,
+    PRIMARY KEY (case_id, input_hash, pipeline_version, lesion_method)
+);
+CREATE INDEX IF NOT EXISTS cases_by_id ON cases (case_id, finished_at);
+CREATE TABLE IF NOT EXISTS hash_cache (
+    path_key   TEXT PRIMARY KEY,   -- sha256 of the absolute path (no readable path stored)
+    signature  TEXT NOT NULL,      -- sha256 of file sizes and modification times
+    input_hash TEXT NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "case_id",
+    "input_hash",
+    "pipeline_version",
+    "lesion_method",
+    "status",
+    "error",
+    "seconds",
+    "biomarkers",
+    "timings_s",
+    "notes",
+    "finished_at",
+)
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f if math.isfinite(f) else None
+
+
+class ResultsStore:
+    """The SQLite results store of a batch output folder (``<out>/results.sqlite``).
+
+    Open it in one process only (the batch client); readers may open it any time.
+    """
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.path = self.out / STORE_NAME
+        self.conn = sqlite3.connect(self.path, timeout=30.0)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        with self.conn:
+            self.conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def lookup(self, case_id: str, input_hash: str, pipeline_version: str, lesion_method: str) -> str | None:
+        """The stored status ("ok"/"failed") of this exact case input, or None."""
+        row = self.conn.execute(
+            "SELECT status FROM cases WHERE case_id=? AND input_hash=? AND pipeline_version=? AND lesion_method=?",
+            (case_id, input_hash, pipeline_version, lesion_method),
+        ).fetchone()
+        return row[0] if row else None
+
+    def record(self, outcome: CaseOutcome, *, input_hash: str, pipeline_version: str, lesion_method: str) -> None:
+        """Insert or replace one case's row and commit it (durable on return)."""
+        row = (
+            outcome.case_id,
+            input_hash,
+            outcome.pipeline_version or pipeline_version,
+            lesion_method,
+            outcome.status,
+            outcome.error,
+            round(float(outcome.seconds), 3),
+            json.dumps(json_safe(outcome.biomarkers), allow_nan=False, sort_keys=True),
+            json.dumps(json_safe(outcome.timings_s), allow_nan=False, sort_keys=True),
+            json.dumps(json_safe(outcome.notes), allow_nan=False),
+            datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        )
+        with self.conn:
+            self.conn.execute(
+                f"INSERT OR REPLACE INTO cases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", row
+            )
+
+    def cached_hash(self, path: Path) -> str:
+        """``input_hash(path)``, reusing the stored one while sizes and mtimes are unchanged."""
+        key = hashlib.sha256(str(path).encode("utf-8")).hexdigest()
+        sig = stat_signature(path)
+        row = self.conn.execute("SELECT signature, input_hash FROM hash_cache WHERE path_key=?", (key,)).fetchone()
+        if row and row[0] == sig:
+            return row[1]
+        digest = input_hash(path)
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO hash_cache VALUES (?, ?, ?)", (key, sig, digest))
+        return digest
+
+
+def read_store(out: str | Path | sqlite3.Connection) -> pd.DataFrame:
+    """Every row of ``<out>/results.sqlite`` (all versions and attempts), raw JSON columns.
+
+    Safe while a batch is writing (WAL: readers see the last committed rows).
+    """
+    query = f"SELECT {', '.join(_COLUMNS)} FROM cases ORDER BY case_id, finished_at"
+    if isinstance(out, sqlite3.Connection):
+        return pd.read_sql_query(query, out)
+    path = Path(out) / STORE_NAME if Path(out).is_dir() else Path(out)
+    if not path.exists():
+        raise InvalidInput(f"No batch results found in '{Path(out).name}' (no {STORE_NAME}).")
+    with closing(sqlite3.connect(path, timeout=30.0)) as conn:
+        conn.execute("PRAGMA query_only=ON")
+        return pd.read_sql_query(query, conn)
+
+
+def results_table(
+    out: str | Path | sqlite3.Connection, *, include_failed: bool = False, id_column: str = "case_id"
+) -> pd.DataFrame:
+    """One row per case (its latest result) with the biomarkers expanded to columns.
+
+    Args:
+        out: the batch output folder (or the ``results.sqlite`` file).
+        include_failed: keep failed cases (biomarkers NaN, ``error`` says why).
+        id_column: name of the ID column, e.g. ``"patient_id"`` to join a clinical table
+            whose patient IDs are the case IDs.
+
+    Returns:
+        DataFrame: ``id_column, status, error, notes, seconds, pipeline_version,
+        lesion_method, input_hash, finished_at`` then one float column per biomarker
+        (units in the names).
+    """
+    raw = read_store(out)
+    meta_cols = [
+        "case_id",
+        "status",
+        "error",
+        "notes",
+        "seconds",
+        "pipeline_version",
+        "lesion_method",
+        "input_hash",
+        "finished_at",
+    ]
+    if raw.empty:
+        return pd.DataFrame(columns=[id_column] + meta_cols[1:])
+    latest = raw.sort_values(["case_id", "finished_at"]).groupby("case_id", as_index=False).tail(1)
+    if not include_failed:
+        latest = latest[latest["status"] == "ok"]
+    latest = latest.sort_values("case_id").reset_index(drop=True)
+    latest["notes"] = ["; ".join(json.loads(n)) for n in latest["notes"]]
+    markers = pd.DataFrame(
+        [{k: (float("nan") if v is None else v) for k, v in json.loads(s).items()} for s in latest["biomarkers"]],
+        index=latest.index,
+    )
+    for col in markers.columns:
+        converted = pd.to_numeric(markers[col], errors="coerce")
+        if converted.notna().sum() == markers[col].notna().sum():
+            markers[col] = converted.astype(float)
+    table = pd.concat([latest[meta_cols], markers], axis=1)
+    return table.rename(columns={"case_id": id_column})
+
+
+def write_table_csv(store: ResultsStore) -> None:
+    """``<out>/results.csv``: :func:`results_table` with failed cases, replaced atomically."""
+    table = results_table(store.conn, include_failed=True)
+    tmp = store.out / f".{TABLE_CSV_NAME}.tmp"
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, store.out / TABLE_CSV_NAME)

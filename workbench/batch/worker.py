@@ -1,0 +1,131 @@
+"""What a Dask worker runs for one case: the pipeline, thread limits, a path-free error message, the
+masks written atomically. ``process_case`` never raises for a bad case."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import WorkbenchError
+from .inputs import CaseInput
+from .store import CaseOutcome, json_safe
+
+MASKS_DIR = "masks"
+MASK_NAMES = ("lungs", "lesions")  # masks/<case_id>_<name>.nii.gz
+#: environment variables that cap the thread pools of the numerical libraries
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+_MAX_ERROR_CHARS = 400
+
+#: ``case_fn(path, *, case_id, lesion_method)`` -> a CaseResult (or any object with a
+#: ``biomarkers`` mapping) or a plain mapping of biomarkers.
+CaseFn = Callable[..., Any]
+
+
+def analyze_file(path: str | Path, *, case_id: str, lesion_method: str = "unet") -> Any:
+    """Default ``case_fn``: :func:`workbench.pipeline.analyze_case` on one input path."""
+    from ..pipeline import analyze_case
+
+    return analyze_case(Path(path), case_id=case_id, lesion_method=lesion_method)
+
+
+def limit_threads() -> None:
+    """One thread per worker process for the numerical libraries (set once per process)."""
+    for var in THREAD_ENV_VARS:
+        os.environ.setdefault(var, "1")
+    torch = sys.modules.get("torch")  # not imported here: the env vars cover a later import
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    except Exception:  # pragma: no cover - SimpleITK is a dependency
+        pass
+
+
+# a file-system path inside an arbitrary exception message: /a/b..., ~/a..., C:\\a...
+_PATH_IN_TEXT = re.compile(r"(?<![\w.])(?:~?/[^\s'\"/]+/[^\s'\"]*|[A-Za-z]:\\[^\s'\"]+)")
+
+
+def plain_message(exc: BaseException, case: CaseInput, *, expected: bool) -> str:
+    """A short, path-free message: the WorkbenchError's own words, else type + message.
+
+    The input's folder is replaced by ``<input>`` in every message; in unexpected
+    exceptions any other absolute path is replaced by ``<path>`` as well.
+    """
+    msg = str(exc).strip()
+    for p in sorted({str(case.path), str(case.path.parent)}, key=len, reverse=True):
+        if len(p) > 1:
+            msg = msg.replace(p, "<input>")
+    if not expected:
+        msg = _PATH_IN_TEXT.sub("<path>", msg)
+        msg = f"Unexpected error ({type(exc).__name__})" + (f": {msg}" if msg else "")
+    elif not msg:
+        msg = type(exc).__name__
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= _MAX_ERROR_CHARS else msg[: _MAX_ERROR_CHARS - 1] + "…"
+
+
+def write_masks(result: Any, case_id: str, masks_dir: Path) -> None:
+    from ..io import save_mask
+
+    ct = getattr(result, "ct", None)
+    if ct is None:
+        return
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    for name in MASK_NAMES:
+        mask = getattr(result, name, None)
+        if mask is None:
+            continue
+        final = masks_dir / f"{case_id}_{name}.nii.gz"
+        tmp = masks_dir / f".{case_id}_{name}.{os.getpid()}.tmp.nii.gz"
+        save_mask(mask, ct, tmp)
+        os.replace(tmp, final)  # atomic: a killed run never leaves half a mask file
+
+
+def process_case(
+    case: CaseInput, *, case_fn: CaseFn | None = None, lesion_method: str = "unet", masks_dir: str | Path | None = None
+) -> CaseOutcome:
+    """Run ``case_fn`` on one case and return a small outcome; never raises for a bad case.
+
+    This is the function the Dask workers run. A :class:`WorkbenchError` becomes a
+    ``failed`` outcome with its message; any other exception a ``failed`` outcome with
+    its type and a path-free message (no traceback).
+    """
+    limit_threads()
+    fn = case_fn or analyze_file
+    t0 = time.perf_counter()
+    try:
+        result = fn(case.path, case_id=case.case_id, lesion_method=lesion_method)
+        limit_threads()  # torch may have been imported by the pipeline just now
+        if isinstance(result, Mapping):
+            biomarkers, timings, notes, version = dict(result), {}, [], None
+        else:
+            biomarkers = dict(result.biomarkers)
+            timings = dict(getattr(result, "timings_s", {}) or {})
+            notes = [str(n) for n in (getattr(result, "notes", []) or [])]
+            version = getattr(result, "pipeline_version", None)
+            if masks_dir is not None:
+                write_masks(result, case.case_id, Path(masks_dir))
+        return CaseOutcome(
+            case.case_id,
+            "ok",
+            None,
+            time.perf_counter() - t0,
+            json_safe(biomarkers),
+            json_safe(timings),
+            notes,
+            version,
+        )
+    except WorkbenchError as exc:
+        error = plain_message(exc, case, expected=True)
+    except MemoryError:
+        error = "The scan needed more memory than this worker has (MemoryError)."
+    except Exception as exc:  # a bug or an unforeseen input: recorded, the batch goes on
+        error = plain_message(exc, case, expected=False)
+    return CaseOutcome(case.case_id, "failed", error, time.perf_counter() - t0)
