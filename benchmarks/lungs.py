@@ -22,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workbench.io import CTScan  # noqa: E402
+from workbench.paths import shared_dataset  # noqa: E402
 from workbench.segmentation.lungs import segment_lungs  # noqa: E402
 from workbench.synthetic import make_phantom  # noqa: E402
 
-REAL = ROOT.parent / "shared" / "data" / "totalsegmentator_example"
+REAL = shared_dataset("totalsegmentator_example")
 
 
 def dice(a, b) -> float:

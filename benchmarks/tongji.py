@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from workbench.cohort import Cohort, load_tongji  # noqa: E402
 from workbench.evaluation import auc_ci, delong_test, operating_point  # noqa: E402
 from workbench.models import MODEL_ZOO, fit_cv, fit_model, save_model  # noqa: E402
+from workbench.paths import models_dir  # noqa: E402
 
 CONTRACT_FEATURES = [
     "age_years",
@@ -99,7 +100,7 @@ def main() -> None:
     contract = Cohort.from_table(df, outcome="death", features=CONTRACT_FEATURES)
     res = run(contract, "C. all patients, contract features only (saved for the app)", folds, n_boot)
     if not a.no_save:
-        out = REPO / "workbench" / "models"
+        out = models_dir()
         card = [
             "# Tongji mortality models (research use only)",
             "",

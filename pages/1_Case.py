@@ -15,6 +15,13 @@ import pandas as pd
 import streamlit as st
 
 from workbench import charts, ui
+from workbench.conventions import (
+    DEFAULT_LESION_METHOD,
+    DISPLAY_WINDOWS,
+    LESION_METHOD_DESCRIPTIONS,
+    LESION_METHODS,
+    window_label,
+)
 
 ui.page_header("Case analysis")
 
@@ -22,12 +29,12 @@ ui.page_header("Case analysis")
 samples = ui.sample_cases()
 ss = st.session_state
 ss.setdefault("source_kind", "Sample case")
-ss.setdefault("lesion_method", ui.default_lesion_method())
+ss.setdefault("lesion_method", DEFAULT_LESION_METHOD)
 # links such as /Case?case=phantom_moderate&method=threshold preselect a sample case and method
 qp = st.query_params
 if "case" in qp and "sample_case" not in ss and qp["case"] in set(samples["case_id"]):
     ss["sample_case"] = qp["case"]
-if "method" in qp and qp["method"] in ("unet", "threshold") and not ss.get("_qp_method_done"):
+if "method" in qp and qp["method"] in LESION_METHODS and not ss.get("_qp_method_done"):
     ss["lesion_method"] = qp["method"]
     ss["_qp_method_done"] = True
 
@@ -75,9 +82,9 @@ with st.sidebar:
         ui.show_error(exc, "This file cannot be used")
     st.selectbox(
         "Lesion segmentation",
-        ["unet", "threshold"],
+        LESION_METHODS,
         key="lesion_method",
-        format_func={"unet": "U-Net (shipped MONAI network)", "threshold": "HU thresholds (fast, rough)"}.get,
+        format_func=LESION_METHOD_DESCRIPTIONS.get,
     )
 
 if source is None:
@@ -144,19 +151,18 @@ def slice_viewer() -> None:
         idx = st.slider("Slice", 0, n - 1, key=skey)
         window = st.radio(
             "Window",
-            ["lung", "mediastinal"],
+            list(DISPLAY_WINDOWS),
             key="window",
             horizontal=True,
-            format_func={"lung": "Lung W1500/L-600", "mediastinal": "Mediastinal W350/L40"}.get,
+            format_func=window_label,
         )
         opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
         show_lungs = st.checkbox("Lungs (outline)", True, key="show_lungs")
         show_les = st.checkbox("Lesions", True, key="show_lesions")
         st.markdown(
-            f"<span style='color:{charts._hex(charts.LESION_COLOURS[1])}'>■</span> ground-glass opacity &nbsp; "
-            f"<span style='color:{charts._hex(charts.LESION_COLOURS[2])}'>■</span> consolidation<br>"
-            f"<span style='color:{charts._hex(charts.LUNG_COLOURS[1])}'>■</span> right lung &nbsp; "
-            f"<span style='color:{charts._hex(charts.LUNG_COLOURS[2])}'>■</span> left lung",
+            " &nbsp; ".join(
+                f"<span style='color:{colour}'>■</span> {name}" for name, colour in charts.overlay_legend().items()
+            ),
             unsafe_allow_html=True,
         )
         les_here = int(np.count_nonzero(charts.extract_slice(result.lesions, view, idx)))

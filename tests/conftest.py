@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from workbench.paths import models_dir, sample_data_dir, shared_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-SAMPLE_DATA = REPO / "sample_data"
+SHARED_DATA = shared_data_dir()
+SAMPLE_DATA = sample_data_dir()
+MODELS = models_dir()
 
 
 def shared_path(*parts: str) -> Path:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
+from conftest import MODELS  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +165,7 @@ def test_prediction_and_what_if_move(case_app):
 
 
 def test_shipped_tongji_model_explains_labs(case_app):
-    path = REPO / "workbench" / "models" / "tongji_logistic_l1.skops"
+    path = MODELS / "tongji_logistic_l1.skops"
     if not path.exists():
         pytest.skip("the shipped Tongji model is not installed")
     at = case_app

@@ -6,7 +6,7 @@ import gzip
 import json
 
 import pandas as pd
-from conftest import SAMPLE_DATA
+from conftest import MODELS, SAMPLE_DATA
 
 from workbench.cli import main
 
@@ -82,7 +82,7 @@ def test_fit_writes_a_results_folder(tmp_path, capsys):
 
 
 def test_analyze_with_a_model_prints_the_explained_prediction(tmp_path, capsys):
-    model = SAMPLE_DATA.parent / "workbench" / "models" / "tongji_lightgbm.skops"
+    model = MODELS / "tongji_lightgbm.skops"
     rc = main(
         [
             "analyze",

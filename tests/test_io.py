@@ -32,6 +32,7 @@ from workbench.io import (
     CTScan,
     SeriesInfo,
     check_hu_plausible,
+    check_same_grid,
     list_series,
     load_ct,
     load_mask,
@@ -549,3 +550,23 @@ def test_real_reference_mask_lines_up_with_its_ct():
     right_x = np.argwhere(np.isin(seg, [13, 14]))[:, 2].mean()
     left_x = np.argwhere(np.isin(seg, [10, 11]))[:, 2].mean()
     assert right_x + 10 < left_x
+
+
+def test_one_grid_check_for_arrays_and_images():
+    ct = CTScan.from_array(phantom_hu(), SPACING, ORIGIN)
+    mask = np.zeros(ct.shape, np.uint8)
+    np.testing.assert_array_equal(check_same_grid(mask, ct), mask)
+    with pytest.raises(
+        MaskMismatch, match=r"The lung mask has shape \(19, 32, 32\) but the CT has shape \(20, 32, 32\)"
+    ):
+        check_same_grid(mask[1:], ct, "lung")
+    image = ct.mask_image(mask)
+    np.testing.assert_array_equal(check_same_grid(image, ct), mask)
+    shifted = sitk.Image(image)
+    shifted.SetOrigin(tuple(o + 1.0 for o in ORIGIN))
+    with pytest.raises(MaskMismatch, match="grid"):
+        check_same_grid(shifted, ct)
+    coarse = sitk.Image(image)
+    coarse.SetSpacing(tuple(2 * s for s in SPACING))
+    with pytest.raises(MaskMismatch, match="spacing 1.6x1.4x5 mm"):
+        check_same_grid(coarse, ct, "heart")

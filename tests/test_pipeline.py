@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_DATA, shared_path
+from conftest import MODELS, SAMPLE_DATA, shared_path
 
 from workbench.errors import NoLungsFound, WorkbenchError
 from workbench.io import CTScan, load_mask
@@ -92,7 +92,7 @@ def test_corrupt_file_is_a_workbench_error(tmp_path):
 def test_prediction_with_the_shipped_tongji_model(moderate):
     from workbench.models import load_model
 
-    model = load_model(SAMPLE_DATA.parent / "workbench" / "models" / "tongji_logistic_l1.skops")
+    model = load_model(MODELS / "tongji_logistic_l1.skops")
     low = predict_case(model, {"age_years": 40, "ldh_u_l": 180, "crp_mg_l": 2, "lymphocytes_pct": 35})
     high = predict_case(model, {"age_years": 80, "ldh_u_l": 900, "crp_mg_l": 150, "lymphocytes_pct": 3})
     assert 0 <= low.probability < high.probability <= 1

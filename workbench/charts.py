@@ -18,17 +18,34 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-#: window presets (width_hu, level_hu)
-WINDOWS: dict[str, tuple[float, float]] = {
-    "lung": (1500.0, -600.0),
-    "mediastinal": (350.0, 40.0),
-}
+from .conventions import (
+    CONSOLIDATION,
+    DISPLAY_WINDOWS,
+    GGO,
+    LEFT_LUNG,
+    LESION_LABELS,
+    LUNG_LABELS,
+    RIGHT_LUNG,
+)
+
+#: window presets (width_hu, level_hu), see :data:`workbench.conventions.DISPLAY_WINDOWS`
+WINDOWS: dict[str, tuple[float, float]] = DISPLAY_WINDOWS
 
 #: RGB colours of labels in overlays
-LUNG_COLOURS: dict[int, tuple[int, int, int]] = {1: (64, 160, 255), 2: (64, 220, 160)}  # right, left
-LESION_COLOURS: dict[int, tuple[int, int, int]] = {1: (255, 215, 0), 2: (230, 40, 40)}  # GGO, consolidation
-LESION_NAMES = {1: "ground-glass opacity", 2: "consolidation"}
+LUNG_COLOURS: dict[int, tuple[int, int, int]] = {RIGHT_LUNG: (64, 160, 255), LEFT_LUNG: (64, 220, 160)}
+LESION_COLOURS: dict[int, tuple[int, int, int]] = {GGO: (255, 215, 0), CONSOLIDATION: (230, 40, 40)}
 VIEWS = ("axial", "coronal", "sagittal")
+
+
+def hex_colour(rgb: Sequence[int]) -> str:
+    """An RGB triple (0-255) as a CSS colour ``"#rrggbb"``."""
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
+
+
+def overlay_legend() -> dict[str, str]:
+    """Name -> CSS colour of every overlay label: lesions (GGO, consolidation), then lungs (right, left)."""
+    lesions = {LESION_LABELS[code]: hex_colour(rgb) for code, rgb in LESION_COLOURS.items()}
+    return lesions | {LUNG_LABELS[code]: hex_colour(rgb) for code, rgb in LUNG_COLOURS.items()}
 
 
 # --------------------------------------------------------------------------- slices
@@ -223,15 +240,12 @@ def surface_figure(
     step = max(1, int(np.ceil((ref.size / max_voxels) ** (1 / 3))))
     layers = []
     if lungs is not None:
-        layers += [
-            (lungs == 1, "right lung", LUNG_COLOURS[1], 0.18, step),
-            (lungs == 2, "left lung", LUNG_COLOURS[2], 0.18, step),
-        ]
+        layers += [(lungs == code, LUNG_LABELS[code], LUNG_COLOURS[code], 0.18, step) for code in LUNG_COLOURS]
     if lesions is not None:
         lstep = max(1, step // 2)
         layers += [
-            (lesions == 1, "ground-glass opacity", LESION_COLOURS[1], 0.9, lstep),
-            (lesions == 2, "consolidation", LESION_COLOURS[2], 0.95, lstep),
+            (lesions == GGO, LESION_LABELS[GGO], LESION_COLOURS[GGO], 0.9, lstep),
+            (lesions == CONSOLIDATION, LESION_LABELS[CONSOLIDATION], LESION_COLOURS[CONSOLIDATION], 0.95, lstep),
         ]
     fig = go.Figure()
     for mask, name, colour, alpha, s in layers:
@@ -401,8 +415,8 @@ def volume_change_chart(volumes_ml: Mapping[str, Mapping[str, float]]) -> alt.Ch
                 "component:N",
                 title=None,
                 scale=alt.Scale(
-                    domain=["ground-glass opacity", "consolidation"],
-                    range=[_hex(LESION_COLOURS[1]), _hex(LESION_COLOURS[2])],
+                    domain=[LESION_LABELS[GGO], LESION_LABELS[CONSOLIDATION]],
+                    range=[hex_colour(LESION_COLOURS[GGO]), hex_colour(LESION_COLOURS[CONSOLIDATION])],
                 ),
             ),
             xOffset="component:N",
@@ -410,10 +424,6 @@ def volume_change_chart(volumes_ml: Mapping[str, Mapping[str, float]]) -> alt.Ch
         )
         .properties(width=300, height=220)
     )
-
-
-def _hex(rgb: Sequence[int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
 
 
 # --------------------------------------------------------------------------- cohort charts
@@ -685,6 +695,8 @@ __all__ = [
     "LUNG_COLOURS",
     "LESION_COLOURS",
     "VIEWS",
+    "hex_colour",
+    "overlay_legend",
     "window_image",
     "extract_slice",
     "n_slices",

@@ -16,7 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+from .conventions import DEFAULT_LESION_METHOD, LESION_METHODS
 from .errors import WorkbenchError
+from .jsonsafe import to_json
+from .paths import lesion_unet_weights
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -87,7 +90,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         }
         if result.prediction is not None:
             payload["prediction"] = result.prediction.to_dict()
-        (out_dir / f"{stem}_biomarkers.json").write_text(json.dumps(payload, indent=2, allow_nan=True))
+        (out_dir / f"{stem}_biomarkers.json").write_text(to_json(payload, indent=2))
         if args.masks:
             save_mask(result.lungs, result.ct, out_dir / f"{stem}_lungs.nii.gz")
             save_mask(result.lesions, result.ct, out_dir / f"{stem}_lesions.nii.gz")
@@ -137,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("case", help="NIfTI file, DICOM folder or zip of a DICOM series")
     p.add_argument("--out", help="folder for CSV/JSON (and masks with --masks)")
     p.add_argument("--case-id", help="your own case identifier (default: file name)")
-    p.add_argument("--lesion-method", choices=["unet", "threshold"], default="unet")
+    p.add_argument(
+        "--lesion-method",
+        choices=LESION_METHODS,
+        default=DEFAULT_LESION_METHOD,
+        help=f"lesion segmentation method (default: {DEFAULT_LESION_METHOD})",
+    )
     p.add_argument("--previous", help="earlier scan of the same patient, for lesion volume change")
     p.add_argument("--masks", action="store_true", help="also write lung and lesion masks (NIfTI)")
     p.add_argument("--model", help="fitted model file (.skops) to predict severe outcome")
@@ -146,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("train-lesions", help="train the lesion U-Net (deterministic)")
-    p.add_argument("--out", default=str(Path(__file__).parent / "models" / "lesion_unet.pt"))
+    p.add_argument("--out", default=str(lesion_unet_weights()))
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_train_lesions)

@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import CohortError
+from workbench.paths import sample_data_dir, shared_dataset
 
-REPO = Path(__file__).resolve().parents[1]
 TONGJI_FILENAME = "time_series_375_prerpocess_en.xlsx"
 
 #: Columns that are never used as features by default.
@@ -390,8 +390,8 @@ def tongji_path() -> Path:
     """Where the Tongji 375-patient table is: ``sample_data/real/tongji_2020_clinical/`` in the repository,
     else ``../shared/data/tongji_2020_clinical/``. Raises CohortError if neither exists."""
     candidates = [
-        REPO / "sample_data" / "real" / "tongji_2020_clinical" / TONGJI_FILENAME,
-        REPO.parent / "shared" / "data" / "tongji_2020_clinical" / TONGJI_FILENAME,
+        sample_data_dir() / "real" / "tongji_2020_clinical" / TONGJI_FILENAME,
+        shared_dataset("tongji_2020_clinical") / TONGJI_FILENAME,
     ]
     for path in candidates:
         if path.exists():

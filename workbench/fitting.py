@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ from workbench.cohort import Cohort, aggregate_longitudinal, load_table, load_to
 from workbench.errors import CohortError, ModelError
 from workbench.evaluation import auc_ci, calibration, delong_test, operating_point
 from workbench.explain import explain
+from workbench.jsonsafe import to_json
 from workbench.models import MODEL_ZOO, TongjiRule, fit_cv, fit_model, save_model
 
 DEFAULT_MODELS = ("logistic_l2", "lightgbm", "ann")
@@ -203,7 +203,7 @@ def run_fit(
         "seconds": time.perf_counter() - t_start,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    (out / "metrics.json").write_text(to_json(metrics, indent=2))
     pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, list)} for r in per_model.values()]).to_csv(
         out / "metrics.csv", index=False
     )
@@ -214,14 +214,6 @@ def run_fit(
         oof_predictions=str(out / "oof_predictions.csv"),
     )
     return {**metrics, "paths": paths}
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 # --------------------------------------------------------------------------- CLI glue

@@ -43,6 +43,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from workbench.cohort import Cohort
 from workbench.errors import ModelError
+from workbench.jsonsafe import to_json
 
 FORMAT_VERSION = 1
 
@@ -530,18 +531,8 @@ def save_model(model: FittedModel, path: str | Path, extra_metadata: dict | None
             "research_use_only": True,
         }
     )
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=_json_default))
+    path.with_suffix(".json").write_text(to_json(meta, indent=2))
     return path
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def load_model(path: str | Path) -> FittedModel:

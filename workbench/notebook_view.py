@@ -31,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench import charts
-from workbench.io import CTScan
+from . import charts
+from .conventions import LESION_LABELS, LUNG_LABELS
+from .io import CTScan
+from .paths import viewer_dir
 
-REPO = Path(__file__).resolve().parents[1]
 #: where ``make viewer3d`` installs the itk-vtk-viewer bundle (inside the Jupyter root ``notebooks/``)
-VIEWER_DIR = REPO / "notebooks" / "_viewer"
+VIEWER_DIR = viewer_dir()
 BACKENDS = ("auto", "itk-vtk-viewer", "plotly")
 
 
@@ -123,7 +124,8 @@ _PAGE = """<!DOCTYPE html>
 </body></html>
 """
 #: label values of the combined map shown by the viewer
-VIEWER_LABELS = {1: "right lung", 2: "left lung", 3: "ground-glass opacity", 4: "consolidation"}
+_LESION_OFFSET = max(LUNG_LABELS)  # lesion code c is shown as c + 2
+VIEWER_LABELS = {**LUNG_LABELS, **{code + _LESION_OFFSET: name for code, name in LESION_LABELS.items()}}
 MAX_VIEWER_SIDE = 256  # larger volumes are block-averaged so the browser stays responsive
 
 
@@ -144,11 +146,11 @@ def write_viewer_files(
         page.write_text(_PAGE)
     labels = np.zeros(ct.shape, np.uint8)
     if lungs is not None:
-        labels[np.asarray(lungs) == 1] = 1
-        labels[np.asarray(lungs) == 2] = 2
+        for code in LUNG_LABELS:
+            labels[np.asarray(lungs) == code] = code
     if lesions is not None:
-        labels[np.asarray(lesions) == 1] = 3
-        labels[np.asarray(lesions) == 2] = 4
+        for code in LESION_LABELS:
+            labels[np.asarray(lesions) == code] = code + _LESION_OFFSET
     image = sitk.GetImageFromArray(np.clip(np.round(ct.hu), -1024, 3071).astype(np.int16))
     image.CopyInformation(ct.image)
     lab = sitk.GetImageFromArray(labels)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .conventions import DEFAULT_LESION_METHOD, check_lesion_method
 from .errors import WorkbenchError
 from .io import CTScan
 
@@ -53,7 +54,7 @@ class CaseResult:
     biomarkers: dict[str, float]
     clinical: dict[str, float] = field(default_factory=dict)
     prediction: Any = None
-    lesion_method: str = "unet"
+    lesion_method: str = DEFAULT_LESION_METHOD
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     pipeline_version: str = PIPELINE_VERSION
@@ -75,7 +76,7 @@ def analyze_case(
     case_id: str | None = None,
     clinical: Mapping[str, float] | None = None,
     model: Any = None,
-    lesion_method: str = "unet",
+    lesion_method: str = DEFAULT_LESION_METHOD,
     previous: CaseResult | None = None,
     progress: ProgressCallback | None = None,
 ) -> CaseResult:
@@ -99,6 +100,7 @@ def analyze_case(
     from .segmentation.lesions import segment_lesions
     from .segmentation.lungs import LungCoverageWarning, segment_lungs
 
+    check_lesion_method(lesion_method)  # an unknown method or missing weights stop before any work
     timings: dict[str, float] = {}
     steps = [s for s in STEPS if s[0] != "prediction" or model is not None]
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import charts
+from .conventions import LUNG_LABELS
 
 #: scan metadata keys that may appear in the report (never identifiers)
 SAFE_METADATA_KEYS = ("modality", "manufacturer", "kvp", "slice_thickness_mm", "convolution_kernel", "source_type")
@@ -237,8 +238,10 @@ def case_report_html(
             f"<tr><td><b>lesion volume change</b></td><td></td><td class=num><b>{_fmt(change, 3)} %</b>"
             f"</td></tr></table>"
         )
-    lg, lc = charts._hex(charts.LESION_COLOURS[1]), charts._hex(charts.LESION_COLOURS[2])
-    lr, ll = charts._hex(charts.LUNG_COLOURS[1]), charts._hex(charts.LUNG_COLOURS[2])
+    legend = " ".join(
+        f'<span style="background:{colour}"></span>{html.escape(name)}{" (outline)" if name in LUNG_LABELS.values() else ""}'
+        for name, colour in charts.overlay_legend().items()
+    )
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>CT Severity Workbench report: {html.escape(label)}</title>
@@ -251,9 +254,7 @@ Automated segmentation and predictions can be wrong; review the images.</div>
 &middot; scan {shape[2]}&times;{shape[1]}&times;{shape[0]} voxels, {sx:.2f}&times;{sy:.2f}&times;{sz:.2f} mm</p>
 <h2>Key findings</h2><div class=head>{"".join(heads)}</div>
 <h2>Images</h2>
-<p class="small legend">Overlay: <span style="background:{lr}"></span>right lung (outline)
-<span style="background:{ll}"></span>left lung (outline) <span style="background:{lg}"></span>ground-glass opacity
-<span style="background:{lc}"></span>consolidation. Axial images: patient's right on the image's left.</p>
+<p class="small legend">Overlay: {legend}. Axial images: patient's right on the image's left.</p>
 <div class=imgs>{"".join(_img(rgb, cap) for cap, rgb in imgs)}</div>
 {"<h2>Predicted outcome</h2>" + _prediction_html(prediction) if prediction else ""}
 {fu_html}

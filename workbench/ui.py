@@ -22,8 +22,6 @@ import streamlit as st
 
 from .errors import WorkbenchError
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_DATA = REPO / "sample_data"
 #: upload limit in MB; keep in step with .streamlit/config.toml (server.maxUploadSize)
 MAX_UPLOAD_MB = 1024
 RESEARCH_NOTICE = (
@@ -93,39 +91,10 @@ def show_error(exc: BaseException, what: str = "") -> None:
 
 # --------------------------------------------------------------------------- sample cases
 def sample_cases() -> pd.DataFrame:
-    """The sample cases: ``sample_data/manifest.csv`` plus the real example CT if not listed.
+    """:func:`workbench.sample_data.sample_cases` (case_id, path, kind, description, followup_of)."""
+    from .sample_data import sample_cases as cases
 
-    Columns: case_id, path (absolute), kind, description, followup_of.
-    """
-    rows = []
-    manifest = SAMPLE_DATA / "manifest.csv"
-    if manifest.exists():
-        df = pd.read_csv(manifest)
-        for r in df.to_dict("records"):
-            path = SAMPLE_DATA / str(r["path"])
-            if path.exists():
-                fu = r.get("followup_of")
-                rows.append(
-                    {
-                        "case_id": str(r["case_id"]),
-                        "path": str(path),
-                        "kind": str(r.get("kind", "")),
-                        "description": str(r.get("description", "")),
-                        "followup_of": "" if pd.isna(fu) else str(fu),
-                    }
-                )
-    real = SAMPLE_DATA / "real" / "totalsegmentator_example" / "example_ct.nii.gz"
-    if real.exists() and not any(Path(r["path"]) == real for r in rows):
-        rows.append(
-            {
-                "case_id": "real_totalsegmentator_ct",
-                "path": str(real),
-                "kind": "real",
-                "description": "Real CT (thorax/abdomen, 3 mm, not COVID), TotalSegmentator example",
-                "followup_of": "",
-            }
-        )
-    return pd.DataFrame(rows, columns=["case_id", "path", "kind", "description", "followup_of"])
+    return cases()
 
 
 # --------------------------------------------------------------------------- sources
@@ -332,7 +301,9 @@ def synthetic_case_model(name: str = "logistic_l2") -> dict:
 
 def shipped_models() -> dict[str, Path]:
     """Model files shipped in workbench/models (``*.skops``): label -> path."""
-    return {p.stem: p for p in sorted((Path(__file__).parent / "models").glob("*.skops"))}
+    from .paths import models_dir
+
+    return {p.stem: p for p in sorted(models_dir().glob("*.skops"))}
 
 
 @st.cache_data(show_spinner="Loading the reference cohort for explanations …")
@@ -407,13 +378,3 @@ def explain_cached(model_key: str, features: tuple) -> dict:
 def feature_key(features: dict) -> tuple:
     """A hashable, order-independent form of a feature dict (cache key)."""
     return tuple(sorted((str(k), None if v is None else float(v)) for k, v in features.items()))
-
-
-def default_lesion_method() -> str:
-    """ "unet" when the shipped network weights are installed, else "threshold"."""
-    try:
-        from .segmentation import networks
-
-        return "unet" if Path(networks.DEFAULT_WEIGHTS).exists() else "threshold"
-    except Exception:  # noqa: BLE001 - torch/monai missing: the classical method still works
-        return "threshold"

@@ -36,9 +36,10 @@ from it), ``worker`` (what a Dask worker runs per case), ``runner`` (``run_batch
 
 from __future__ import annotations
 
+from ..conventions import LESION_METHODS
 from .cli import add_arguments, main, main_args
 from .inputs import CaseInput, case_id_hash, discover_cases, input_hash
-from .runner import LESION_METHODS, BatchSummary, run_batch
+from .runner import BatchSummary, run_batch
 from .store import STORE_NAME, TABLE_CSV_NAME, CaseOutcome, ResultsStore, read_store, results_table
 from .worker import MASK_NAMES, MASKS_DIR, CaseFn, analyze_file, process_case
 

@@ -6,8 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..conventions import DEFAULT_LESION_METHOD, LESION_METHODS
 from ..errors import InvalidInput, WorkbenchError
-from .runner import LESION_METHODS, run_batch
+from .runner import run_batch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -33,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--masks", action="store_true", help="also write lung and lesion masks as NIfTI into RESULTS/masks"
     )
     parser.add_argument(
-        "--lesion-method", choices=LESION_METHODS, default="unet", help="lesion segmentation method (default: unet)"
+        "--lesion-method",
+        choices=LESION_METHODS,
+        default=DEFAULT_LESION_METHOD,
+        help=f"lesion segmentation method (default: {DEFAULT_LESION_METHOD})",
     )
     parser.add_argument(
         "--no-retry", dest="retry_failed", action="store_false", help="do not redo cases that failed in an earlier run"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..conventions import DEFAULT_LESION_METHOD, check_lesion_method
 from ..errors import InvalidInput
 from .inputs import CaseInput, case_id_hash, check_unique_ids, discover_cases
 from .store import STORE_NAME, TABLE_CSV_NAME, CaseOutcome, ResultsStore, write_table_csv
@@ -19,7 +20,6 @@ from .worker import MASK_NAMES, MASKS_DIR, THREAD_ENV_VARS, CaseFn, limit_thread
 
 log = logging.getLogger(__name__)
 
-LESION_METHODS = ("unet", "threshold")
 _WORKER_LOSS_RETRIES = 1  # resubmissions of a case whose worker died (on top of Dask's own)
 
 
@@ -121,7 +121,7 @@ def run_batch(
     scheduler: Any = None,
     n_workers: int | None = None,
     write_masks: bool = False,
-    lesion_method: str = "unet",
+    lesion_method: str = DEFAULT_LESION_METHOD,
     progress: bool = True,
     retry_failed: bool = True,
     hash_ids: bool = False,
@@ -140,7 +140,8 @@ def run_batch(
             workers must see the input paths and ``out`` at the same paths.
         n_workers: LocalCluster worker processes (default: the usable CPU cores).
         write_masks: also write ``masks/<case_id>_lungs.nii.gz`` and ``_lesions.nii.gz``.
-        lesion_method: "unet" or "threshold".
+        lesion_method: one of :data:`workbench.conventions.LESION_METHODS`; checked (with the
+            network weights for "unet") before anything runs.
         progress: show a progress bar (cases done / failed / ETA) on stderr.
         retry_failed: redo cases whose stored result for the same input is a failure.
         hash_ids: store :func:`case_id_hash` pseudonyms instead of the file-name IDs.
@@ -156,8 +157,7 @@ def run_batch(
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    if lesion_method not in LESION_METHODS:
-        raise InvalidInput(f"Unknown lesion method '{lesion_method}'; use one of {', '.join(LESION_METHODS)}.")
+    check_lesion_method(lesion_method)
     if pipeline_version is None:
         from ..pipeline import PIPELINE_VERSION
 

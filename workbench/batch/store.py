@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sqlite3
-from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import InvalidInput
+from ..jsonsafe import to_json
 from .inputs import input_hash, stat_signature
 
 STORE_NAME = "results.sqlite"
@@ -76,21 +75,6 @@ _COLUMNS = (
 )
 
 
-def json_safe(value: Any) -> Any:
-    """Plain JSON values: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (bool, int, str)) or value is None:
-        return value
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return f if math.isfinite(f) else None
-
-
 class ResultsStore:
     """The SQLite results store of a batch output folder (``<out>/results.sqlite``).
 
@@ -134,9 +118,9 @@ class ResultsStore:
             outcome.status,
             outcome.error,
             round(float(outcome.seconds), 3),
-            json.dumps(json_safe(outcome.biomarkers), allow_nan=False, sort_keys=True),
-            json.dumps(json_safe(outcome.timings_s), allow_nan=False, sort_keys=True),
-            json.dumps(json_safe(outcome.notes), allow_nan=False),
+            to_json(outcome.biomarkers, sort_keys=True),
+            to_json(outcome.timings_s, sort_keys=True),
+            to_json(outcome.notes),
             datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         )
         with self.conn:

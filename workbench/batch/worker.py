@@ -11,9 +11,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..conventions import DEFAULT_LESION_METHOD
 from ..errors import WorkbenchError
+from ..jsonsafe import json_safe
 from .inputs import CaseInput
-from .store import CaseOutcome, json_safe
+from .store import CaseOutcome
 
 MASKS_DIR = "masks"
 MASK_NAMES = ("lungs", "lesions")  # masks/<case_id>_<name>.nii.gz
@@ -26,7 +28,7 @@ _MAX_ERROR_CHARS = 400
 CaseFn = Callable[..., Any]
 
 
-def analyze_file(path: str | Path, *, case_id: str, lesion_method: str = "unet") -> Any:
+def analyze_file(path: str | Path, *, case_id: str, lesion_method: str = DEFAULT_LESION_METHOD) -> Any:
     """Default ``case_fn``: :func:`workbench.pipeline.analyze_case` on one input path."""
     from ..pipeline import analyze_case
 
@@ -89,7 +91,11 @@ def write_masks(result: Any, case_id: str, masks_dir: Path) -> None:
 
 
 def process_case(
-    case: CaseInput, *, case_fn: CaseFn | None = None, lesion_method: str = "unet", masks_dir: str | Path | None = None
+    case: CaseInput,
+    *,
+    case_fn: CaseFn | None = None,
+    lesion_method: str = DEFAULT_LESION_METHOD,
+    masks_dir: str | Path | None = None,
 ) -> CaseOutcome:
     """Run ``case_fn`` on one case and return a small outcome; never raises for a bad case.
 

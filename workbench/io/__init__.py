@@ -55,7 +55,7 @@ from .archive import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES
 from .dicom import MAX_TILT_SLOPE, SPACING_TOL_FRACTION, SPACING_TOL_MM
 from .export import CT_IMAGE_STORAGE, save_ct, save_dicom_series, save_mask, zip_folder
 from .load import list_series, load_ct, load_mask
-from .scan import CANONICAL_ORIENTATION, SAFE_METADATA_KEYS, CTScan, SeriesInfo
+from .scan import CANONICAL_ORIENTATION, SAFE_METADATA_KEYS, CTScan, SeriesInfo, check_same_grid
 from .sources import Source
 from .validation import (
     AIR_P1_MAX_HU,
@@ -91,4 +91,5 @@ __all__ = [
     "save_dicom_series",
     "zip_folder",
     "check_hu_plausible",
+    "check_same_grid",
 ]

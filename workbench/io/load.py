@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 import numpy as np
 import SimpleITK as sitk
@@ -12,7 +11,7 @@ from ..errors import InvalidInput, MaskMismatch
 from .archive import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES
 from .dicom import group_series, load_dicom_series, scan_headers
 from .nifti import load_nifti, read_nifti_image
-from .scan import CANONICAL_ORIENTATION, CTScan, SeriesInfo
+from .scan import CANONICAL_ORIENTATION, CTScan, SeriesInfo, check_same_grid
 from .sources import ResolvedSource, Source
 
 
@@ -89,24 +88,7 @@ def load_mask(source: str | os.PathLike | bytes, ct: CTScan) -> np.ndarray:
         img = read_nifti_image(res.nifti_file)
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise MaskMismatch("The mask is not a 3D single-channel volume.")
-    img = sitk.DICOMOrient(img, CANONICAL_ORIENTATION)
-    ref = ct.image
-    same = (
-        img.GetSize() == ref.GetSize()
-        and np.allclose(img.GetSpacing(), ref.GetSpacing(), atol=1e-3)
-        and np.allclose(img.GetOrigin(), ref.GetOrigin(), atol=1e-2)
-        and np.allclose(img.GetDirection(), ref.GetDirection(), atol=1e-4)
-    )
-    if not same:
-        raise MaskMismatch(
-            f"The mask's grid (size {img.GetSize()}, spacing {_fmt(img.GetSpacing())} mm) does "
-            f"not match the CT's (size {ref.GetSize()}, spacing {_fmt(ref.GetSpacing())} mm)."
-        )
-    arr = sitk.GetArrayFromImage(img)
+    arr = check_same_grid(sitk.DICOMOrient(img, CANONICAL_ORIENTATION), ct)
     if arr.size and (arr.min() < 0 or arr.max() > 255 or not np.array_equal(arr, np.round(arr))):
         raise InvalidInput("The mask holds values that are not labels (integers 0-255).")
     return arr.astype(np.uint8)
-
-
-def _fmt(values: Iterable[float]) -> str:
-    return "x".join(f"{v:.3g}" for v in values)

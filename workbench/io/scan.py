@@ -3,6 +3,7 @@ mask lies on a scan's voxel grid."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,12 +114,7 @@ class CTScan:
 
     def mask_image(self, mask: np.ndarray) -> sitk.Image:
         """A uint8 label image on this scan's grid from a ``[z, y, x]`` array."""
-        mask = np.asarray(mask)
-        if mask.shape != self.shape:
-            raise MaskMismatch(
-                f"The mask has shape {mask.shape} but the CT has shape {self.shape}; "
-                "masks must be on the same voxel grid as their scan."
-            )
+        mask = check_same_grid(mask, self)
         out = sitk.GetImageFromArray(mask.astype(np.uint8))
         out.CopyInformation(self.image)
         return out
@@ -136,3 +132,46 @@ class SeriesInfo:
     modality: str | None
     n_slices: int
     description: str = ""
+
+
+def check_same_grid(mask: np.ndarray | sitk.Image, ct: CTScan, what: str = "") -> np.ndarray:
+    """The mask as a ``[z, y, x]`` array, after checking that it lies on ``ct``'s voxel grid.
+
+    The one grid check of the workbench (segmentation, biomarkers, mask files). An array must have
+    the CT's shape ``(z, y, x)``; a SimpleITK image (a mask read from a file, already in LPS) must
+    also have the CT's spacing (within 1e-3 mm), origin (1e-2 mm) and direction cosines (1e-4).
+
+    Args:
+        mask: label array or image.
+        ct: the scan the mask belongs to.
+        what: which mask, for the message (``"lung"`` -> "The lung mask ...").
+
+    Raises:
+        MaskMismatch: with both grids in the message.
+    """
+    name = f"{what} mask" if what else "mask"
+    if isinstance(mask, sitk.Image):
+        ref = ct.image
+        same = (
+            mask.GetSize() == ref.GetSize()
+            and np.allclose(mask.GetSpacing(), ref.GetSpacing(), atol=1e-3)
+            and np.allclose(mask.GetOrigin(), ref.GetOrigin(), atol=1e-2)
+            and np.allclose(mask.GetDirection(), ref.GetDirection(), atol=1e-4)
+        )
+        if not same:
+            raise MaskMismatch(
+                f"The {name}'s grid (size {mask.GetSize()}, spacing {_fmt(mask.GetSpacing())} mm) does "
+                f"not match the CT's (size {ref.GetSize()}, spacing {_fmt(ref.GetSpacing())} mm)."
+            )
+        return sitk.GetArrayFromImage(mask)
+    arr = np.asarray(mask)
+    if arr.shape != ct.shape:
+        raise MaskMismatch(
+            f"The {name} has shape {arr.shape} but the CT has shape {ct.shape}; "
+            "masks must be on the same voxel grid as their scan."
+        )
+    return arr
+
+
+def _fmt(values: Iterable[float]) -> str:
+    return "x".join(f"{v:.3g}" for v in values)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidInput, MaskMismatch
-from ..io import CTScan
+from ..conventions import CONSOLIDATION, DEFAULT_LESION_METHOD, GGO, LESION_METHODS, check_lesion_method
+from ..io import CTScan, check_same_grid
 
 #: HU band counted as ground-glass opacity, ``low <= HU < high`` (Lung CT Analyzer "infiltrated" ~ -750..-400,
 #: extended to -300 as in the COVID literature).
@@ -35,10 +35,11 @@ VESSEL_RADIUS_MM: float = 2.5
 #: are treated as noise.
 MIN_LESION_MM3: float = 30.0
 
-METHODS = ("unet", "threshold")
+#: the method names (one home: :data:`workbench.conventions.LESION_METHODS`)
+METHODS = LESION_METHODS
 
 
-def segment_lesions(ct: CTScan, lungs: np.ndarray, method: str = "unet") -> np.ndarray:
+def segment_lesions(ct: CTScan, lungs: np.ndarray, method: str = DEFAULT_LESION_METHOD) -> np.ndarray:
     """Label COVID-19 lesions inside the lungs.
 
     Args:
@@ -55,14 +56,8 @@ def segment_lesions(ct: CTScan, lungs: np.ndarray, method: str = "unet") -> np.n
         MaskMismatch: ``lungs`` is not on the CT grid. InvalidInput: unknown ``method``.
         ModelError: the network weights are missing or invalid (``method="unet"``).
     """
-    lungs = np.asarray(lungs)
-    if lungs.shape != ct.shape:
-        raise MaskMismatch(
-            f"The lung mask has shape {lungs.shape} but the CT has shape {ct.shape}; segment the lungs "
-            "of this same scan first."
-        )
-    if method not in METHODS:
-        raise InvalidInput(f"Unknown lesion method {method!r}; choose one of {', '.join(METHODS)}.")
+    lungs = check_same_grid(lungs, ct, "lung")
+    check_lesion_method(method)
     lung = lungs > 0
     if not lung.any():
         return np.zeros(ct.shape, dtype=np.uint8)
@@ -115,8 +110,8 @@ def _threshold_lesions(ct: CTScan, lung: np.ndarray) -> np.ndarray:
         sizes_mm3 = ndi.sum(np.ones_like(lab, dtype=np.float32), lab, np.arange(1, n + 1)) * sx * sy * sz
         kept = np.isin(lab, 1 + np.flatnonzero(sizes_mm3 >= MIN_LESION_MM3))
     sub = np.zeros(hu.shape, np.uint8)
-    sub[kept & ggo] = 1
-    sub[kept & cons] = 2
+    sub[kept & ggo] = GGO
+    sub[kept & cons] = CONSOLIDATION
     out = np.zeros(ct.shape, np.uint8)
     out[box] = sub
     return out

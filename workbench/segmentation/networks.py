@@ -31,7 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..conventions import missing_weights_message
 from ..errors import ModelError
+from ..paths import lesion_unet_weights, models_dir
 
 #: HU window the network sees, mapped linearly to [0, 1] (W 1250 / L -375).
 WINDOW_HU: tuple[float, float] = (-1000.0, 250.0)
@@ -46,8 +48,8 @@ NETWORK_STRIDES: tuple[int, ...] = (2, 2, 2)
 NUM_RES_UNITS: int = 1
 MODEL_VERSION: str = "1.0"
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-DEFAULT_WEIGHTS = MODELS_DIR / "lesion_unet.pt"
+MODELS_DIR = models_dir()
+DEFAULT_WEIGHTS = lesion_unet_weights()
 
 
 def build_lesion_net() -> torch.nn.Module:
@@ -156,10 +158,7 @@ def load_lesion_model(path: str | Path | None = None) -> tuple[torch.nn.Module, 
     """
     p = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not p.is_file():
-        raise ModelError(
-            f"The lesion model weights are missing ({p}). Reinstall the workbench or train them with "
-            "`workbench train-lesions`; meanwhile use method='threshold'."
-        )
+        raise ModelError(missing_weights_message(p))
     return _load_cached(str(p.resolve()), p.stat().st_mtime)
 
 

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..paths import shared_dataset
 from . import networks as nw
 
-#: where the real annotated slices live (relative to the repository: ../shared/data/...).
-REAL_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "covid_semiseg_train" / "multiclass"
+#: where the real annotated slices live (``covid_semiseg_train`` of :func:`workbench.paths.shared_data_dir`)
+REAL_DATA_DIR = shared_dataset("covid_semiseg_train") / "multiclass"
 #: real slices never used for training (chosen once with numpy.random.default_rng(0), then frozen).
 HELD_OUT_SLICES: tuple[str, ...] = ("0", "1", "3", "12", "15", "17", "28", "33", "43", "50")
 
