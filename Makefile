@@ -38,7 +38,7 @@ test: install browser lint
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" -n auto -q
 
-LINT_PATHS := workbench pages app.py tests benchmarks
+LINT_PATHS := workbench webapp pages app.py tests benchmarks
 
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -43,7 +43,7 @@ def main() -> None:
 
     from workbench import charts
     from workbench.pipeline import analyze_case
-    from workbench.ui import sample_cases
+    from workbench.sample_data import sample_cases
 
     rows: list[tuple[str, str, float, float]] = []
     from test_browser import default_sample_case
@@ -92,17 +92,17 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(REPO / "pages" / "1_Case.py"), default_timeout=600)
-    at.session_state["lesion_method"] = "threshold"
-    at.session_state["sample_case"] = case["case_id"]
+    at.session_state["case_lesion_method"] = "threshold"
+    at.session_state["case_sample"] = case["case_id"]
     t0 = time.perf_counter()
     at.run()
     rows.append(("Case page, first run (analysis, model fit, 3D)", "AppTest", time.perf_counter() - t0, float("nan")))
-    n = at.slider(key="slice_axial").max
+    n = at.slider(key="case_slice_axial").max
     vals = iter(np.random.default_rng(2).integers(0, n + 1, 1000))
-    med, mx = timed(lambda: at.slider(key="slice_axial").set_value(int(next(vals))).run(), args.repeats)
+    med, mx = timed(lambda: at.slider(key="case_slice_axial").set_value(int(next(vals))).run(), args.repeats)
     rows.append(("Case page rerun after slice slider move", "AppTest (whole page)", med, mx))
     ops = iter(np.linspace(0.1, 0.9, 50))
-    med, mx = timed(lambda: at.slider(key="opacity").set_value(float(next(ops))).run(), args.repeats)
+    med, mx = timed(lambda: at.slider(key="case_opacity").set_value(float(next(ops))).run(), args.repeats)
     rows.append(("Case page rerun after opacity slider move", "AppTest (whole page)", med, mx))
     assert not at.exception and not at.error
 

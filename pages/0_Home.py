@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from workbench import ui
+from webapp import ui
+from workbench.sample_data import sample_cases
 
 ui.page_header("CT Severity Workbench")
 
@@ -26,7 +27,7 @@ c2.page_link("pages/2_Cohort.py", label="Model a cohort", icon=":material/groups
 c3.page_link("pages/3_About.py", label="About, definitions, limits", icon=":material/info:")
 
 st.subheader("Sample cases")
-cases = ui.sample_cases()
+cases = sample_cases()
 if len(cases):
     st.dataframe(cases[["case_id", "kind", "description", "followup_of"]], hide_index=True)
     st.caption(

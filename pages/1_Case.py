@@ -2,7 +2,7 @@
 
 Thin layer: analysis is workbench.pipeline.analyze_case (cached per file content and
 method); pictures are workbench.charts; the report is workbench.report.
-Tests inject a source without the uploader through ``st.session_state["inject_upload"]
+Tests inject a source without the uploader through ``st.session_state["case_inject_upload"]
 = (file_name, bytes)`` (AppTest cannot upload files).
 """
 
@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from workbench import charts, ui
+from webapp import ui
+from workbench import charts
 from workbench.conventions import (
     DEFAULT_LESION_METHOD,
     DISPLAY_WINDOWS,
@@ -22,29 +23,30 @@ from workbench.conventions import (
     LESION_METHODS,
     window_label,
 )
+from workbench.sample_data import sample_cases
 
 ui.page_header("Case analysis")
 
 # ----------------------------------------------------------------------------- source
-samples = ui.sample_cases()
+samples = sample_cases()
 ss = st.session_state
-ss.setdefault("source_kind", "Sample case")
-ss.setdefault("lesion_method", DEFAULT_LESION_METHOD)
+ss.setdefault("case_source_kind", "Sample case")
+ss.setdefault("case_lesion_method", DEFAULT_LESION_METHOD)
 # links such as /Case?case=phantom_moderate&method=threshold preselect a sample case and method
 qp = st.query_params
 if "case" in qp and "sample_case" not in ss and qp["case"] in set(samples["case_id"]):
-    ss["sample_case"] = qp["case"]
-if "method" in qp and qp["method"] in LESION_METHODS and not ss.get("_qp_method_done"):
-    ss["lesion_method"] = qp["method"]
-    ss["_qp_method_done"] = True
+    ss["case_sample"] = qp["case"]
+if "method" in qp and qp["method"] in LESION_METHODS and not ss.get("_case_qp_method_done"):
+    ss["case_lesion_method"] = qp["method"]
+    ss["_case_qp_method_done"] = True
 
 with st.sidebar:
     st.header("Scan")
-    kind = st.radio("Source", ["Sample case", "Upload"], key="source_kind", horizontal=True)
+    kind = st.radio("Source", ["Sample case", "Upload"], key="case_source_kind", horizontal=True)
     source = None
     try:
-        if "inject_upload" in ss:  # tests: a file as if uploaded
-            name, data = ss["inject_upload"]
+        if "case_inject_upload" in ss:  # tests: a file as if uploaded
+            name, data = ss["case_inject_upload"]
             ui.check_upload_name(name)
             source = ui.source_from_bytes(name, data)
         elif kind == "Sample case":
@@ -52,13 +54,13 @@ with st.sidebar:
                 st.info("No sample data found: run `workbench synth sample_data`.")
             else:
                 ids = samples["case_id"].tolist()
-                ss.setdefault("sample_case", "phantom_moderate" if "phantom_moderate" in ids else ids[0])
-                if ss["sample_case"] not in ids:
-                    ss["sample_case"] = ids[0]
+                ss.setdefault("case_sample", "phantom_moderate" if "phantom_moderate" in ids else ids[0])
+                if ss["case_sample"] not in ids:
+                    ss["case_sample"] = ids[0]
                 cid = st.selectbox(
                     "Sample case",
                     ids,
-                    key="sample_case",
+                    key="case_sample",
                     format_func=lambda c: f"{c} ({samples.set_index('case_id').at[c, 'kind']})",
                 )
                 row = samples.set_index("case_id").loc[cid]
@@ -68,7 +70,7 @@ with st.sidebar:
             up = st.file_uploader(
                 f"Chest CT: NIfTI (.nii, .nii.gz) or a DICOM series as .zip (max {ui.MAX_UPLOAD_MB} MB)",
                 type=ui.UPLOAD_TYPES,
-                key="upload",
+                key="case_upload",
             )
             st.caption(
                 "Uploads are analysed in memory on this server; identifiers are not kept. "
@@ -83,7 +85,7 @@ with st.sidebar:
     st.selectbox(
         "Lesion segmentation",
         LESION_METHODS,
-        key="lesion_method",
+        key="case_lesion_method",
         format_func=LESION_METHOD_DESCRIPTIONS.get,
     )
 
@@ -92,7 +94,7 @@ if source is None:
     st.stop()
 
 try:
-    case_key, result, warn_msgs = ui.analyse(source, ss["lesion_method"])
+    case_key, result, warn_msgs = ui.analyse(source, ss["case_lesion_method"])
 except Exception as exc:  # noqa: BLE001 - any failure is shown, the app keeps working
     ui.show_error(exc, f"Could not analyse {source.label}")
     st.stop()
@@ -142,23 +144,23 @@ tab_view, tab_3d, tab_bm, tab_pred, tab_fu, tab_dl = st.tabs(
 def slice_viewer() -> None:
     c1, c2 = st.columns([1, 3])
     with c1:
-        view = st.radio("View", list(charts.VIEWS), key="view", horizontal=True)
+        view = st.radio("View", list(charts.VIEWS), key="case_view", horizontal=True)
         n = charts.n_slices(ct.shape, view)
         default = charts.best_slice(result.lesions, view, fallback=result.lungs)
-        skey = f"slice_{view}"
+        skey = f"case_slice_{view}"
         if skey not in ss or not 0 <= ss[skey] < n:
             ss[skey] = default
         idx = st.slider("Slice", 0, n - 1, key=skey)
         window = st.radio(
             "Window",
             list(DISPLAY_WINDOWS),
-            key="window",
+            key="case_window",
             horizontal=True,
             format_func=window_label,
         )
-        opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
-        show_lungs = st.checkbox("Lungs (outline)", True, key="show_lungs")
-        show_les = st.checkbox("Lesions", True, key="show_lesions")
+        opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="case_opacity")
+        show_lungs = st.checkbox("Lungs (outline)", True, key="case_show_lungs")
+        show_les = st.checkbox("Lesions", True, key="case_show_lesions")
         st.markdown(
             " &nbsp; ".join(
                 f"<span style='color:{colour}'>■</span> {name}" for name, colour in charts.overlay_legend().items()
@@ -192,8 +194,8 @@ with tab_view:
 
 # ----------------------------------------------------------------------------- 3D
 with tab_3d:
-    ss.setdefault("show_3d", True)
-    if st.toggle("Show 3D surfaces", key="show_3d"):
+    ss.setdefault("case_show_3d", True)
+    if st.toggle("Show 3D surfaces", key="case_show_3d"):
         fig = ui.run_safely(lambda: _surface(result, case_key), "3D view")
         if fig is not None:
             st.plotly_chart(fig, config={"displaylogo": False})
@@ -244,7 +246,7 @@ with tab_bm:
             )
             if n in comparable
         ]
-        chosen = st.multiselect("Biomarkers to compare", comparable, default=default, key="bm_compare")
+        chosen = st.multiselect("Biomarkers to compare", comparable, default=default, key="case_bm_compare")
         reg = table.set_index("name")
         grid = st.columns(3)
         for i, name in enumerate(chosen):
@@ -266,10 +268,10 @@ with tab_pred:
         entries[f"file:{path}"] = (
             f"Shipped model {stem} (real Tongji 2020 cohort)" if stem.startswith("tongji") else f"Shipped model {stem}"
         )
-    ss.setdefault("model_choice", "synthetic:logistic_l2")
-    if ss["model_choice"] not in entries:
-        ss["model_choice"] = "synthetic:logistic_l2"
-    choice = st.selectbox("Model", list(entries), key="model_choice", format_func=entries.get)
+    ss.setdefault("case_model_choice", "synthetic:logistic_l2")
+    if ss["case_model_choice"] not in entries:
+        ss["case_model_choice"] = "synthetic:logistic_l2"
+    choice = st.selectbox("Model", list(entries), key="case_model_choice", format_func=entries.get)
     entry = ui.run_safely(lambda: ui.model_entry(choice), "Model") if choice != "none" else None
     if entry is not None:
         feats_needed = entry["model"].features
@@ -293,23 +295,23 @@ with tab_pred:
                     max_value=hi,
                     value=None,
                     step=step,
-                    key=f"clin_{f}",
+                    key=f"case_clin_{f}",
                 )
             for j, f in enumerate([f for f in ui.BINARY_FIELDS if f in feats_needed]):
                 opts = ["unknown", "female", "male"] if f == "sex" else ["unknown", "no", "yes"]
-                v = fcols[(len(shown) + j) % 4].selectbox(ui.BINARY_FIELDS[f], opts, key=f"clin_{f}")
+                v = fcols[(len(shown) + j) % 4].selectbox(ui.BINARY_FIELDS[f], opts, key=f"case_clin_{f}")
                 clinical[f] = None if v == "unknown" else float(opts.index(v) - 1)
             st.form_submit_button("Update prediction")
         clinical_given = {k: float(v) for k, v in clinical.items() if v is not None}
         features = {**bm, **clinical_given}
         thresholds = entry["thresholds"]
-        ss.setdefault("op_point", next(iter(thresholds)))
-        if ss["op_point"] not in thresholds:
-            ss["op_point"] = next(iter(thresholds))
+        ss.setdefault("case_op_point", next(iter(thresholds)))
+        if ss["case_op_point"] not in thresholds:
+            ss["case_op_point"] = next(iter(thresholds))
         op = st.selectbox(
             "Operating point",
             list(thresholds),
-            key="op_point",
+            key="case_op_point",
             format_func=lambda k: f"{k} (threshold {thresholds[k]:.2f})",
         )
         prediction = ui.run_safely(lambda: dict(ui.explain_cached(choice, ui.feature_key(features))), "Prediction")
@@ -340,7 +342,7 @@ with tab_pred:
 
             with st.expander("What if … (change one value and see the prediction move)", expanded=False):
                 editable = [f for f in feats_needed]
-                wf = st.selectbox("Feature", editable, key="whatif_feature")
+                wf = st.selectbox("Feature", editable, key="case_whatif_feature")
                 cur = prediction["feature_values"].get(wf)
                 cur = cur if cur is not None and math.isfinite(cur) else None
                 if wf in ui.BINARY_FIELDS:
@@ -352,7 +354,7 @@ with tab_pred:
                             index=int(cur) if cur in (0.0, 1.0) else 0,
                             format_func=names.__getitem__,
                             horizontal=True,
-                            key=f"whatif_{wf}",
+                            key=f"case_whatif_{wf}",
                         )
                     )
                 else:
@@ -371,7 +373,7 @@ with tab_pred:
                     lo, hi = min(lo, start), max(hi, start)
                     if hi <= lo:
                         hi = lo + 1.0
-                    new = st.slider(f"{wf}", lo, hi, float(start), (hi - lo) / 100, key=f"whatif_{wf}")
+                    new = st.slider(f"{wf}", lo, hi, float(start), (hi - lo) / 100, key=f"case_whatif_{wf}")
                 alt_pred = ui.run_safely(
                     lambda: ui.explain_cached(choice, ui.feature_key({**features, wf: new})), "What if"
                 )
@@ -399,21 +401,23 @@ with tab_fu:
     st.markdown("Compare with a second scan of the same patient (lesion volume change).")
     fu_opts = ["none"] + [c for c in samples["case_id"] if c != getattr(source, "label", None)]
     suggested = samples.loc[samples["followup_of"] == source.label, "case_id"].tolist()
-    ss.setdefault("followup_case", "none")
+    ss.setdefault("case_followup", "none")
     if suggested:
         st.caption(f"Sample follow-up scan of this patient: **{suggested[0]}**")
-    if ss["followup_case"] not in fu_opts and ss["followup_case"] != "upload":
-        ss["followup_case"] = "none"
-    fu_choice = st.selectbox("Follow-up scan", fu_opts + ["upload"], key="followup_case")
+    if ss["case_followup"] not in fu_opts and ss["case_followup"] != "upload":
+        ss["case_followup"] = "none"
+    fu_choice = st.selectbox("Follow-up scan", fu_opts + ["upload"], key="case_followup")
     fu_source = None
     try:
-        if "inject_followup" in ss:
-            n_, d_ = ss["inject_followup"]
+        if "case_inject_followup" in ss:
+            n_, d_ = ss["case_inject_followup"]
             ui.check_upload_name(n_)
             fu_source = ui.source_from_bytes(n_, d_, label="follow-up scan")
         elif fu_choice == "upload":
             fu_up = st.file_uploader(
-                f"Follow-up CT (NIfTI or DICOM .zip, max {ui.MAX_UPLOAD_MB} MB)", type=ui.UPLOAD_TYPES, key="fu_upload"
+                f"Follow-up CT (NIfTI or DICOM .zip, max {ui.MAX_UPLOAD_MB} MB)",
+                type=ui.UPLOAD_TYPES,
+                key="case_fu_upload",
             )
             if fu_up is not None:
                 ui.check_upload_name(fu_up.name)
@@ -425,7 +429,9 @@ with tab_fu:
         ui.show_error(exc, "This follow-up file cannot be used")
     if fu_source is not None:
         try:
-            _, followup, fu_warn = ui.analyse(fu_source, ss["lesion_method"], previous_key=case_key, previous=result)
+            _, followup, fu_warn = ui.analyse(
+                fu_source, ss["case_lesion_method"], previous_key=case_key, previous=result
+            )
         except Exception as exc:  # noqa: BLE001
             ui.show_error(exc, "Could not analyse the follow-up scan")
             followup = None
@@ -499,17 +505,19 @@ with tab_dl:
         lambda: ui.mask_nifti_bytes(result.lesions, ct),
         file_name=f"{stem}_lesions.nii.gz",
         mime="application/gzip",
-        key="dl_lesions",
+        key="case_dl_lesions",
     )
     c2.download_button(
         "Lung mask (.nii.gz)",
         lambda: ui.mask_nifti_bytes(result.lungs, ct),
         file_name=f"{stem}_lungs.nii.gz",
         mime="application/gzip",
-        key="dl_lungs",
+        key="case_dl_lungs",
     )
     bm_csv = _bt(bm)[["name", "label", "value", "unit"]].to_csv(index=False)
-    c3.download_button("Biomarkers (.csv)", bm_csv, file_name=f"{stem}_biomarkers.csv", mime="text/csv", key="dl_csv")
+    c3.download_button(
+        "Biomarkers (.csv)", bm_csv, file_name=f"{stem}_biomarkers.csv", mime="text/csv", key="case_dl_csv"
+    )
     pred_for_report = dict(prediction) if prediction is not None else None
     c4.download_button(
         "Case report (.html)",
@@ -518,5 +526,5 @@ with tab_dl:
         ),
         file_name=f"{stem}_report.html",
         mime="text/html",
-        key="dl_report",
+        key="case_dl_report",
     )

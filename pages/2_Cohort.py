@@ -3,7 +3,7 @@
 Thin layer over workbench.cohort (loading, validation), workbench.models (zoo, CV),
 workbench.evaluation (ROC + CI, operating points, calibration, decision curves, subgroups)
 and workbench.explain (SHAP). Fits are cached on the table's content hash + settings.
-Tests inject a table through ``st.session_state["inject_cohort"] = (file_name, bytes)``.
+Tests inject a table through ``st.session_state["cohort_inject"] = (file_name, bytes)``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from workbench import charts, ui
+from webapp import ui
+from workbench import charts
 from workbench.errors import CohortError
 
 ui.page_header("Cohort modelling")
@@ -91,8 +92,8 @@ with st.sidebar:
     src = st.radio("Source", list(SOURCES), key="cohort_source", format_func=SOURCES.get)
     df = None
     try:
-        if "inject_cohort" in ss:  # tests: a table as if uploaded
-            name, data = ss["inject_cohort"]
+        if "cohort_inject" in ss:  # tests: a table as if uploaded
+            name, data = ss["cohort_inject"]
             df = read_table_cached(name, data)
         elif src == "synthetic":
             df = ui.load_sample_cohort()
@@ -100,10 +101,10 @@ with st.sidebar:
             rule = st.selectbox(
                 "Aggregation of labs per patient",
                 ["first", "worst", "mean", "last"],
-                key="tj_rule",
+                key="cohort_tj_rule",
                 help="Which value of each lab within the window enters the model.",
             )
-            window = st.selectbox("Time window after admission (days)", [2.0, 1.0, 3.0, 7.0], key="tj_window")
+            window = st.selectbox("Time window after admission (days)", [2.0, 1.0, 3.0, 7.0], key="cohort_tj_window")
             if rule == "last":
                 st.warning("The last value before discharge/death leaks the outcome (not an early warning).")
             df = load_tongji_cached(rule, window)
@@ -148,15 +149,15 @@ from workbench.models import MODEL_ZOO  # noqa: E402
 
 c1, c2, c3 = st.columns([1, 2, 2])
 with c1:
-    if ss.get("outcome") not in outcomes:
-        ss["outcome"] = outcomes[0]
-    outcome = st.selectbox("Outcome", outcomes, key="outcome")
-    folds = st.selectbox("Cross-validation folds", [5, 10], key="folds")
+    if ss.get("cohort_outcome") not in outcomes:
+        ss["cohort_outcome"] = outcomes[0]
+    outcome = st.selectbox("Outcome", outcomes, key="cohort_outcome")
+    folds = st.selectbox("Cross-validation folds", [5, 10], key="cohort_folds")
     has_centre = "centre" in df.columns and df["centre"].nunique() > 1
     by_centre = st.checkbox(
         "Leave one centre out",
         False,
-        key="by_centre",
+        key="cohort_by_centre",
         disabled=not has_centre,
         help="Train on the other centres, test on the held-out one (external validation).",
     )
@@ -175,9 +176,9 @@ with c2:
         st.caption("Left out: " + ", ".join(f"{k} ({v})" for k, v in list(auto.dropped.items())[:12]))
 with c3:
     zoo = list(MODEL_ZOO) + (["tongji_rule"] if {"ldh_u_l", "crp_mg_l", "lymphocytes_pct"} <= set(df.columns) else [])
-    ss.setdefault("models", ["logistic_l2", "lightgbm"])
+    ss.setdefault("cohort_models", ["logistic_l2", "lightgbm"])
     models = st.multiselect(
-        "Models", zoo, key="models", help="\n".join(f"- **{k}**: {v[0]}" for k, v in MODEL_ZOO.items())
+        "Models", zoo, key="cohort_models", help="\n".join(f"- **{k}**: {v[0]}" for k, v in MODEL_ZOO.items())
     )
 
 if not features or not models:
@@ -226,19 +227,19 @@ def roc_and_threshold() -> None:
     """ROC curves + live threshold metrics (a fragment: moving the slider reruns only this)."""
     a, b = st.columns([3, 2])
     with b:
-        ss.setdefault("op_model", models[0])
-        if ss["op_model"] not in results:
-            ss["op_model"] = next(iter(results))
-        op_model = st.selectbox("Model for the operating point", list(results), key="op_model")
+        ss.setdefault("cohort_op_model", models[0])
+        if ss["cohort_op_model"] not in results:
+            ss["cohort_op_model"] = next(iter(results))
+        op_model = st.selectbox("Model for the operating point", list(results), key="cohort_op_model")
         r = results[op_model]
         youden = ev.operating_point(r["y"], r["p"]).threshold
-        ss.setdefault("threshold", round(float(youden), 2))
+        ss.setdefault("cohort_threshold", round(float(youden), 2))
         thr = st.slider(
             "Threshold (predicted risk)",
             0.0,
             1.0,
             step=0.01,
-            key="threshold",
+            key="cohort_threshold",
             help=f"Youden's optimum for {op_model}: {youden:.2f}",
         )
         op = ev.metrics_at_threshold(r["y"], r["p"], thr)
@@ -337,10 +338,10 @@ with tab_cal:
         st.altair_chart(charts.decision_curve_chart(summ["dca"]))
 
 with tab_shap:
-    ss.setdefault("shap_model", next(iter(results)))
-    if ss["shap_model"] not in results:
-        ss["shap_model"] = next(iter(results))
-    sm = st.selectbox("Model to explain (refitted on all patients)", list(results), key="shap_model")
+    ss.setdefault("cohort_shap_model", next(iter(results)))
+    if ss["cohort_shap_model"] not in results:
+        ss["cohort_shap_model"] = next(iter(results))
+    sm = st.selectbox("Model to explain (refitted on all patients)", list(results), key="cohort_shap_model")
     sh = ui.run_safely(lambda: shap_cached(table_hash, df, outcome, tuple(features), sm), "SHAP")
     if sh is not None:
         st.caption(
@@ -356,13 +357,13 @@ with tab_shap:
             st.altair_chart(charts.beeswarm_chart(sh["values"], sh["data"]))
         ranked = list(sh["values"].abs().mean().sort_values(ascending=False).index)
         d1, d2 = st.columns(2)
-        if ss.get("dep_feature") not in ranked:
-            ss["dep_feature"] = ranked[0]
-        dep = d1.selectbox("Dependence plot of", ranked, key="dep_feature")
+        if ss.get("cohort_dep_feature") not in ranked:
+            ss["cohort_dep_feature"] = ranked[0]
+        dep = d1.selectbox("Dependence plot of", ranked, key="cohort_dep_feature")
         colour_opts = ["none"] + [f for f in ranked if f != dep]
-        if ss.get("dep_colour") not in colour_opts:
-            ss["dep_colour"] = colour_opts[1] if len(colour_opts) > 1 else "none"
-        col = d2.selectbox("Colour by", colour_opts, key="dep_colour")
+        if ss.get("cohort_dep_colour") not in colour_opts:
+            ss["cohort_dep_colour"] = colour_opts[1] if len(colour_opts) > 1 else "none"
+        col = d2.selectbox("Colour by", colour_opts, key="cohort_dep_colour")
         st.altair_chart(
             charts.dependence_chart(
                 sh["data"][dep],
@@ -393,9 +394,9 @@ def subgroup_cached(key: tuple, model: str, var: str, _y: np.ndarray, _p: np.nda
 with tab_sub:
     from workbench.evaluation import age_bands
 
-    if ss.get("sub_model") not in results:
-        ss["sub_model"] = next(iter(results))
-    sub_model = st.selectbox("Model", list(results), key="sub_model")
+    if ss.get("cohort_sub_model") not in results:
+        ss["cohort_sub_model"] = next(iter(results))
+    sub_model = st.selectbox("Model", list(results), key="cohort_sub_model")
     r = results[sub_model]
     data = (
         df.set_index(df["patient_id"].astype(str)) if "patient_id" in df.columns else df.set_index(df.index.astype(str))
@@ -411,7 +412,7 @@ with tab_sub:
     if not groups:
         st.info("No centre, sex or age column for subgroups.")
     else:
-        var = st.selectbox("Subgroups by", list(groups), key="sub_var")
+        var = st.selectbox("Subgroups by", list(groups), key="cohort_sub_var")
         curves, table, thr_sub = subgroup_cached(fit_key, sub_model, var, r["y"], r["p"], groups[var])
         if curves is not None:
             st.altair_chart(charts.roc_chart(curves))
@@ -429,5 +430,5 @@ with tab_tab:
         metrics.to_csv(index=False),
         file_name="cohort_metrics.csv",
         mime="text/csv",
-        key="dl_metrics",
+        key="cohort_dl_metrics",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from workbench import ui
+from webapp import ui
 
 ui.page_header("About the workbench")
 

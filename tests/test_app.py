@@ -1,7 +1,7 @@
 """The Streamlit pages, driven headless with streamlit.testing.v1.AppTest.
 
 AppTest cannot upload files, so files are injected as if uploaded through
-``session_state["inject_upload"] = (name, bytes)`` (Case) and ``["inject_cohort"]`` (Cohort).
+``session_state["case_inject_upload"] = (name, bytes)`` (Case) and ``["inject_cohort"]`` (Cohort).
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def files(tmp_path_factory) -> dict[str, tuple[str, bytes]]:
 
 def _case_app(upload: tuple[str, bytes] | None = None, **state) -> AppTest:
     at = AppTest.from_file(CASE, default_timeout=TIMEOUT)
-    at.session_state["lesion_method"] = "threshold"  # fast; the U-Net is tested in its own module
-    at.session_state["show_3d"] = False
+    at.session_state["case_lesion_method"] = "threshold"  # fast; the U-Net is tested in its own module
+    at.session_state["case_show_3d"] = False
     if upload is not None:
-        at.session_state["inject_upload"] = upload
+        at.session_state["case_inject_upload"] = upload
     for k, v in state.items():
         at.session_state[k] = v
     return at.run()
@@ -94,7 +94,7 @@ def test_case_page_analyses_an_upload(case_app, files):
     assert not at.error, [e.value for e in at.error]
     assert any("Research use only" in w.value for w in at.warning)
     # the page shows what the pipeline measured on this scan
-    from workbench.ui import _case_store
+    from webapp.ui import _case_store
 
     (result,) = [
         e["result"]
@@ -112,8 +112,8 @@ def test_case_page_analyses_an_upload(case_app, files):
 
 
 def test_mask_download_round_trips(case_app):
+    from webapp.ui import _case_store, mask_nifti_bytes
     from workbench.io import load_mask
-    from workbench.ui import _case_store, mask_nifti_bytes
 
     result = next(e["result"] for e in _case_store().values() if e["result"].ct.shape == (48, 80, 80))
     data = mask_nifti_bytes(result.lesions, result.ct)
@@ -127,19 +127,19 @@ def test_mask_download_round_trips(case_app):
 def test_viewer_widgets_change_the_image(case_app):
     at = case_app
     url0 = _image_url(at)
-    n_axial = at.slider(key="slice_axial").max
+    n_axial = at.slider(key="case_slice_axial").max
     assert n_axial == 47
-    at.slider(key="slice_axial").set_value(5).run()
+    at.slider(key="case_slice_axial").set_value(5).run()
     url1 = _image_url(at)
     assert url1 != url0
-    at.slider(key="opacity").set_value(0.0).run()
+    at.slider(key="case_opacity").set_value(0.0).run()
     url2 = _image_url(at)
     assert url2 != url1
-    at.radio(key="window").set_value("mediastinal").run()
+    at.radio(key="case_window").set_value("mediastinal").run()
     assert _image_url(at) != url2
-    at.radio(key="view").set_value("coronal").run()
+    at.radio(key="case_view").set_value("coronal").run()
     _no_exception(at)
-    assert at.slider(key="slice_coronal").max == 79
+    assert at.slider(key="case_slice_coronal").max == 79
     assert "coronal slice" in at.get("image")[0].proto.imgs[0].caption
 
 
@@ -149,16 +149,16 @@ def test_prediction_and_what_if_move(case_app):
     assert risk0.endswith("%") and 0 <= float(risk0[:-2]) <= 100
     assert len(at.get("vega_lite_chart")) >= 2  # distribution charts + SHAP waterfall
     # entering clinical values changes the prediction (older age, high CRP, low lymphocytes)
-    at.number_input(key="clin_age_years").set_value(85.0)
-    at.number_input(key="clin_crp_mg_l").set_value(150.0)
-    at.number_input(key="clin_lymphocytes_pct").set_value(4.0)
+    at.number_input(key="case_clin_age_years").set_value(85.0)
+    at.number_input(key="case_clin_crp_mg_l").set_value(150.0)
+    at.number_input(key="case_clin_lymphocytes_pct").set_value(4.0)
     at.button[0].click().run()  # the form's submit button
     _no_exception(at)
     risk1 = _metric(at, "Predicted risk of severe")
     assert float(risk1[:-2]) > float(risk0[:-2])
     # the what-if slider moves the prediction for one feature
-    at.selectbox(key="whatif_feature").set_value("age_years").run()
-    at.slider(key="whatif_age_years").set_value(30.0).run()
+    at.selectbox(key="case_whatif_feature").set_value("age_years").run()
+    at.slider(key="case_whatif_age_years").set_value(30.0).run()
     what_if = next(m for m in at.metric if m.label.startswith("Predicted risk with age_years"))
     assert float(what_if.value[:-2]) < float(risk1[:-2])
     assert what_if.delta.startswith("-")
@@ -169,19 +169,19 @@ def test_shipped_tongji_model_explains_labs(case_app):
     if not path.exists():
         pytest.skip("the shipped Tongji model is not installed")
     at = case_app
-    at.selectbox(key="model_choice").set_value(f"file:{path}").run()
+    at.selectbox(key="case_model_choice").set_value(f"file:{path}").run()
     _no_exception(at)
     assert not at.error
-    from workbench.ui import explain_cached
+    from webapp.ui import explain_cached
 
     pred = explain_cached(f"file:{path}", ())
     assert any(abs(c) > 1e-6 for c in pred["contributions"].values())  # attributions against a real background
 
     def risk(ldh, crp, lym, age):
-        at.number_input(key="clin_ldh_u_l").set_value(ldh)
-        at.number_input(key="clin_crp_mg_l").set_value(crp)
-        at.number_input(key="clin_lymphocytes_pct").set_value(lym)
-        at.number_input(key="clin_age_years").set_value(age)
+        at.number_input(key="case_clin_ldh_u_l").set_value(ldh)
+        at.number_input(key="case_clin_crp_mg_l").set_value(crp)
+        at.number_input(key="case_clin_lymphocytes_pct").set_value(lym)
+        at.number_input(key="case_clin_age_years").set_value(age)
         at.button[0].click().run()
         _no_exception(at)
         return float(_metric(at, "Predicted risk of death")[:-2])
@@ -192,7 +192,7 @@ def test_shipped_tongji_model_explains_labs(case_app):
 
 
 def test_followup_gives_volume_change(files):
-    at = _case_app(files["phantom"], inject_followup=files["followup"])
+    at = _case_app(files["phantom"], case_inject_followup=files["followup"])
     _no_exception(at)
     assert not at.error
     change = _metric(at, "Lesion volume change")
@@ -216,22 +216,39 @@ def test_bad_uploads_show_a_clear_error(files, kind, words):
     assert words in msg
     assert "Traceback" not in msg and "unexpected internal error" not in msg
     # the app keeps working: a good file afterwards is analysed
-    at.session_state["inject_upload"] = files["phantom"]
+    at.session_state["case_inject_upload"] = files["phantom"]
     at.run()
     _no_exception(at)
     assert not at.error and len(at.get("image")) == 1
 
 
+def test_missing_unet_weights_show_the_common_message(files, monkeypatch, tmp_path):
+    """Without the network weights the app does not switch methods behind the user's back: it
+    shows the message the CLI and batch give, and the threshold method still works."""
+    monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(tmp_path / "no_models"))
+    at = AppTest.from_file(CASE, default_timeout=TIMEOUT)
+    at.session_state["case_show_3d"] = False
+    at.session_state["case_inject_upload"] = files["phantom"]
+    at.run()
+    _no_exception(at)
+    assert at.selectbox(key="case_lesion_method").value == "unet"
+    assert len(at.error) == 1 and "lesion network weights are missing" in at.error[0].value
+    assert "'Lesion segmentation' menu" in at.error[0].value
+    at.selectbox(key="case_lesion_method").set_value("threshold").run()
+    _no_exception(at)
+    assert not at.error and len(at.get("image")) == 1
+
+
 def test_sample_case_selection_and_3d(files):
-    from workbench.ui import sample_cases
+    from workbench.sample_data import sample_cases
 
     cases = sample_cases()
     if not len(cases):
         pytest.skip("no sample cases in sample_data/")
     small = cases.assign(size=[Path(p).stat().st_size for p in cases["path"]]).sort_values("size").iloc[0]
     at = AppTest.from_file(CASE, default_timeout=TIMEOUT)
-    at.session_state["lesion_method"] = "threshold"
-    at.session_state["sample_case"] = small["case_id"]
+    at.session_state["case_lesion_method"] = "threshold"
+    at.session_state["case_sample"] = small["case_id"]
     at.run()
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
@@ -241,7 +258,7 @@ def test_sample_case_selection_and_3d(files):
 
 def test_cohort_page_fits_and_threshold_updates():
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
-    at.session_state["models"] = ["logistic_l2", "lightgbm"]
+    at.session_state["cohort_models"] = ["logistic_l2", "lightgbm"]
     at.run()
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
@@ -251,15 +268,15 @@ def test_cohort_page_fits_and_threshold_updates():
     # the synthetic cohort carries real signal: both models well above chance
     assert (metrics["auc"] > 0.75).all() and (metrics["auc_ci_low"] < metrics["auc"]).all()
     sens0, spec0 = _metric(at, "Sensitivity"), _metric(at, "Specificity")
-    at.slider(key="threshold").set_value(0.9).run()
+    at.slider(key="cohort_threshold").set_value(0.9).run()
     sens1, spec1 = _metric(at, "Sensitivity"), _metric(at, "Specificity")
     assert float(sens1[:-2]) < float(sens0[:-2]) and float(spec1[:-2]) > float(spec0[:-2])
     assert len(at.get("download_button")) == 1
     # dependence plot follows the chosen feature
-    at.selectbox(key="dep_feature").set_value("age_years").run()
+    at.selectbox(key="cohort_dep_feature").set_value("age_years").run()
     _no_exception(at)
     # external validation by centre
-    at.checkbox(key="by_centre").check().run()
+    at.checkbox(key="cohort_by_centre").check().run()
     _no_exception(at)
     assert set(at.dataframe[-1].value["cv_scheme"]) == {"leave-one-centre-out"}
 
@@ -269,11 +286,11 @@ def test_cohort_upload_without_outcome_shows_error():
 
     table = pd.DataFrame({"age_years": [50, 60, 70, 80], "crp_mg_l": [1.0, 20.0, 80.0, 5.0]})
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
-    at.session_state["inject_cohort"] = ("labs.csv", table.to_csv(index=False).encode())
+    at.session_state["cohort_inject"] = ("labs.csv", table.to_csv(index=False).encode())
     at.run()
     _no_exception(at)
     assert len(at.error) == 1 and "outcome" in at.error[0].value
-    at.session_state["inject_cohort"] = ("broken.parquet", b"PAR1 not really parquet")
+    at.session_state["cohort_inject"] = ("broken.parquet", b"PAR1 not really parquet")
     at.run()
     _no_exception(at)
     assert len(at.error) == 1 and "Could not load the cohort" in at.error[0].value
@@ -290,9 +307,9 @@ def test_home_and_about_pages(page):
 def test_real_ct_sample_case_is_analysed():
     """The real TotalSegmentator CT (lung bases only) runs through the Case page with a coverage note."""
     at = AppTest.from_file(CASE, default_timeout=TIMEOUT)
-    at.session_state["lesion_method"] = "threshold"
-    at.session_state["show_3d"] = False
-    at.session_state["sample_case"] = "real_totalsegmentator_ct"
+    at.session_state["case_lesion_method"] = "threshold"
+    at.session_state["case_show_3d"] = False
+    at.session_state["case_sample"] = "real_totalsegmentator_ct"
     at.run()
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
@@ -304,7 +321,7 @@ def test_real_ct_sample_case_is_analysed():
 def test_cohort_page_on_the_real_tongji_cohort():
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
     at.session_state["cohort_source"] = "tongji"
-    at.session_state["models"] = ["logistic_l1", "lightgbm"]
+    at.session_state["cohort_models"] = ["logistic_l1", "lightgbm"]
     at.run()
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]

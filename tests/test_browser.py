@@ -96,7 +96,7 @@ def streamlit_server(timeout_s: float = 90.0):
 def default_sample_case() -> str | None:
     """phantom_moderate when the sample data has it, else the smallest sample case."""
     sys.path.insert(0, str(REPO))
-    from workbench.ui import sample_cases
+    from workbench.sample_data import sample_cases
 
     cases = sample_cases()
     if not len(cases):

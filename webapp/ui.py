@@ -1,9 +1,12 @@
 """Shared pieces of the Streamlit pages (app.py, pages/*.py).
 
-The pages stay thin: they lay out widgets and call the package. What they share lives
-here: the research-use notice, the list of sample cases, case sources (sample path or
-uploaded bytes, with a stable cache key), the cached case analysis with a progress
-display, clinical input fields and error display. Nothing here analyses anything.
+The pages stay thin: they lay out widgets and call the ``workbench`` package. What they share
+lives here, next to the app and outside the library (which imports no Streamlit): the
+research-use notice, case sources (sample path or uploaded bytes, with a stable cache key), the
+cached case analysis with a progress display, clinical input fields, the models offered for a
+case, and error display. Nothing here analyses anything.
+
+Session-state keys carry their page's prefix (``case_...``, ``cohort_...``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from .errors import WorkbenchError
+from workbench.errors import WorkbenchError
 
 #: upload limit in MB; keep in step with .streamlit/config.toml (server.maxUploadSize)
 MAX_UPLOAD_MB = 1024
@@ -89,14 +92,6 @@ def show_error(exc: BaseException, what: str = "") -> None:
         )
 
 
-# --------------------------------------------------------------------------- sample cases
-def sample_cases() -> pd.DataFrame:
-    """:func:`workbench.sample_data.sample_cases` (case_id, path, kind, description, followup_of)."""
-    from .sample_data import sample_cases as cases
-
-    return cases()
-
-
 # --------------------------------------------------------------------------- sources
 @dataclass(frozen=True)
 class CaseSource:
@@ -130,7 +125,7 @@ UPLOAD_TYPES = ["nii", "gz", "zip", "dcm"]
 
 def check_upload_name(name: str) -> None:
     """Refuse file types that cannot be a CT before reading them."""
-    from .errors import InvalidInput
+    from workbench.errors import InvalidInput
 
     low = name.lower()
     if not low.endswith((".nii", ".nii.gz", ".zip", ".dcm")):
@@ -162,7 +157,7 @@ def analyse(
     Shows a status box with a progress bar per pipeline step while computing.
     Returns ``(cache_key, CaseResult, warnings)``. Raises WorkbenchError.
     """
-    from .pipeline import analyze_case
+    from workbench.pipeline import analyze_case
 
     key = (source.key, lesion_method, previous_key)
     store = _case_store()
@@ -209,7 +204,7 @@ def analyse(
 
 def mask_nifti_bytes(mask: Any, ct: Any) -> bytes:
     """A label mask as .nii.gz bytes on the CT's grid (geometry only, no identifiers)."""
-    from .io import save_mask
+    from workbench.io import save_mask
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mask.nii.gz"
@@ -258,7 +253,7 @@ SYNTHETIC_MODELS = {"logistic_l2": "logistic regression", "lightgbm": "LightGBM"
 @st.cache_data(show_spinner="Loading the sample synthetic cohort …")
 def load_sample_cohort() -> pd.DataFrame:
     """:func:`workbench.sample_data.load_sample_cohort`, cached for the session."""
-    from .sample_data import load_sample_cohort as load
+    from workbench.sample_data import load_sample_cohort as load
 
     return load()
 
@@ -266,7 +261,7 @@ def load_sample_cohort() -> pd.DataFrame:
 def operating_points(y: Any, p: Any) -> dict[str, float]:
     """Thresholds from out-of-fold probabilities (workbench.evaluation.operating_point):
     Youden's J, 90 % sensitivity, 90 % specificity, and 0.5."""
-    from .evaluation import operating_point
+    from workbench.evaluation import operating_point
 
     return {
         "Youden (max sensitivity + specificity)": operating_point(y, p, "youden").threshold,
@@ -280,8 +275,8 @@ def operating_points(y: Any, p: Any) -> dict[str, float]:
 def synthetic_case_model(name: str = "logistic_l2") -> dict:
     """A model of severe outcome fitted on the sample synthetic cohort with
     :data:`CASE_MODEL_FEATURES`; with 5-fold out-of-fold operating points and background rows."""
-    from .cohort import Cohort
-    from .models import fit_cv, fit_model
+    from workbench.cohort import Cohort
+    from workbench.models import fit_cv, fit_model
 
     df = load_sample_cohort()
     feats = [f for f in CASE_MODEL_FEATURES if f in df.columns]
@@ -301,7 +296,7 @@ def synthetic_case_model(name: str = "logistic_l2") -> dict:
 
 def shipped_models() -> dict[str, Path]:
     """Model files shipped in workbench/models (``*.skops``): label -> path."""
-    from .paths import models_dir
+    from workbench.paths import models_dir
 
     return {p.stem: p for p in sorted(models_dir().glob("*.skops"))}
 
@@ -309,7 +304,7 @@ def shipped_models() -> dict[str, Path]:
 @st.cache_data(show_spinner="Loading the reference cohort for explanations …")
 def background_for(features: tuple[str, ...]) -> pd.DataFrame | None:
     """Reference patients for SHAP (:func:`workbench.pipeline.default_background`), cached."""
-    from .pipeline import default_background
+    from workbench.pipeline import default_background
 
     return default_background(list(features))
 
@@ -317,7 +312,7 @@ def background_for(features: tuple[str, ...]) -> pd.DataFrame | None:
 @st.cache_resource(show_spinner="Loading the model …")
 def shipped_case_model(path: str) -> dict:
     """A model shipped in workbench/models with its operating points and SHAP background."""
-    from .models import load_model
+    from workbench.models import load_model
 
     fitted = load_model(path)
     meta = fitted.metadata or {}
@@ -349,7 +344,7 @@ def explain_case(entry: dict, features: dict[str, float]) -> dict:
     Returns ``Prediction.to_dict()``: probability, model_name, outcome, feature_values, missing,
     contributions (feature -> SHAP), base_value, scale, explain_note.
     """
-    from .pipeline import predict_case
+    from workbench.pipeline import predict_case
 
     pred = predict_case(entry["model"], features, background=entry.get("background"), model_name=entry["label"])
     out = pred.to_dict()
@@ -364,7 +359,7 @@ def model_entry(model_key: str) -> dict:
         return synthetic_case_model(what)
     if kind == "file":
         return shipped_case_model(what)
-    from .errors import ModelError
+    from workbench.errors import ModelError
 
     raise ModelError(f"Unknown model choice '{model_key}'.")
 
