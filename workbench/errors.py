@@ -65,3 +65,7 @@ class CohortError(WorkbenchError):
 
 class ModelError(WorkbenchError):
     """A model file is invalid, untrusted, or does not match the data's features."""
+
+
+class RadiomicsError(WorkbenchError):
+    """A radiomics request that cannot be met (invalid settings, spacing, or a resampled grid too large)."""
