@@ -92,11 +92,12 @@ import math
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import label as _label_same_value
 
@@ -285,21 +286,49 @@ def region_masks(lungs: np.ndarray, lesions: np.ndarray, heart: np.ndarray | Non
         ``{region: boolean mask}`` for :data:`REGIONS`: ``disease_left`` = lesions inside the
         left lung, ``disease_right`` inside the right one, ``lung_left``, ``lung_right``, ``heart``.
     """
-    lungs = np.asarray(lungs)
-    lesions = np.asarray(lesions)
-    if lesions.shape != lungs.shape or (heart is not None and np.shape(heart) != lungs.shape):
+    lungs, lesions, heart = _check_labels(lungs, lesions, heart)
+    return {region: _region_mask(region, lungs, lesions, heart) for region in REGIONS}
+
+
+def _check_labels(
+    lungs: np.ndarray, lesions: np.ndarray, heart: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    lungs, lesions = np.asarray(lungs), np.asarray(lesions)
+    heart = None if heart is None else np.asarray(heart)
+    if lesions.shape != lungs.shape or (heart is not None and heart.shape != lungs.shape):
         raise MaskMismatch(
             f"Lung, lesion and heart masks must share one grid; got shapes {lungs.shape}, {lesions.shape}"
-            f"{'' if heart is None else ', ' + str(np.shape(heart))}."
+            f"{'' if heart is None else ', ' + str(heart.shape)}."
         )
-    disease = lesions > 0
-    right, left = lungs == 1, lungs == 2
+    return lungs, lesions, heart
+
+
+def _region_mask(
+    region: str,
+    lungs: np.ndarray,
+    lesions: np.ndarray,
+    heart: np.ndarray | None,
+    box: tuple[slice, ...] = (),
+) -> np.ndarray:
+    """One region's boolean mask (within ``box`` when given)."""
+    if region == "heart":
+        return np.zeros(lungs[box].shape, bool) if heart is None else heart[box] > 0
+    side = lungs[box] == (2 if region.endswith("left") else 1)
+    return side & (lesions[box] > 0) if region.startswith("disease") else side
+
+
+def _region_boxes(lungs: np.ndarray, heart: np.ndarray | None) -> dict[str, tuple[slice, ...] | None]:
+    """Bounding box of each region (a region lies within its lung's / the heart's box); None if empty."""
+    right, left = (list(ndimage.find_objects(lungs.astype(np.uint8, copy=False), max_label=2)) + [None, None])[:2]
+    heart_box = None
+    if heart is not None:
+        heart_box = ndimage.find_objects((heart > 0).astype(np.uint8), max_label=1)[0]
     return {
-        "disease_left": disease & left,
-        "disease_right": disease & right,
+        "disease_left": left,
+        "disease_right": right,
         "lung_left": left,
         "lung_right": right,
-        "heart": np.zeros(lungs.shape, bool) if heart is None else np.asarray(heart) > 0,
+        "heart": heart_box,
     }
 
 
@@ -343,15 +372,27 @@ def region_radiomics(
         :class:`RegionRadiomics` (535 features; NaN for an empty region, with a note).
     """
     hu, spacing_zyx = _as_array(hu_or_ct, spacing_mm)
-    masks = region_masks(lungs, lesions, heart)
+    lungs, lesions, heart = _check_labels(lungs, lesions, heart)
+    if lungs.shape != hu.shape:
+        raise MaskMismatch(
+            f"The masks have shape {lungs.shape} but the CT has shape {hu.shape}; "
+            "masks must be on the same voxel grid as their scan."
+        )
     settings.check()
-    if settings.normalize:  # z-score once for all regions (the whole scan's statistics)
-        hu = _normalize(hu, settings.normalize_scale)
-        settings = replace(settings, normalize=False)
+    stats = _normalize_stats(hu) if settings.normalize else None  # the whole scan's, once for all regions
+    # without resampling, features depend only on the ROI's voxels: work inside each region's box
+    boxes = _region_boxes(lungs, heart) if settings.resampled_spacing_mm is None else dict.fromkeys(REGIONS, ())
+    voxels: dict[str, int] = {}
 
     def one(region: str) -> tuple[str, dict[str, float], str, float]:
         start = time.perf_counter()
-        feats, reason = _compute(hu, masks[region], _xyz(spacing_zyx), settings)
+        box = boxes[region]
+        if box is None:
+            voxels[region] = 0
+            return region, dict.fromkeys(FEATURE_NAMES, math.nan), "the region is empty", time.perf_counter() - start
+        mask = _region_mask(region, lungs, lesions, heart, box)
+        voxels[region] = int(np.count_nonzero(mask))
+        feats, reason = _compute(hu[box], mask, _xyz(spacing_zyx), settings, stats)
         return region, feats, reason, time.perf_counter() - start
 
     n_threads = max(1, min(int(n_threads), len(REGIONS)))
@@ -365,7 +406,7 @@ def region_radiomics(
         out.features.update({f"{name}_{region}": value for name, value in feats.items()})
         if reason:
             out.notes[region] = reason
-        out.voxels[region] = int(np.count_nonzero(masks[region]))
+        out.voxels[region] = voxels[region]
         out.seconds[region] = seconds
     out.features = {c: out.features[c] for c in COHORT_COLUMNS}
     return out
@@ -397,16 +438,25 @@ def _as_array(hu_or_ct: Any, spacing_mm: tuple[float, float, float] | None) -> t
     return hu, sp[::-1].copy()
 
 
-def _normalize(hu: np.ndarray, scale: float) -> np.ndarray:
-    """PyRadiomics ``normalize``: (x - mean) / SD over the whole image (SD with N - 1, as ITK)."""
-    values = hu.astype(np.float64)
-    mean = values.mean()
-    sd = values.std(ddof=1) if values.size > 1 else 0.0
+def _normalize_stats(hu: np.ndarray) -> tuple[float, float]:
+    """Mean and SD (N - 1, as ITK's ``Normalize``) of the whole image, in float64, slab by slab."""
+    n = hu.size
+    slabs = range(0, hu.shape[0], max(1, 4_000_000 // max(1, hu[0].size)))
+    total = sum(float(np.sum(hu[z : z + slabs.step], dtype=np.float64)) for z in slabs)
+    mean = total / n
+    squares = sum(float(np.sum((hu[z : z + slabs.step].astype(np.float64) - mean) ** 2)) for z in slabs)
+    sd = math.sqrt(squares / (n - 1)) if n > 1 else 0.0
     if not np.isfinite(sd) or sd == 0:
         raise RadiomicsError("The image is uniform: it cannot be normalised (standard deviation 0).")
-    values -= mean
-    values *= scale / sd
-    return values
+    return mean, sd
+
+
+def _normalized(values: np.ndarray, stats: tuple[float, float], scale: float) -> np.ndarray:
+    """PyRadiomics ``normalize``: (x - mean) / SD x scale."""
+    out = values.astype(np.float64)
+    out -= stats[0]
+    out *= scale / stats[1]
+    return out
 
 
 def _resample(
@@ -444,29 +494,37 @@ def _resample(
 
 
 def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
-    box = []
-    for axis in range(mask.ndim):
+    """Bounding box of the non-zero voxels (the mask must not be empty)."""
+    box: list[slice] = []
+    view = mask
+    for axis in range(mask.ndim):  # narrow the view axis by axis: later passes read less
         other = tuple(a for a in range(mask.ndim) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
+        idx = np.flatnonzero(view.any(axis=other))
         box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+        view = view[(slice(None),) * axis + (box[-1],)]
     return tuple(box)
 
 
-def _mask_problem(mask: np.ndarray, what: str) -> str:
-    n = int(np.count_nonzero(mask))
+def _mask_problem(mask: np.ndarray, what: str, box: tuple[slice, ...] | None = None) -> str:
+    n = int(np.count_nonzero(mask if box is None else mask[box]))
     if n == 0:
         return f"the {what} is empty"
     if n == 1:
         return f"the {what} holds a single voxel: texture and shape are undefined"
-    extent = [s.stop - s.start for s in _bbox(mask)]
+    extent = [s.stop - s.start for s in (box or _bbox(mask))]
     if sum(e > 1 for e in extent) < 2:
         return f"the {what} is a line of voxels (extends in fewer than 2 dimensions), as PyRadiomics refuses"
     return ""
 
 
 def _compute(
-    hu_or_ct: Any, mask: np.ndarray, spacing_mm: Any, settings: RadiomicsSettings
+    hu_or_ct: Any,
+    mask: np.ndarray,
+    spacing_mm: Any,
+    settings: RadiomicsSettings,
+    stats: tuple[float, float] | None = None,
 ) -> tuple[dict[str, float], str]:
+    """Features and, when they are all NaN, the reason. ``stats``: the image's (mean, SD) if known."""
     settings.check()
     hu, spacing = _as_array(hu_or_ct, spacing_mm)
     mask = np.asarray(mask)
@@ -475,22 +533,31 @@ def _compute(
             f"The mask has shape {mask.shape} but the image has shape {hu.shape}; "
             "masks must be on the same voxel grid as their scan."
         )
-    roi = mask != 0
     nan = dict.fromkeys(FEATURE_NAMES, math.nan)
-    problem = _mask_problem(roi, "region")
+    if not mask.any():
+        return nan, "the region is empty"
+    box = _bbox(mask)
+    problem = _mask_problem(mask, "region", box)
     if problem:
         return nan, problem
-    if settings.normalize:
-        hu = _normalize(hu, settings.normalize_scale)
+    if settings.normalize and stats is None:
+        stats = _normalize_stats(hu)
     if settings.resampled_spacing_mm is not None:
-        hu, roi, spacing = _resample(hu, roi, spacing, settings)
-        problem = _mask_problem(roi, "region after resampling")
+        # PyRadiomics' order: normalise the whole image, then resample image and mask
+        full = _normalized(hu, stats, settings.normalize_scale) if stats is not None else hu
+        full, roi_full, spacing = _resample(full, mask != 0, spacing, settings)
+        if not roi_full.any():
+            return nan, "the region is empty after resampling"
+        box = _bbox(roi_full)
+        problem = _mask_problem(roi_full, "region after resampling", box)
         if problem:
             return nan, problem
-    box = _bbox(roi)
-    roi, image = roi[box], hu[box]
-    values_all = image[roi].astype(np.float64)
-    if not np.all(np.isfinite(values_all)):
+        roi, image = roi_full[box], full[box].astype(np.float64)
+    else:
+        roi = mask[box] != 0
+        image = hu[box]
+        image = _normalized(image, stats, settings.normalize_scale) if stats is not None else image.astype(np.float64)
+    if not np.all(np.isfinite(image[roi])):
         raise RadiomicsError("The image holds non-finite values (NaN or infinity) inside the region.")
     texture_roi = roi
     if settings.resegment_range is not None or settings.resegment_sigma is not None:
@@ -510,7 +577,7 @@ def _compute(
     out.update(_shape_features(roi, spacing))
     tbox = _bbox(texture_roi)
     troi, timage = texture_roi[tbox], image[tbox]
-    values = timage[troi].astype(np.float64)
+    values = timage[troi]
     grey = np.zeros(troi.shape, dtype=np.int32)
     grey[troi] = _discretise(values, settings)
     out.update(_firstorder_features(values, grey[troi], spacing, settings))
@@ -550,15 +617,17 @@ def _firstorder_features(
     n = values.size
     mean = values.mean()
     dev = values - mean
-    m2 = np.mean(dev**2)
-    m3 = np.mean(dev**3)
-    m4 = np.mean(dev**4)
+    dev2 = dev * dev
+    m2 = np.mean(dev2)
+    m3 = np.mean(dev2 * dev)
+    m4 = np.mean(dev2 * dev2)
+    variance = m2
     if m2 == 0:
         m2 = 1.0
-    p10, p25, p75, p90 = np.percentile(values, [10, 25, 75, 90])
+    p10, p25, median, p75, p90 = np.percentile(values, [10, 25, 50, 75, 90])
     robust = values[(values >= p10) & (values <= p90)]
-    _, counts = np.unique(grey, return_counts=True)
-    p = counts / n
+    counts = np.bincount(grey)
+    p = counts[counts > 0] / n
     energy = np.sum(shifted**2)
     pre = "original_firstorder_"
     return {
@@ -572,14 +641,14 @@ def _firstorder_features(
         pre + "Maximum": values.max(),
         pre + "Mean": mean,
         pre + "MeanAbsoluteDeviation": np.mean(np.abs(dev)),
-        pre + "Median": np.median(values),
+        pre + "Median": median,
         pre + "Minimum": values.min(),
         pre + "Range": values.max() - values.min(),
         pre + "RobustMeanAbsoluteDeviation": np.mean(np.abs(robust - robust.mean())),
         pre + "RootMeanSquared": np.sqrt(energy / n),
         pre + "Skewness": m3 / m2**1.5,
         pre + "Uniformity": np.sum(p**2),
-        pre + "Variance": np.std(values) ** 2,
+        pre + "Variance": variance,
     }
 
 
@@ -612,42 +681,44 @@ def _pair_slices(shape: tuple[int, ...], d: tuple[int, ...]) -> tuple[tuple[slic
 
 def _texture_features(grey: np.ndarray, settings: RadiomicsSettings) -> dict[str, float]:
     """GLCM, GLRLM, GLSZM, GLDM and NGTDM features of a discretised ROI (0 = outside)."""
-    levels = np.unique(grey[grey > 0])
+    counts = np.bincount(grey.ravel())
+    counts[0] = 0
+    levels = np.flatnonzero(counts)
     n_levels = int(levels.max())
     k = n_levels + 1
+    # narrow integers halve the memory traffic of the per-direction passes
+    grey = grey.astype(np.int16 if k * k < np.iinfo(np.int16).max else np.int32)
     directions = _directions(settings.force_2d)
     roi = grey > 0
     glcm = np.zeros((len(directions), k * k), dtype=np.float64)
-    dependence = np.zeros(grey.shape, dtype=np.int16)
-    neighbour_sum = np.zeros(grey.shape, dtype=np.float64)
-    neighbour_count = np.zeros(grey.shape, dtype=np.int16)
+    dependence = np.zeros(grey.shape, dtype=np.int8)
+    neighbour_sum = np.zeros(grey.shape, dtype=np.int32)
+    neighbour_count = np.zeros(grey.shape, dtype=np.int8)
     run_counts: list[np.ndarray | None] = []
     max_run = max(grey.shape)
     for a, d in enumerate(directions):
         src, dst = _pair_slices(grey.shape, d)
         gs, gd = grey[src], grey[dst]
-        both = (gs > 0) & (gd > 0)
+        ins, ind = roi[src], roi[dst]
+        both = ins & ind
         glcm[a] = np.bincount((gs * k + gd)[both], minlength=k * k)
-        if settings.gldm_alpha == 0:
-            dep = both & (gs == gd)
-        else:
-            dep = both & (np.abs(gs - gd) <= settings.gldm_alpha)
+        same = (gs == gd) & ins  # equal grey levels, both in the ROI (outside is 0)
+        dep = same if settings.gldm_alpha == 0 else both & (np.abs(gs - gd) <= settings.gldm_alpha)
         dependence[src] += dep
         dependence[dst] += dep
-        neighbour_sum[src] += gd
+        neighbour_sum[src] += gd  # 0 outside the ROI
         neighbour_sum[dst] += gs
-        neighbour_count[src] += gd > 0
-        neighbour_count[dst] += gs > 0
-        same = both & (gs == gd)
+        neighbour_count[src] += ind
+        neighbour_count[dst] += ins
         if not both.any() and not _line_has_two(roi, d):
             run_counts.append(None)  # PyRadiomics drops a direction whose lines hold <= 1 voxel
             continue
-        run_counts.append(_run_length_counts(grey, d, same, src, k, max_run))
+        run_counts.append(_run_length_counts(grey, roi, d, same, src, k, max_run))
     out: dict[str, float] = {}
     out.update(_glcm_features(glcm.reshape(len(directions), k, k), levels, n_levels, settings.merge_directions))
     out.update(_glrlm_features(run_counts, levels, k, max_run, settings.merge_directions))
     out.update(_glszm_features(grey, levels, k, settings.force_2d))
-    g_roi = grey[roi]
+    g_roi = grey[roi].astype(np.int64)
     out.update(_gldm_features(g_roi, dependence[roi], levels, k))
     out.update(_ngtdm_features(g_roi, neighbour_sum[roi], neighbour_count[roi], levels, k))
     return out
@@ -664,7 +735,7 @@ def _line_has_two(roi: np.ndarray, d: tuple[int, int, int]) -> bool:
     return bool(counts.max() >= 2)
 
 
-def _shift2d(a: np.ndarray, o: tuple[int, int], out: np.ndarray) -> np.ndarray:
+def _shift2d(a: np.ndarray, o: tuple[int, ...], out: np.ndarray) -> np.ndarray:
     """``out[q] = a[q - o]`` (0 where ``q - o`` falls outside)."""
     out[...] = 0
     s1, d1 = _pair_slices(a.shape, o)
@@ -674,6 +745,7 @@ def _shift2d(a: np.ndarray, o: tuple[int, int], out: np.ndarray) -> np.ndarray:
 
 def _run_length_counts(
     grey: np.ndarray,
+    roi: np.ndarray,
     d: tuple[int, int, int],
     same: np.ndarray,
     src: tuple[slice, ...],
@@ -683,24 +755,25 @@ def _run_length_counts(
     """Counts of runs (grey level, run length) along ``d``, flattened ``[length * k + level]``."""
     axis = next(i for i, v in enumerate(d) if v != 0)  # d[axis] == +1 by construction
     o = tuple(v for i, v in enumerate(d) if i != axis)
-    g = np.moveaxis(grey, axis, 0)
-    # continues[p] = p and its predecessor p - d have the same grey level (both in the ROI)
+    # continues[p]: p and its predecessor p - d have the same grey level (both in the ROI)
     continues = np.zeros(grey.shape, dtype=bool)
-    dst = tuple(slice(s.start + v, s.stop + v) for s, v in zip(src, d))
-    continues[dst] = same
+    continues[tuple(slice(s.start + v, s.stop + v) for s, v in zip(src, d))] = same
     c = np.moveaxis(continues, axis, 0)
-    length = np.zeros(g.shape, dtype=np.int32)
-    length[0] = g[0] > 0
-    prev = np.zeros(g.shape[1:], dtype=np.int32)
-    for t in range(1, g.shape[0]):
+    inside = np.moveaxis(roi, axis, 0)
+    # length[p] = length of the run so far: L(p) = L(p - d) + 1 while the run continues, else 1
+    length = np.zeros(c.shape, dtype=np.int16 if max_run < np.iinfo(np.int16).max else np.int32)
+    length[0] = inside[0]
+    prev = np.zeros(c.shape[1:], dtype=length.dtype)
+    for t in range(1, grey.shape[axis]):
         _shift2d(length[t - 1], o, prev)
         prev += 1
-        length[t] = np.where(c[t], prev, g[t] > 0)
+        np.copyto(length[t], inside[t])
+        np.copyto(length[t], prev, where=c[t])
     # a run ends where the next voxel along d does not continue it
-    ends = grey > 0
+    ends = roi.copy()
     ends[src] &= ~same
-    length_xyz = np.moveaxis(length, 0, axis)
-    return np.bincount(length_xyz[ends] * k + grey[ends], minlength=(max_run + 1) * k)
+    run_length = np.moveaxis(length, 0, axis)[ends].astype(np.int64)
+    return np.bincount(run_length * k + grey[ends], minlength=(max_run + 1) * k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -876,6 +949,10 @@ def _counts_matrix(
     grey_values: np.ndarray, sizes: np.ndarray, levels: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """P[present grey level, present size] from per-item grey levels and sizes."""
+    if sizes.size and sizes.max() <= 4096:  # e.g. GLDM dependences (<= 27): dense counting
+        dense = np.bincount(sizes * k + grey_values, minlength=(int(sizes.max()) + 1) * k).reshape(-1, k)
+        size_values = np.flatnonzero(dense.sum(1))
+        return dense[size_values][:, levels].T.astype(np.float64), size_values
     size_values, size_index = np.unique(sizes, return_inverse=True)
     flat = np.bincount(size_index * k + grey_values, minlength=len(size_values) * k)
     return flat.reshape(len(size_values), k)[:, levels].T.astype(np.float64), size_values
@@ -1120,16 +1197,27 @@ def _farthest(points: np.ndarray) -> float:
     return _max_pairwise(points)
 
 
-def _extremes(half: np.ndarray, line_axes: tuple[int, ...], along: int) -> np.ndarray:
-    """Rows with the lowest and highest coordinate ``along`` among points sharing ``line_axes``."""
-    order = np.lexsort([half[:, along]] + [half[:, a] for a in line_axes[::-1]])
-    h = half[order]
-    keys = h[:, list(line_axes)]
-    new = np.ones(len(h), dtype=bool)
-    new[1:] = np.any(keys[1:] != keys[:-1], axis=1)
-    first = np.flatnonzero(new)
-    last = np.append(first[1:] - 1, len(h) - 1)
-    return h[np.unique(np.concatenate([first, last]))]
+def _line_extremes(half: np.ndarray, along: int) -> np.ndarray:
+    """Keys of the points that are first or last, along axis ``along``, on their line of points."""
+    dims = half.max(0) + 1
+    key_axes = [a for a in range(3) if a != along]
+    shape = (int(dims[key_axes[0]]), int(dims[key_axes[1]]))
+    cells = (half[:, key_axes[0]], half[:, key_axes[1]])
+    low = np.full(shape, np.iinfo(np.int64).max, dtype=np.int64)
+    high = np.full(shape, -1, dtype=np.int64)
+    np.minimum.at(low, cells, half[:, along])
+    np.maximum.at(high, cells, half[:, along])
+    filled = np.nonzero(high >= 0)
+    points = []
+    for value in (low[filled], high[filled]):
+        p = np.empty((value.size, 3), dtype=np.int64)
+        p[:, key_axes[0]], p[:, key_axes[1]], p[:, along] = filled[0], filled[1], value
+        points.append(p)
+    return np.unique(_point_keys(np.concatenate(points), dims))
+
+
+def _point_keys(points: np.ndarray, dims: np.ndarray) -> np.ndarray:
+    return (points[:, 0] * int(dims[1]) + points[:, 1]) * int(dims[2]) + points[:, 2]
 
 
 def _mesh_diameters(half: np.ndarray, spacing: np.ndarray) -> tuple[float, float, float, float]:
@@ -1137,24 +1225,41 @@ def _mesh_diameters(half: np.ndarray, spacing: np.ndarray) -> tuple[float, float
 
     ``half`` holds vertex coordinates in half-voxel units (z, y, x); PyRadiomics' 2D diameters
     pair vertices with the same z (slice), y (column) or x (row) coordinate. The farthest pair of
-    a point set lies on its convex hull, and within a line of vertices only its two end points
-    can be hull vertices, so each search runs on line extremes only.
+    a point set lies on its convex hull, and a hull vertex is the first or last point of every
+    line of points through it; the search therefore runs on such line extremes only, plane by
+    plane in decreasing order of the plane's bounding-box diagonal, stopping when no remaining
+    plane can hold a longer pair.
     """
     if len(half) == 0:
         return (0.0, 0.0, 0.0, 0.0)
+    dims = half.max(0) + 1
     scale = spacing / 2.0
+    ext = [_line_extremes(half, along) for along in range(3)]  # keys
+
+    def points(*sets: np.ndarray) -> np.ndarray:
+        common = sets[0]
+        for other in sets[1:]:
+            common = np.intersect1d(common, other, assume_unique=True)
+        z, rest = np.divmod(common, int(dims[1]) * int(dims[2]))
+        y, x = np.divmod(rest, int(dims[2]))
+        return np.stack([z, y, x], axis=1)
+
     out = []
     for plane_axis in range(3):
         axes = [a for a in range(3) if a != plane_axis]
-        cand = _extremes(half, (plane_axis, axes[0]), axes[1])
-        cand = np.concatenate([cand, _extremes(half, (plane_axis, axes[1]), axes[0])])
-        order = np.argsort(cand[:, plane_axis], kind="stable")
-        cand = cand[order]
-        splits = np.flatnonzero(np.diff(cand[:, plane_axis])) + 1
+        cand = points(ext[axes[0]], ext[axes[1]])
+        cand = cand[np.argsort(cand[:, plane_axis], kind="stable")]
+        starts = np.flatnonzero(np.r_[True, np.diff(cand[:, plane_axis]) != 0])
+        lo = np.minimum.reduceat(cand, starts, axis=0)
+        hi = np.maximum.reduceat(cand, starts, axis=0)
+        diag2 = np.sum(((hi - lo)[:, axes] * scale[axes]) ** 2, axis=1)
+        bounds = np.r_[starts, len(cand)]
         best = 0.0
-        for group in np.split(cand, splits):
+        for g in np.argsort(-diag2, kind="stable"):
+            if diag2[g] <= best:
+                break
+            group = cand[bounds[g] : bounds[g + 1]]
             best = max(best, _farthest(group[:, axes] * scale[axes]))
         out.append(math.sqrt(best))
-    cand = _extremes(half, (0, 1), 2)
-    out.append(math.sqrt(_farthest(cand * scale)))
+    out.append(math.sqrt(_farthest(points(*ext) * scale)))
     return out[0], out[1], out[2], out[3]
