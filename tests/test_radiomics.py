@@ -246,6 +246,11 @@ def test_bad_requests_raise_workbench_errors():
             radiomics_features(image, mask, spacing_mm=(1, 1, 1), settings=bad)
     with pytest.raises(RadiomicsError, match="uniform"):
         radiomics_features(image, mask, spacing_mm=(1, 1, 1), settings=COVID_MEDIA_SETTINGS)
+    ramp = np.arange(125.0).reshape(5, 5, 5) * 40  # 0..4960 HU
+    with pytest.raises(RadiomicsError, match="grey levels"):
+        radiomics_features(ramp, mask, spacing_mm=(1, 1, 1), settings=RadiomicsSettings(bin_width=1))
+    with pytest.raises(RadiomicsError, match="bin_start"):
+        radiomics_features(ramp, mask, spacing_mm=(1, 1, 1), settings=RadiomicsSettings(bin_start=100))
     nan_image = image.copy()
     nan_image[2, 2, 2] = np.nan
     with pytest.raises(RadiomicsError, match="non-finite"):

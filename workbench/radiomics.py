@@ -169,6 +169,8 @@ COHORT_COLUMNS: tuple[str, ...] = tuple(f"{name}_{region}" for region in REGIONS
 
 #: largest grid (voxels) a resampling may produce
 MAX_RESAMPLED_VOXELS = 400_000_000
+#: most grey levels a discretisation may produce (the GLCM holds 13 x levels^2 counts)
+MAX_GREY_LEVELS = 2048
 _INTERPOLATORS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline, "nearest": sitk.sitkNearestNeighbor}
 
 
@@ -200,8 +202,8 @@ class RadiomicsSettings:
         if self.bin_count is not None:
             if isinstance(self.bin_count, bool) or not isinstance(self.bin_count, (int, np.integer)):
                 raise RadiomicsError(f"bin_count must be a whole number of bins, got {self.bin_count!r}.")
-            if not 1 <= self.bin_count <= 65_000:
-                raise RadiomicsError(f"bin_count must lie between 1 and 65000, got {self.bin_count}.")
+            if not 1 <= self.bin_count <= MAX_GREY_LEVELS:
+                raise RadiomicsError(f"bin_count must lie between 1 and {MAX_GREY_LEVELS}, got {self.bin_count}.")
         elif not (np.isfinite(self.bin_width) and self.bin_width > 0):
             raise RadiomicsError(f"bin_width must be a positive number (HU), got {self.bin_width!r}.")
         if self.bin_start is not None and not np.isfinite(self.bin_start):
@@ -596,10 +598,11 @@ def _discretise(values: np.ndarray, settings: RadiomicsSettings) -> np.ndarray:
         low = low_value - (low_value % width) if settings.bin_start is None else float(settings.bin_start)
         if low > low_value:
             raise RadiomicsError(f"bin_start {low} lies above the region's lowest value {low_value}.")
-        n_edges = (high_value + 2 * width - low) / width
-        if n_edges > 1_000_000:
+        n_levels = (high_value - low) / width + 1
+        if n_levels > MAX_GREY_LEVELS:
             raise RadiomicsError(
-                f"bin width {width} gives {int(n_edges):,} grey levels over this region; choose a larger width."
+                f"A bin width of {width} gives {int(n_levels):,} grey levels over this region (at most "
+                f"{MAX_GREY_LEVELS}); choose a larger bin width or a bin count."
             )
         edges = np.arange(low, high_value + 2 * width, width)
         if len(edges) == 1:
