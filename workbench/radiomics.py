@@ -507,6 +507,14 @@ def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(box)
 
 
+def _locate(mask: np.ndarray, what: str) -> tuple[tuple[slice, ...], str]:
+    """The mask's bounding box, and why features cannot be computed on it ("" if they can)."""
+    if not mask.any():
+        return (), f"the {what} is empty"
+    box = _bbox(mask)
+    return box, _mask_problem(mask, what, box)
+
+
 def _mask_problem(mask: np.ndarray, what: str, box: tuple[slice, ...] | None = None) -> str:
     n = int(np.count_nonzero(mask if box is None else mask[box]))
     if n == 0:
@@ -536,10 +544,7 @@ def _compute(
             "masks must be on the same voxel grid as their scan."
         )
     nan = dict.fromkeys(FEATURE_NAMES, math.nan)
-    if not mask.any():
-        return nan, "the region is empty"
-    box = _bbox(mask)
-    problem = _mask_problem(mask, "region", box)
+    box, problem = _locate(mask, "region")
     if problem:
         return nan, problem
     if settings.normalize and stats is None:
@@ -548,10 +553,7 @@ def _compute(
         # PyRadiomics' order: normalise the whole image, then resample image and mask
         full = _normalized(hu, stats, settings.normalize_scale) if stats is not None else hu
         full, roi_full, spacing = _resample(full, mask != 0, spacing, settings)
-        if not roi_full.any():
-            return nan, "the region is empty after resampling"
-        box = _bbox(roi_full)
-        problem = _mask_problem(roi_full, "region after resampling", box)
+        box, problem = _locate(roi_full, "region after resampling")
         if problem:
             return nan, problem
         roi, image = roi_full[box], full[box].astype(np.float64)
@@ -948,6 +950,58 @@ def _size_matrix_features(P: np.ndarray, levels: np.ndarray, sizes: np.ndarray) 
     }
 
 
+# the features GLSZM and GLDM share (computed by _size_matrix_features), under each family's names
+_SHARED_SIZE_KEYS = ("gln", "glv", "entropy", "lgle", "hgle")
+_GLSZM_NAMES = {
+    "small": "SmallAreaEmphasis",
+    "large": "LargeAreaEmphasis",
+    "glnn": "GrayLevelNonUniformityNormalized",
+    "sn": "SizeZoneNonUniformity",
+    "snn": "SizeZoneNonUniformityNormalized",
+    "percentage": "ZonePercentage",
+    "sv": "ZoneVariance",
+    "slgle": "SmallAreaLowGrayLevelEmphasis",
+    "shgle": "SmallAreaHighGrayLevelEmphasis",
+    "llgle": "LargeAreaLowGrayLevelEmphasis",
+    "lhgle": "LargeAreaHighGrayLevelEmphasis",
+    **dict(
+        zip(
+            _SHARED_SIZE_KEYS,
+            (
+                "GrayLevelNonUniformity",
+                "GrayLevelVariance",
+                "ZoneEntropy",
+                "LowGrayLevelZoneEmphasis",
+                "HighGrayLevelZoneEmphasis",
+            ),
+        )
+    ),
+}
+_GLDM_NAMES = {
+    "small": "SmallDependenceEmphasis",
+    "large": "LargeDependenceEmphasis",
+    "sn": "DependenceNonUniformity",
+    "snn": "DependenceNonUniformityNormalized",
+    "sv": "DependenceVariance",
+    "slgle": "SmallDependenceLowGrayLevelEmphasis",
+    "shgle": "SmallDependenceHighGrayLevelEmphasis",
+    "llgle": "LargeDependenceLowGrayLevelEmphasis",
+    "lhgle": "LargeDependenceHighGrayLevelEmphasis",
+    **dict(
+        zip(
+            _SHARED_SIZE_KEYS,
+            (
+                "GrayLevelNonUniformity",
+                "GrayLevelVariance",
+                "DependenceEntropy",
+                "LowGrayLevelEmphasis",
+                "HighGrayLevelEmphasis",
+            ),
+        )
+    ),
+}
+
+
 def _counts_matrix(
     grey_values: np.ndarray, sizes: np.ndarray, levels: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -976,47 +1030,14 @@ def _glszm_features(grey: np.ndarray, levels: np.ndarray, k: int, force_2d: bool
     zone_size, zone_grey = zone_size[1:], zone_grey[1:]
     P, sizes = _counts_matrix(zone_grey, zone_size, levels, k)
     f = _size_matrix_features(P, levels, sizes)
-    pre = "original_glszm_"
-    return {
-        pre + "SmallAreaEmphasis": f["small"],
-        pre + "LargeAreaEmphasis": f["large"],
-        pre + "GrayLevelNonUniformity": f["gln"],
-        pre + "GrayLevelNonUniformityNormalized": f["glnn"],
-        pre + "SizeZoneNonUniformity": f["sn"],
-        pre + "SizeZoneNonUniformityNormalized": f["snn"],
-        pre + "ZonePercentage": f["Nz"] / f["Np"],
-        pre + "GrayLevelVariance": f["glv"],
-        pre + "ZoneVariance": f["sv"],
-        pre + "ZoneEntropy": f["entropy"],
-        pre + "LowGrayLevelZoneEmphasis": f["lgle"],
-        pre + "HighGrayLevelZoneEmphasis": f["hgle"],
-        pre + "SmallAreaLowGrayLevelEmphasis": f["slgle"],
-        pre + "SmallAreaHighGrayLevelEmphasis": f["shgle"],
-        pre + "LargeAreaLowGrayLevelEmphasis": f["llgle"],
-        pre + "LargeAreaHighGrayLevelEmphasis": f["lhgle"],
-    }
+    f["percentage"] = f["Nz"] / f["Np"]
+    return {f"original_glszm_{name}": f[key] for key, name in _GLSZM_NAMES.items()}
 
 
 def _gldm_features(g: np.ndarray, dependence: np.ndarray, levels: np.ndarray, k: int) -> dict[str, float]:
     P, sizes = _counts_matrix(g, dependence.astype(np.int64) + 1, levels, k)
     f = _size_matrix_features(P, levels, sizes)
-    pre = "original_gldm_"
-    return {
-        pre + "SmallDependenceEmphasis": f["small"],
-        pre + "LargeDependenceEmphasis": f["large"],
-        pre + "GrayLevelNonUniformity": f["gln"],
-        pre + "DependenceNonUniformity": f["sn"],
-        pre + "DependenceNonUniformityNormalized": f["snn"],
-        pre + "GrayLevelVariance": f["glv"],
-        pre + "DependenceVariance": f["sv"],
-        pre + "DependenceEntropy": f["entropy"],
-        pre + "LowGrayLevelEmphasis": f["lgle"],
-        pre + "HighGrayLevelEmphasis": f["hgle"],
-        pre + "SmallDependenceLowGrayLevelEmphasis": f["slgle"],
-        pre + "SmallDependenceHighGrayLevelEmphasis": f["shgle"],
-        pre + "LargeDependenceLowGrayLevelEmphasis": f["llgle"],
-        pre + "LargeDependenceHighGrayLevelEmphasis": f["lhgle"],
-    }
+    return {f"original_gldm_{name}": f[key] for key, name in _GLDM_NAMES.items()}
 
 
 def _ngtdm_features(
