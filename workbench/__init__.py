@@ -40,6 +40,10 @@ _EXPORTS = {
     "extract_biomarkers": "biomarkers",
     "BIOMARKERS": "biomarkers",
     "biomarker_table": "biomarkers",
+    # radiomics (PyRadiomics definitions)
+    "radiomics_features": "radiomics",
+    "region_radiomics": "radiomics",
+    "RadiomicsSettings": "radiomics",
     # case pipeline
     "analyze_case": "pipeline",
     "CaseResult": "pipeline",

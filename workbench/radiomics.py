@@ -180,7 +180,24 @@ class RadiomicsWarning(UserWarning):
 
 @dataclass(frozen=True)
 class RadiomicsSettings:
-    """Extraction settings; the defaults are PyRadiomics' defaults (see the module docstring)."""
+    """Extraction settings; the defaults are PyRadiomics' defaults (the module docstring details each).
+
+    Attributes:
+        bin_width: fixed bin width in image units (HU; SD units with ``normalize``).
+        bin_count: fixed number of bins instead (PyRadiomics ``binCount``).
+        bin_start: first bin edge (None: PyRadiomics' ``min - min % bin_width``; IBSI: the lower
+            re-segmentation bound).
+        normalize, normalize_scale: z-score the whole image first (PyRadiomics ``normalize``).
+        resampled_spacing_mm: (x, y, z) mm to resample to (0 keeps an axis); None: no resampling.
+        interpolator: "linear", "bspline" or "nearest" (image; the mask is always linear + 0.5).
+        round_resampled: round the resampled image to integers (IBSI).
+        resegment_range: (low, high) image values kept in the texture/first-order ROI.
+        resegment_sigma: keep values within mean +- n SD of the ROI (after ``resegment_range``).
+        force_2d: axial 2D neighbourhoods (PyRadiomics ``force2D``; IBSI "2.5D").
+        merge_directions: sum GLCM/GLRLM over directions before the features (IBSI "comb").
+        gldm_alpha: GLDM dependence tolerance (grey levels).
+        voxel_array_shift: added to the values for Energy, TotalEnergy and RootMeanSquared.
+    """
 
     bin_width: float = 25.0
     bin_count: int | None = None
@@ -199,6 +216,10 @@ class RadiomicsSettings:
 
     def check(self) -> None:
         """Raise :class:`RadiomicsError` when a setting is out of range."""
+        for name in ("bin_width", "normalize_scale", "voxel_array_shift"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise RadiomicsError(f"{name} must be a number, got {value!r}.")
         if self.bin_count is not None:
             if isinstance(self.bin_count, bool) or not isinstance(self.bin_count, (int, np.integer)):
                 raise RadiomicsError(f"bin_count must be a whole number of bins, got {self.bin_count!r}.")
