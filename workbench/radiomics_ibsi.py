@@ -162,7 +162,10 @@ def _ibsi_mapping(tag: str) -> tuple[str, bool, bool] | None:
 #: IBSI-1 processing of each sheet, as PyRadiomics' submission ran it
 #: (AIM-Harvard/pyradiomics_ibsi-benchmark: binning from the re-segmentation bound in C, IBSI
 #: resampling with grid centres aligned and grey values rounded; config E: range and 3-SD outlier
-#: filtering combined into the absolute range -718..400 HU, which PyRadiomics' submission used)
+#: filtering combined into the absolute range -718..400 HU, which PyRadiomics' submission used).
+#: Configurations A and B are 2D in IBSI (one matrix per slice); PyRadiomics has no per-slice mode and
+#: reported "2.5D" textures (``force2D``: in-plane directions, matrices summed over slices), which
+#: carry no IBSI benchmark: for A and B only morphology and statistics meet an IBSI value.
 CONFIGS = {
     "digital phantom": ("digital_phantom", RadiomicsSettings(bin_width=1)),
     "config A": ("ct_phantom", RadiomicsSettings(bin_width=25, resegment_range=(-500, 400))),
