@@ -65,3 +65,8 @@ class CohortError(WorkbenchError):
 
 class ModelError(WorkbenchError):
     """A model file is invalid, untrusted, or does not match the data's features."""
+
+
+# --- installation ----------------------------------------------------------------
+class MissingDependency(WorkbenchError, ImportError):
+    """A feature needs an optional install group (``[app]``, ``[notebooks]``, ``[batch]``) that is not installed."""
