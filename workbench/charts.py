@@ -13,8 +13,8 @@ Pixels are resampled to square so that the aspect ratio is physically correct.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import altair as alt
 import numpy as np
 import pandas as pd
 
@@ -27,6 +27,12 @@ from .conventions import (
     LUNG_LABELS,
     RIGHT_LUNG,
 )
+from .optional import LazyModule, require
+
+if TYPE_CHECKING:
+    import altair as alt
+else:  # Altair charts need the [app] (or [notebooks]) group; slice pictures only numpy and Pillow
+    alt = LazyModule("altair", "Charts")
 
 #: window presets (width_hu, level_hu), see :data:`workbench.conventions.DISPLAY_WINDOWS`
 WINDOWS: dict[str, tuple[float, float]] = DISPLAY_WINDOWS
@@ -232,7 +238,7 @@ def surface_figure(
     Works offline (plotly.js ships with plotly and with Streamlit). Masks are subsampled
     so that at most about ``max_voxels`` voxels enter marching cubes.
     """
-    import plotly.graph_objects as go
+    go = require("plotly.graph_objects", "The 3D surface view")
 
     ref = lungs if lungs is not None else lesions
     if ref is None:

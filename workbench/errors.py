@@ -69,3 +69,8 @@ class ModelError(WorkbenchError):
 
 class RadiomicsError(WorkbenchError):
     """A radiomics request that cannot be met (invalid settings, spacing, or a resampled grid too large)."""
+
+
+# --- installation ----------------------------------------------------------------
+class MissingDependency(WorkbenchError, ImportError):
+    """A feature needs an optional install group (``[app]``, ``[notebooks]``, ``[batch]``) that is not installed."""

@@ -34,6 +34,7 @@ import numpy as np
 from . import charts
 from .conventions import LESION_LABELS, LUNG_LABELS
 from .io import CTScan
+from .optional import require
 from .paths import viewer_dir
 
 #: where ``make viewer3d`` installs the itk-vtk-viewer bundle (inside the Jupyter root ``notebooks/``)
@@ -46,7 +47,7 @@ def image_row(images: Mapping[str, np.ndarray], *, height_px: int = 260) -> obje
 
     The PNGs are embedded (base64), so the output needs no server and no internet.
     """
-    from IPython.display import HTML
+    HTML = require("IPython.display", "Notebook display").HTML
 
     cells = []
     for title, img in images.items():
@@ -104,7 +105,7 @@ def show_3d(
     Returns:
         An IPython display object (put it last in a cell, or pass it to ``display``).
     """
-    from IPython.display import HTML
+    HTML = require("IPython.display", "Notebook display").HTML
 
     if lungs is None and lesions is None:
         raise ValueError("show_3d needs a lung or a lesion mask.")
@@ -234,7 +235,7 @@ def itk_vtk_viewer(
     :func:`serve_viewer` (no internet). The browser must run on the kernel's machine
     (a laptop with ``make lab``); otherwise the cell says so -- use ``backend="plotly"``.
     """
-    from IPython.display import HTML
+    HTML = require("IPython.display", "Notebook display").HTML
 
     page, image, labels = write_viewer_files(ct, lungs, lesions, viewer_dir)
     port = serve_viewer(viewer_dir)

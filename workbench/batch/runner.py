@@ -14,6 +14,7 @@ from typing import Any
 
 from ..conventions import DEFAULT_LESION_METHOD, check_lesion_method
 from ..errors import InvalidInput
+from ..optional import require
 from .inputs import CaseInput, case_id_hash, check_unique_ids, discover_cases
 from .store import STORE_NAME, TABLE_CSV_NAME, CaseOutcome, ResultsStore, write_table_csv
 from .worker import MASK_NAMES, MASKS_DIR, THREAD_ENV_VARS, CaseFn, limit_threads, plain_message, process_case
@@ -81,7 +82,8 @@ def default_n_workers() -> int:
 
 def start_client(scheduler: Any, n_workers: int | None):
     """(client, cluster_or_None, owns_client) for an address, a Client, or a new LocalCluster."""
-    from distributed import Client, LocalCluster
+    distributed = require("distributed", "Batch processing on Dask")
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
 
     if isinstance(scheduler, Client):
         return scheduler, None, False
@@ -97,7 +99,7 @@ def start_client(scheduler: Any, n_workers: int | None):
     if scheduler is not None:
         raise InvalidInput("scheduler must be a 'tcp://host:port' address or a dask Client.")
     single = {k: "1" for k in THREAD_ENV_VARS}
-    import dask
+    dask = require("dask", "Batch processing on Dask")
 
     # worker-saturation 1.0: a worker holds only the case it is running, so a worker that
     # dies (out of memory) takes no queued, innocent case down with it
@@ -224,7 +226,7 @@ def run_batch(
 def _run_on_dask(
     todo, store, summary, *, case_fn, scheduler, n_workers, lesion_method, masks_dir, pipeline_version, progress, tqdm
 ) -> None:
-    from distributed import as_completed
+    as_completed = require("distributed", "Batch processing on Dask").as_completed
 
     client, cluster, owns = start_client(scheduler, n_workers)
     futures = {}
