@@ -315,7 +315,9 @@ with tab_pred:
             format_func=lambda k: f"{k} (threshold {thresholds[k]:.2f})",
         )
         prediction = ui.run_safely(lambda: dict(ui.explain_cached(choice, ui.feature_key(features))), "Prediction")
-        if prediction is not None:
+        if prediction is not None and prediction.get("status") == "not predictable":
+            st.warning(f"No prediction from {entry['label']}: {prediction['message']}")
+        elif prediction is not None:
             prediction["threshold"] = thresholds[op]
             prediction["operating_point"] = op
             p = prediction["probability"]
@@ -325,8 +327,13 @@ with tab_pred:
             c3.metric("Classification", "high risk" if p >= thresholds[op] else "low risk")
             if entry.get("cv_auc") is not None:
                 st.caption(f"Model: {entry['label']} · cross-validated AUC {float(entry['cv_auc']):.3f}")
-            if prediction["missing"]:
-                st.caption("Missing (imputed by the model): " + ", ".join(prediction["missing"]))
+            if prediction.get("status") == "incomplete":
+                st.warning(prediction["message"])
+            n_inputs = len(prediction["feature_values"])
+            st.caption(
+                f"Model inputs given: {n_inputs - len(prediction['missing'])} of {n_inputs}"
+                + (f"; filled by the model: {', '.join(prediction['missing'])}" if prediction["missing"] else "")
+            )
             if prediction["contributions"]:
                 st.markdown("**Why this prediction** (SHAP attributions of this patient)")
                 st.altair_chart(

@@ -174,8 +174,11 @@ def test_shipped_tongji_model_explains_labs(case_app):
     assert not at.error
     from webapp.ui import explain_cached
 
-    pred = explain_cached(f"file:{path}", ())
+    pred = explain_cached(f"file:{path}", (("ldh_u_l", 500.0),))
     assert any(abs(c) > 1e-6 for c in pred["contributions"].values())  # attributions against a real background
+    assert pred["status"] == "incomplete" and "Key input(s) missing" in pred["message"]
+    nothing = explain_cached(f"file:{path}", ())  # no lab, no age: the model says it cannot predict
+    assert nothing["status"] == "not predictable" and nothing["contributions"] == {}
 
     def risk(ldh, crp, lym, age):
         at.number_input(key="case_clin_ldh_u_l").set_value(ldh)
@@ -189,6 +192,16 @@ def test_shipped_tongji_model_explains_labs(case_app):
     low = risk(180.0, 2.0, 35.0, 40.0)
     high = risk(900.0, 200.0, 3.0, 80.0)
     assert high > low + 20  # the published risk factors raise the predicted risk of death
+
+
+def test_lab_model_without_labs_says_it_cannot_predict(files):
+    """A scan alone gives none of a lab model's key inputs: the page says so instead of guessing."""
+    path = REPO / "workbench" / "models" / "tongji_3labs_logistic.skops"
+    at = _case_app(files["phantom"], case_model_choice=f"file:{path}")
+    _no_exception(at)
+    warning = next(w.value for w in at.warning if w.value.startswith("No prediction from"))
+    assert "None of the model's key inputs" in warning
+    assert not any(m.label.startswith("Predicted risk") for m in at.metric)
 
 
 def test_followup_gives_volume_change(files):
@@ -278,7 +291,7 @@ def test_cohort_page_fits_and_threshold_updates():
     # external validation by centre
     at.checkbox(key="cohort_by_centre").check().run()
     _no_exception(at)
-    assert set(at.dataframe[-1].value["cv_scheme"]) == {"leave-one-centre-out"}
+    assert set(at.dataframe[-1].value["validation"]) == {"leave-one-centre-out"}
 
 
 def test_cohort_upload_without_outcome_shows_error():
@@ -328,3 +341,46 @@ def test_cohort_page_on_the_real_tongji_cohort():
     metrics = at.dataframe[-1].value
     # early-window labs predict in-hospital death well above the published rule's 0.85
     assert (metrics["auc"] > 0.88).all()
+
+
+def test_cohort_page_metrics_equal_workbench_fit(tmp_path):
+    """The Cohort page's downloadable metrics and `workbench fit`'s metrics.csv are the same table, to
+    the last digit, for the same data and seed."""
+    from workbench.fitting import run_fit
+    from workbench.synthetic_cohort import synthetic_cohort
+
+    path = tmp_path / "cohort.csv"
+    synthetic_cohort(300, seed=7).to_csv(path, index=False)
+    at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
+    at.session_state["cohort_inject"] = ("cohort.csv", path.read_bytes())
+    at.session_state["cohort_models"] = ["logistic_l2", "lightgbm"]
+    at.session_state["cohort_folds"] = 5
+    at.run()
+    _no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    page_csv = at.session_state["cohort_metrics_csv"]
+    run_fit(path, "severe", models=["logistic_l2", "lightgbm"], out_dir=tmp_path / "fit", folds=5, seed=0)
+    assert page_csv == (tmp_path / "fit" / "metrics.csv").read_text()
+    assert "f1_ci_low" in page_csv.splitlines()[0] and "balanced_accuracy" in page_csv.splitlines()[0]
+
+
+def test_cohort_page_validates_a_saved_model(external_layout):
+    """The 'Validate a saved model' tab runs `workbench validate` on the page's cohort: here an uploaded
+    table in the Tongji external-test layout (recognised and reduced to one row per patient)."""
+    at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
+    at.session_state["cohort_inject"] = ("external.csv", external_layout.to_csv(index=False).encode())
+    at.session_state["cohort_models"] = ["logistic_l2"]
+    at.session_state["cohort_val_model"] = "tongji_3labs_logistic"
+    at.run()
+    _no_exception(at)
+    assert any("Recognised the Tongji layout" in i.value for i in at.info)
+    at.checkbox(key="cohort_val_recalibrate").check()
+    at.button(key="cohort_val_run").click().run()
+    _no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    auc = float(_metric(at, "AUC (95 % CI)"))
+    assert 0.8 < auc <= 1
+    assert float(_metric(at, "Calibration-in-the-large")) < 0  # 12 % deaths vs 46 % at training: risks too high
+    assert any("an updated model, not a validation" in w.value for w in at.warning)
+    keys = {b.proto.id for b in at.get("download_button")}
+    assert any("cohort_dl_val_json" in k for k in keys) and any("cohort_dl_val_html" in k for k in keys)

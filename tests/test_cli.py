@@ -99,7 +99,39 @@ def test_analyze_with_a_model_prints_the_explained_prediction(tmp_path, capsys):
     )
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "Predicted probability of death" in printed and "SHAP" in printed and "imputed" in printed
+    assert "Predicted probability of death" in printed and "SHAP" in printed and "filled by the model" in printed
+    # missing inputs are first-class: coverage and the missing key inputs are printed
+    assert "Model inputs given: 2 of 21 (incomplete)" in printed
+    assert "warning: Key input(s) missing: crp_mg_l" in printed
     prediction = json.loads((tmp_path / "phantom_mild_biomarkers.json").read_text())["prediction"]
     assert 0.0 <= prediction["probability"] <= 1.0
     assert prediction["contributions"]["ldh_u_l"] > 0  # LDH 420 U/L raises the predicted risk
+
+
+def test_validate_on_the_tongji_external_test_layout(tmp_path, capsys, external_layout):
+    """`workbench validate MODEL FILE --outcome outcome --out DIR` on a (synthetic) table in the layout of
+    the Tongji authors' external test file runs unchanged and writes metrics.json + report.html."""
+    table = tmp_path / "external_test.xlsx"
+    external_layout.to_excel(table, index=False)
+    model = SAMPLE_DATA.parent / "workbench" / "models" / "tongji_3labs_logistic.skops"
+    out = tmp_path / "validation"
+    rc = main(["validate", str(model), str(table), "--outcome", "outcome", "--out", str(out), "--bootstrap", "200"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "on 104 of 110 patients (13 with death)" in printed and "AUC" in printed and "not predictable 6" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("n", "events", "auc", "auc_ci", "balanced_accuracy", "f1", "sensitivity", "specificity"):
+        assert metrics[key] is not None, key
+    assert metrics["feature_coverage"]["ldh_u_l"] > 0.9 and metrics["threshold"] > 0
+    assert (out / "report.html").read_text().startswith("<!doctype html>")
+
+
+def test_validate_errors_are_plain_messages(tmp_path, capsys, external_layout):
+    model = SAMPLE_DATA.parent / "workbench" / "models" / "tongji_3labs_logistic.skops"
+    table = tmp_path / "external.csv"
+    external_layout.to_csv(table, index=False)
+    rc = main(["validate", str(model), str(table), "--outcome", "death_at_90_days", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "outcome column 'death_at_90_days' is not in the cohort" in err and "Traceback" not in err
+    rc = main(["validate", str(tmp_path / "missing.skops"), str(table), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "Model file not found" in capsys.readouterr().err

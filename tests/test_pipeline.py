@@ -101,3 +101,37 @@ def test_prediction_with_the_shipped_tongji_model(moderate):
     assert high.base_value + sum(high.contributions.values()) == pytest.approx(logit, abs=1e-3)
     assert high.contributions["ldh_u_l"] > 0 > low.contributions["ldh_u_l"]
     assert "pao2_mmhg" in high.missing or len(high.missing) > 0
+
+
+def test_prediction_without_key_inputs_is_not_made():
+    from workbench.models import load_model
+
+    model = load_model(SAMPLE_DATA.parent / "workbench" / "models" / "tongji_3labs_logistic.skops")
+    none = predict_case(model, {"age_years": 70})
+    assert none.status == "not predictable" and not none.predictable and np.isnan(none.probability)
+    assert "None of the model's key inputs" in none.message and none.contributions == {}
+    partial = predict_case(model, {"ldh_u_l": 600, "crp_mg_l": 80})
+    assert partial.status == "incomplete" and partial.missing_key == ["lymphocytes_pct"]
+    assert "lymphocytes_pct" in partial.message and 0 < partial.probability < 1
+    assert partial.coverage == pytest.approx(2 / 3)
+    full = predict_case(model, {"ldh_u_l": 600, "crp_mg_l": 80, "lymphocytes_pct": 5})
+    assert full.status == "complete" and full.probability > partial.probability  # 5 % lymphocytes: below median
+
+
+def test_shap_background_comes_from_the_model_file_not_from_sample_data():
+    """A non-editable install has no sample data: explanations must not depend on it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from workbench.models import load_model\n"
+        "from workbench.pipeline import default_background, predict_case\n"
+        f"m = load_model(r'{SAMPLE_DATA.parent / 'workbench' / 'models' / 'tongji_lightgbm.skops'}')\n"
+        "bg = default_background(m)\n"
+        "p = predict_case(m, {'ldh_u_l': 500, 'age_years': 70})\n"
+        "print(len(bg), len(p.contributions), 'workbench.sample_data' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n_rows, n_contrib, imported = out.stdout.split()
+    assert int(n_rows) >= 10 and int(n_contrib) == 21 and imported == "False"

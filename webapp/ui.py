@@ -301,22 +301,19 @@ def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(models_dir().glob("*.skops"))}
 
 
-@st.cache_data(show_spinner="Loading the reference cohort for explanations …")
-def background_for(features: tuple[str, ...]) -> pd.DataFrame | None:
-    """Reference patients for SHAP (:func:`workbench.pipeline.default_background`), cached."""
-    from workbench.pipeline import default_background
-
-    return default_background(list(features))
-
-
 @st.cache_resource(show_spinner="Loading the model …")
 def shipped_case_model(path: str) -> dict:
     """A model shipped in workbench/models with its operating points and SHAP background."""
     from workbench.models import load_model
+    from workbench.pipeline import default_background
 
     fitted = load_model(path)
     meta = fitted.metadata or {}
     thresholds = {}
+    if meta.get("threshold") is not None:
+        thresholds[f"Pre-specified ({meta.get('threshold_rule', 'stored in the model file')})"] = float(
+            meta["threshold"]
+        )
     if meta.get("youden_threshold") is not None:
         thresholds["Youden (cross-validated on the training cohort)"] = float(meta["youden_threshold"])
     for k, v in (meta.get("operating_points") or {}).items():
@@ -331,7 +328,7 @@ def shipped_case_model(path: str) -> dict:
         "outcome": fitted.outcome or "outcome",
         "cv_auc": meta.get("cv_auc"),
         "thresholds": thresholds,
-        "background": background_for(tuple(fitted.features)),
+        "background": default_background(fitted),
         "synthetic": False,
     }
 

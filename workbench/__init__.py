@@ -51,10 +51,13 @@ _EXPORTS = {
     "Cohort": "cohort",
     "load_table": "cohort",
     "load_tongji": "cohort",
+    "load_cohort": "cohort",
     "make_model": "models",
     "fit_cv": "models",
     "save_model": "models",
     "load_model": "models",
+    "evaluate_models": "evaluation",
+    "validate_model": "validation",
     "run_batch": "batch",
 }
 

@@ -4,6 +4,7 @@
     workbench analyze CASE [...]       segment, measure and (optionally) predict one case
     workbench train-lesions [...]      train the shipped lesion U-Net
     workbench fit COHORT --outcome ... fit and validate models on a cohort table
+    workbench validate MODEL COHORT --out DIR   validate a saved model on a new cohort
     workbench batch INPUT --out DIR    analyse many scans on Dask, resumable
 
 Every subcommand prints a plain message and exits with status 2 on a WorkbenchError.
@@ -69,12 +70,19 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     print(with_units.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if result.prediction is not None:
         pred = result.prediction
-        print(f"\nPredicted probability of {pred.outcome} ({pred.model_name}): {pred.probability:.3f}")
-        top = sorted(pred.contributions.items(), key=lambda kv: -abs(kv[1]))[:5]
-        for name, shap_value in top:
-            print(f"  {name:<28} SHAP {shap_value:+.3f} ({pred.scale})")
-        if pred.missing:
-            print(f"  imputed by the model (not given): {', '.join(pred.missing)}")
+        given = round(pred.coverage * len(pred.feature_values))
+        print(f"\nModel inputs given: {given} of {len(pred.feature_values)} ({pred.status})")
+        if not pred.predictable:
+            print(f"No prediction of {pred.outcome} ({pred.model_name}): {pred.message}")
+        else:
+            print(f"Predicted probability of {pred.outcome} ({pred.model_name}): {pred.probability:.3f}")
+            if pred.status != "complete":
+                print(f"  warning: {pred.message}")
+            top = sorted(pred.contributions.items(), key=lambda kv: -abs(kv[1]))[:5]
+            for name, shap_value in top:
+                print(f"  {name:<28} SHAP {shap_value:+.3f} ({pred.scale})")
+            if pred.missing:
+                print(f"  filled by the model (not given): {', '.join(pred.missing)}")
     for note in result.notes:
         print(f"note: {note}")
     if out_dir:
@@ -116,6 +124,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .fitting import fit_from_args
 
     fit_from_args(args)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validation import validate_from_args
+
+    validate_from_args(args)
     return 0
 
 
@@ -164,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fit_arguments(p)
     p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser(
+        "validate",
+        help="validate a saved model on a new cohort (discrimination, calibration, pre-specified threshold)",
+    )
+    from .validation import add_validate_arguments
+
+    add_validate_arguments(p)
+    p.set_defaults(func=_cmd_validate)
 
     from .batch import add_arguments as add_batch_arguments
     from .batch import main_args as batch_main

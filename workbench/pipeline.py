@@ -144,12 +144,14 @@ def analyze_case(
 
 @dataclass
 class Prediction:
-    """One patient's predicted probability with its SHAP attributions.
+    """One patient's predicted probability with its SHAP attributions and input coverage.
 
     ``contributions`` maps each model feature to its SHAP value on ``scale``
     ("log-odds" or "probability"); ``base_value + sum(contributions)`` is the model output
-    on that scale. ``missing`` lists model features that were not given (the model's
-    pipeline imputes them).
+    on that scale. ``missing`` lists model features that were not given (the model fills
+    them); ``missing_key`` those among the model's key inputs. ``status`` is ``complete``,
+    ``incomplete`` (key inputs missing: the risk is less reliable) or ``not predictable``
+    (no key input given: ``probability`` is NaN); ``message`` says so in words.
     """
 
     probability: float
@@ -161,6 +163,14 @@ class Prediction:
     base_value: float | None
     scale: str
     explain_note: str = ""
+    status: str = "complete"
+    message: str = ""
+    coverage: float = 1.0
+    missing_key: list[str] = field(default_factory=list)
+
+    @property
+    def predictable(self) -> bool:
+        return self.status != "not predictable"
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -168,20 +178,19 @@ class Prediction:
         return asdict(self)
 
 
-def default_background(features: list[str]) -> Any:
-    """Reference patients for SHAP: the real Tongji cohort (early window) or the sample
-    synthetic cohort, whichever has all of ``features``; None when neither does."""
-    from .cohort import load_tongji
-    from .sample_data import load_sample_cohort
+def default_background(model: Any) -> Any:
+    """Reference rows for a model's SHAP explainer: the summarised background stored in its
+    model file (k-means centroids of the training patients, see
+    :func:`workbench.explain.summarise_background`); None when the file carries none.
+    Nothing else is read: no sample data, no cohort file."""
+    from .explain import background_table
 
-    for loader in (load_tongji, load_sample_cohort):
-        try:
-            table = loader()
-        except WorkbenchError:
-            continue
-        if set(features) <= set(table.columns):
-            return table[list(features)].astype(float)
-    return None
+    metadata = getattr(model, "metadata", None) or {}
+    table = background_table(metadata.get("explainer_background"))
+    features = list(getattr(model, "features", []) or [])
+    if table is None or not set(features) <= set(table.columns):
+        return None
+    return table[features]
 
 
 def predict_case(
@@ -196,18 +205,21 @@ def predict_case(
     Args:
         model: a :class:`workbench.models.FittedModel` (e.g. from ``load_model``).
         features: feature name -> value; model features that are absent or None are
-            imputed by the model's pipeline and listed in ``Prediction.missing``.
+            filled by the model's pipeline and listed in ``Prediction.missing``. When none of
+            the model's key inputs is given the patient is not predictable: ``probability`` is
+            NaN and ``status``/``message`` say why (see :func:`workbench.models.input_coverage`).
         background: reference rows for the SHAP explainer (default: :func:`default_background`).
     """
     import pandas as pd
 
     from .explain import explain
+    from .models import input_coverage
 
     row = {f: _finite_or_nan(features.get(f)) for f in model.features}
     X = pd.DataFrame([row], columns=list(model.features))
-    probability = float(model.predict_proba(X)[0])
+    cov = input_coverage(model, X).iloc[0]
     prediction = Prediction(
-        probability=probability,
+        probability=float("nan"),
         model_name=model_name or model.name,
         outcome=model.outcome or "outcome",
         feature_values=row,
@@ -215,11 +227,21 @@ def predict_case(
         contributions={},
         base_value=None,
         scale="log-odds",
+        status=str(cov["status"]),
+        message=str(cov["message"]),
+        coverage=float(cov["coverage"]),
+        missing_key=[f for f in str(cov["missing_key"]).split(", ") if f],
     )
+    if not prediction.predictable:
+        prediction.explain_note = "No prediction, so no attributions."
+        return prediction
+    prediction.probability = float(model.predict_proba(X)[0])
     if background is None:
-        background = default_background(list(model.features))
+        background = default_background(model)
     if background is None:
-        prediction.explain_note = "No reference cohort with this model's features: attributions unavailable."
+        prediction.explain_note = (
+            "The model file carries no reference sample for explanations: attributions unavailable."
+        )
         return prediction
     explanation = explain(model, X, background=background)
     patient = explanation.patient(0)

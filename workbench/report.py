@@ -35,7 +35,8 @@ HEADLINE = (
     "bilateral_involvement",
 )
 
-_CSS = """
+#: the style sheet of the workbench's HTML reports (case report, validation report)
+REPORT_CSS = _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:16px;border-bottom:1px solid #ccc;padding-bottom:2px;margin-top:18px}
 .ruo{background:#fff3cd;border:1px solid #e0c060;padding:6px 10px;font-size:13px;margin:8px 0}
@@ -127,6 +128,11 @@ def _biomarker_rows(values: Mapping[str, float]) -> str:
 
 def _prediction_html(pred: Mapping[str, Any]) -> str:
     p = float(pred["probability"])
+    if not math.isfinite(p):  # not predictable: the model's key inputs are missing
+        return (
+            f"<p><b>No prediction</b> ({html.escape(str(pred.get('model_name', 'model')))}): "
+            f"{html.escape(str(pred.get('message') or 'the model cannot predict for this patient'))}</p>"
+        )
     thr = pred.get("threshold")
     parts = [
         f"<div class=head><div class=kpi><b>{100 * p:.1f} %</b><span>predicted risk of "
@@ -142,6 +148,8 @@ def _prediction_html(pred: Mapping[str, Any]) -> str:
     parts.append(
         f"<div class=kpi><b>{html.escape(str(pred.get('model_name', 'model')))}</b><span>model</span></div></div>"
     )
+    if pred.get("status") == "incomplete" and pred.get("message"):
+        parts.append(f"<p class=small><b>Incomplete inputs.</b> {html.escape(str(pred['message']))}</p>")
     contrib = pred.get("contributions") or {}
     if contrib:
         values = pred.get("feature_values") or {}
