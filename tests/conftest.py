@@ -1,7 +1,13 @@
-"""Shared test fixtures: where the real public data lives, and a skip when it is absent."""
+"""Shared test fixtures: where the real public data lives, and a skip when it is absent.
+
+On a developer's machine without ``../shared/data`` the tests that need it are skipped. In CI
+(``CI`` set, as CI services do, or ``WORKBENCH_REQUIRE_SHARED_DATA=1``, set by ``.ci/run``) a
+missing data set fails those tests instead, so that a broken data mount cannot pass unnoticed.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,18 +23,36 @@ SAMPLE_DATA = sample_data_dir()
 MODELS = models_dir()
 
 
+REQUIRE_SHARED_VARIABLES = ("CI", "WORKBENCH_REQUIRE_SHARED_DATA")
+
+
+def shared_data_required() -> bool:
+    """True when a missing real data set must fail the tests (CI), not skip them."""
+    return any(os.environ.get(v, "").strip().lower() not in ("", "0", "false", "no") for v in REQUIRE_SHARED_VARIABLES)
+
+
+def _missing(what: Path) -> None:
+    if shared_data_required():
+        pytest.fail(
+            f"real data not available: {what} (required because CI or WORKBENCH_REQUIRE_SHARED_DATA is set; "
+            "point WORKBENCH_SHARED_DATA at the data folder)",
+            pytrace=False,
+        )
+    pytest.skip(f"real data not available: {what}")
+
+
 def shared_path(*parts: str) -> Path:
-    """Path inside ../shared/data; skips the calling test when it is not there."""
+    """Path inside ../shared/data; skips the calling test when it is not there (fails in CI)."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real data not available: {path}")
+        _missing(path)
     return path
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():
-        pytest.skip(f"../shared/data not available at {SHARED_DATA}")
+        _missing(SHARED_DATA)
     return SHARED_DATA
 
 

@@ -164,6 +164,7 @@ def test_prediction_and_what_if_move(case_app):
     assert what_if.delta.startswith("-")
 
 
+@pytest.mark.slow
 def test_shipped_tongji_model_explains_labs(case_app):
     path = MODELS / "tongji_logistic_l1.skops"
     if not path.exists():
@@ -269,6 +270,7 @@ def test_sample_case_selection_and_3d(files):
     assert at.subheader[0].value == small["case_id"]
 
 
+@pytest.mark.slow
 def test_cohort_page_fits_and_threshold_updates():
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
     at.session_state["cohort_models"] = ["logistic_l2", "lightgbm"]
@@ -331,6 +333,7 @@ def test_real_ct_sample_case_is_analysed():
     assert 50 < lung_ml < 1500  # only the lung bases are in this scan
 
 
+@pytest.mark.slow
 def test_cohort_page_on_the_real_tongji_cohort():
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
     at.session_state["cohort_source"] = "tongji"

@@ -323,6 +323,7 @@ def test_manifest_batch_with_missing_file(tmp_path, client):
     assert set(table["lesion_method"]) == {"threshold"}
 
 
+@pytest.mark.slow
 def test_worker_death_is_recorded_and_batch_goes_on(tmp_path, client):
     """A case that kills its worker process (as an out-of-memory kill would) is recorded as
     failed after one resubmission; the cases next to it complete."""
@@ -346,6 +347,7 @@ run_batch({inp!r}, {out!r}, n_workers=2, progress=False,
 """
 
 
+@pytest.mark.slow
 def test_hard_kill_loses_nothing_and_resumes(tmp_path, client):
     """SIGKILL a running batch (client + its local cluster), then resume it."""
     n = 16
@@ -403,14 +405,6 @@ def test_hard_kill_loses_nothing_and_resumes(tmp_path, client):
 # ----------------------------------------------------------------- the real pipeline
 @pytest.fixture(scope="module")
 def phantom_cohort(tmp_path_factory):
-    pytest.importorskip("workbench.synthetic", reason="workbench.synthetic (phantoms) not there yet")
-    for mod in (
-        "workbench.segmentation.lungs",
-        "workbench.segmentation.lesions",
-        "workbench.segmentation.heart",
-        "workbench.biomarkers",
-    ):
-        pytest.importorskip(mod, reason=f"{mod} not there yet")
     from workbench.io import save_ct, save_dicom_series, zip_folder
     from workbench.synthetic import make_phantom
 
@@ -431,6 +425,7 @@ def phantom_cohort(tmp_path_factory):
     return folder, truth
 
 
+@pytest.mark.slow
 def test_real_pipeline_batch(phantom_cohort, tmp_path, client):
     from workbench.io import load_mask
     from workbench.pipeline import PIPELINE_VERSION, analyze_case

@@ -152,6 +152,7 @@ def _skip_reason() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_app_in_chromium(tmp_path):
     reason = _skip_reason()

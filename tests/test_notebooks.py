@@ -104,6 +104,7 @@ def _check_kernel(text: str) -> None:
     assert Path(kernel).resolve().parent == Path(sys.executable).resolve().parent, kernel
 
 
+@pytest.mark.slow
 def test_01_segmentation(executed):
     out = executed("01_segmentation")
     _check_kernel(out)
@@ -115,6 +116,7 @@ def test_01_segmentation(executed):
         assert _number(out, r"Lesion Dice \(real slices, threshold, auto\+gt lungs\): ([0-9.]+)") >= 0.4
 
 
+@pytest.mark.slow
 def test_02_biomarkers(executed):
     out = executed("02_biomarkers")
     _check_kernel(out)
@@ -124,6 +126,7 @@ def test_02_biomarkers(executed):
     assert _number(out, r"a factor ([0-9.]+)") > 1.5  # one voxel of border matters
 
 
+@pytest.mark.slow
 def test_03_model_fitting(executed):
     out = executed("03_model_fitting")
     _check_kernel(out)
@@ -133,6 +136,7 @@ def test_03_model_fitting(executed):
     assert _number(out, r"ANN \(1x5-fold stratified\): pooled out-of-fold AUC ([0-9.]+)") >= 0.75
 
 
+@pytest.mark.slow
 def test_04_interpretability(executed):
     out = executed("04_interpretability")
     _check_kernel(out)

@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from workbench.optional import GROUP_OF
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +67,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_library_imports_and_works_without_optional_groups(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "P1.nii.gz").write_bytes(b"not read")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import shared_path
 
+from workbench import synthetic
 from workbench.errors import InvalidInput, MaskMismatch, ModelError
 from workbench.io import CTScan
 from workbench.segmentation import networks
@@ -105,7 +106,6 @@ def test_threshold_finds_ggo_and_consolidation_and_drops_vessels(toy):
 
 @pytest.mark.parametrize("method, floor", [("threshold", 0.8), ("unet", 0.75)])
 def test_phantom_lesions_match_ground_truth(method, floor):
-    synthetic = pytest.importorskip("workbench.synthetic")
     ph = _phantom(synthetic)
     out = segment_lesions(ph.ct, ph.lungs, method=method)
     ref = np.asarray(ph.lesions)
@@ -115,6 +115,7 @@ def test_phantom_lesions_match_ground_truth(method, floor):
     assert abs(int((out > 0).sum()) / int((ref > 0).sum()) - 1) < 0.3  # lesion volume within 30 %
 
 
+@pytest.mark.slow
 def test_unet_beats_threshold_on_held_out_real_slices(real_eval):
     # 10 real slices never used for training; automatic 2D lung mask for both methods.
     unet, thr = real_eval["unet"]["mean_per_slice"], real_eval["threshold"]["mean_per_slice"]
