@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 
+#: the package version: the one place it is written (pyproject.toml reads it). The version of the
+#: results is a separate number, :data:`workbench.pipeline.PIPELINE_VERSION`.
 __version__ = "0.1.0"
 
 _EXPORTS = {

@@ -684,14 +684,10 @@ def _versions() -> dict:
     import sklearn
     import skops
 
-    try:
-        from importlib.metadata import version
+    from workbench import __version__
 
-        wb = version("ct-severity-workbench")
-    except Exception:  # noqa: BLE001
-        wb = "unknown"
     return {
-        "workbench": wb,
+        "workbench": __version__,
         "scikit-learn": sklearn.__version__,
         "lightgbm": lightgbm.__version__,
         "skops": skops.__version__,

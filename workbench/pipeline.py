@@ -22,6 +22,10 @@ from .conventions import DEFAULT_LESION_METHOD, check_lesion_method
 from .errors import WorkbenchError
 from .io import CTScan
 
+#: The version of the *results*, not of the package (:data:`workbench.__version__`): bumped whenever
+#: a biomarker value for the same input, or the set of biomarkers, changes. The batch runner skips a
+#: case finished with the same input, pipeline version and lesion method, so a stale number would
+#: keep stale results; tests/test_golden.py fails when values change under the same number.
 PIPELINE_VERSION = "0.1.0"
 
 #: the steps in order, with the wording front ends show in progress bars
