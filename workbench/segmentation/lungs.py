@@ -23,6 +23,10 @@ Method (SimpleITK + scipy.ndimage + scikit-image, no trained weights):
 7. Full-resolution refinement: the coarse interior is kept as is; in a thin band along the
    border each voxel is decided by its own HU value.
 
+Steps 1-5 are public functions (:func:`working_grid`, :func:`body_mask`, :func:`air_candidates`,
+:func:`airway_tree` with :func:`without_airways`, :func:`select_and_split_lungs`) so that notebook 01
+can show them one at a time; :func:`segment_lungs` runs them all and is the call for real work.
+
 Accuracy (``benchmarks/lungs.py``): Dice >= 0.99 on healthy and moderately diseased phantoms
 and 0.97 on the real TotalSegmentator example (lung bases, 3 mm). Limitation: a consolidation
 that fills a whole lung region next to the mediastinum (e.g. a dependent band whose aerated
@@ -44,11 +48,9 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from ..conventions import LEFT_LUNG, RIGHT_LUNG
 from ..errors import NoLungsFound
 from ..io import CTScan
-
-RIGHT_LUNG = 1
-LEFT_LUNG = 2
 
 BODY_HU = -500.0  # tissue vs air, for the body outline
 AIR_HU = -400.0  # lung parenchyma (and GGO below it) vs soft tissue
@@ -93,14 +95,64 @@ def segment_lungs(
     hu_full = ct.hu
     if hu_full.ndim != 3 or min(hu_full.shape) < 1:
         raise NoLungsFound("Lung segmentation needs a 3D CT volume; this image is not one.")
+    hu, spacing_zyx, factors_zyx = working_grid(ct, working_spacing_mm)  # step 1
+
+    body = body_mask(hu, spacing_zyx)  # step 2
+    air, interior = air_candidates(hu, body, spacing_zyx)  # step 3
+    airways = airway_tree(air, body, spacing_zyx)  # step 4
+    coarse = select_and_split_lungs(without_airways(air, airways), hu, body, spacing_zyx)  # step 5
+    coarse = _fill_and_reinclude(coarse, hu, interior, airways, spacing_zyx, closing_radius_mm)  # step 6
+
+    labels = _refine_full_resolution(coarse, hu, hu_full, factors_zyx)  # step 7
+    _check_coverage(labels, ct.voxel_volume_ml)
+    return labels
+
+
+# --------------------------------------------------------------------------- the steps
+# Public so that notebook 01 can show them one by one; segment_lungs is the call for real work.
+def working_grid(
+    ct: CTScan, working_spacing_mm: float = 3.0
+) -> tuple[np.ndarray, tuple[float, float, float], tuple[int, int, int]]:
+    """Step 1: the scan block-averaged to voxels of about ``working_spacing_mm``.
+
+    Returns:
+        ``(hu, spacing_zyx, factors_zyx)``: the coarse HU array ``[z, y, x]`` (float32), its voxel
+        size in mm in array order, and the integer block size along each axis.
+    """
     spacing_xyz = ct.spacing_mm
     factors_xyz = [max(1, min(int(round(working_spacing_mm / s)), n)) for s, n in zip(spacing_xyz, ct.image.GetSize())]
     coarse_img = sitk.BinShrink(ct.image, factors_xyz) if max(factors_xyz) > 1 else ct.image
     hu = sitk.GetArrayFromImage(coarse_img).astype(np.float32)
-    spacing_zyx = tuple(float(s) * f for s, f in zip(spacing_xyz[::-1], factors_xyz[::-1]))
-    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    sz, sy, sx = (float(s) * f for s, f in zip(spacing_xyz[::-1], factors_xyz[::-1]))
+    fx, fy, fz = factors_xyz
+    return hu, (sz, sy, sx), (fz, fy, fx)
 
-    body = _body_mask(hu, spacing_zyx)
+
+def body_mask(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """Step 2: the body (bool ``[z, y, x]``): the largest component denser than :data:`BODY_HU` after
+    an in-plane opening that detaches the table and blankets, holes filled per slice.
+
+    Raises NoLungsFound when the image holds no body (only air).
+    """
+    tissue = hu > BODY_HU
+    tissue = ndi.binary_opening(tissue, _inplane_cross())
+    body = _largest_component(tissue)
+    if not body.any():
+        raise NoLungsFound("No body was found in the image (it contains only air). Check that the file is a CT scan.")
+    return _fill_holes_per_slice(body)
+
+
+def air_candidates(
+    hu: np.ndarray, body: np.ndarray, spacing_zyx: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3: candidate lung voxels, below :data:`AIR_HU` and at least :data:`SKIN_MARGIN_MM` inside
+    the skin (so air outside the patient and under the table never counts).
+
+    Returns:
+        ``(air, interior)``: bool ``[z, y, x]`` arrays, the candidates and the body shrunk by the margin.
+
+    Raises NoLungsFound when there is no air inside the body.
+    """
     margin_vox = max(1, int(round(SKIN_MARGIN_MM / min(spacing_zyx[1:]))))
     interior = ndi.binary_erosion(body, _inplane_cross(), iterations=margin_vox)
     air = (hu < AIR_HU) & interior
@@ -109,16 +161,13 @@ def segment_lungs(
             "No air-filled lung tissue was found inside the body. The scan may not cover the chest "
             "(e.g. a head or abdomen scan), or it is not a CT in Hounsfield units."
         )
+    return air, interior
 
-    airways = _airway_tree(air, body, spacing_zyx)
-    air &= ~ndi.binary_dilation(airways, _inplane_cross())
 
-    coarse = _select_and_split_lungs(air, hu, body, spacing_zyx, voxel_ml)
-    coarse = _fill_and_reinclude(coarse, hu, interior, airways, spacing_zyx, closing_radius_mm)
-
-    labels = _refine_full_resolution(coarse, hu, hu_full, factors_xyz[::-1])
-    _check_coverage(labels, ct.voxel_volume_ml)
-    return labels
+def without_airways(air: np.ndarray, airways: np.ndarray) -> np.ndarray:
+    """The air candidates minus the airway tree (grown by one voxel in-plane), so that the two lungs
+    are no longer joined through the trachea and main bronchi."""
+    return air & ~ndi.binary_dilation(airways, _inplane_cross())
 
 
 # --------------------------------------------------------------------------- helpers
@@ -144,16 +193,6 @@ def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _body_mask(hu: np.ndarray, spacing_zyx) -> np.ndarray:
-    """Largest tissue component (table and blankets detached), holes filled per slice."""
-    tissue = hu > BODY_HU
-    tissue = ndi.binary_opening(tissue, _inplane_cross())
-    body = _largest_component(tissue)
-    if not body.any():
-        raise NoLungsFound("No body was found in the image (it contains only air). Check that the file is a CT scan.")
-    return _fill_holes_per_slice(body)
-
-
 def _body_midline_x(body: np.ndarray) -> np.ndarray:
     """Per-slice x coordinate of the body centre (in coarse voxels)."""
     xs = np.arange(body.shape[2], dtype=np.float64)
@@ -168,8 +207,10 @@ def _body_midline_x(body: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- airways
-def _airway_tree(air: np.ndarray, body: np.ndarray, spacing_zyx) -> np.ndarray:
-    """Trachea and main bronchi grown slice by slice from a seed found near the top."""
+def airway_tree(air: np.ndarray, body: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """Step 4: the trachea and main bronchi (bool ``[z, y, x]``), grown slice by slice from a round,
+    tube-like air region near the midline in the upper slices; a branch stops where its
+    cross-section suddenly becomes large (it has reached the lung). Empty when no trachea is found."""
     sz, sy, sx = spacing_zyx
     pix_mm2 = sy * sx
     slab, n = ndi.label(air, structure=_inplane_cross())  # 2D components, unique ids
@@ -262,7 +303,18 @@ def _is_tube(grown, z0, min_slices, area, slab, spacing_zyx) -> bool:
 
 
 # --------------------------------------------------------------------------- lungs
-def _select_and_split_lungs(air, hu, body, spacing_zyx, voxel_ml) -> np.ndarray:
+def select_and_split_lungs(
+    air: np.ndarray, hu: np.ndarray, body: np.ndarray, spacing_zyx: tuple[float, float, float]
+) -> np.ndarray:
+    """Step 5: the lungs among the air components, labelled right/left (uint8 ``[z, y, x]``).
+
+    Pure-gas components (median below :data:`GAS_MEDIAN_HU`: stomach, colon, sinuses) are dropped;
+    the large remaining ones are the lungs; one that crosses the body midline (lungs touching at the
+    junction lines) is split by erosion and a watershed on the HU image. Right lung = smaller x.
+
+    Raises NoLungsFound when no plausible lung (at least :data:`MIN_LUNG_VOLUME_ML`) is present.
+    """
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     lab, n = ndi.label(air)
     idx = np.arange(1, n + 1)
     vol = np.bincount(lab.ravel(), minlength=n + 1)[1:] * voxel_ml
