@@ -37,6 +37,7 @@ if len(cases):
 else:
     st.info("No sample data found: run `workbench synth sample_data`.")
 st.caption(
-    "Uploaded scans are processed in memory on the machine running this app and are not stored. "
+    "Uploaded scans are unpacked into a private temporary folder on the machine running this app, "
+    "deleted as soon as the scan has been read; they are not stored. "
     "Everything runs offline; no data leaves the machine."
 )

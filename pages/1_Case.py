@@ -73,8 +73,9 @@ with st.sidebar:
                 key="case_upload",
             )
             st.caption(
-                "Uploads are analysed in memory on this server; identifiers are not kept. "
-                "The case is labelled 'uploaded case'."
+                "Uploads are unpacked into a private temporary folder on this server that is deleted as soon "
+                "as the scan has been read (also after an error); the result stays in this server's memory "
+                "(the last few cases), identifiers are not kept. The case is labelled 'uploaded case'."
             )
             if up is not None:
                 ui.check_upload_name(up.name)
@@ -499,13 +500,14 @@ with tab_fu:
 # ----------------------------------------------------------------------------- downloads
 with tab_dl:
     from workbench.biomarkers import biomarker_table as _bt
+    from workbench.outputs import csv_text, safe_file_stem
     from workbench.report import case_report_html
 
     st.markdown(
         "Downloads contain no patient identifiers: masks carry only the scan geometry, the report "
         "only this page's label and non-identifying scan parameters."
     )
-    stem = "case" if source.data is not None else source.label
+    stem = "case" if source.data is not None else safe_file_stem(source.label)
     c1, c2, c3, c4 = st.columns(4)
     c1.download_button(
         "Lesion mask (.nii.gz)",
@@ -521,7 +523,7 @@ with tab_dl:
         mime="application/gzip",
         key="case_dl_lungs",
     )
-    bm_csv = _bt(bm)[["name", "label", "value", "unit"]].to_csv(index=False)
+    bm_csv = csv_text(_bt(bm)[["name", "label", "value", "unit"]], index=False)
     c3.download_button(
         "Biomarkers (.csv)", bm_csv, file_name=f"{stem}_biomarkers.csv", mime="text/csv", key="case_dl_csv"
     )

@@ -18,6 +18,7 @@ import streamlit as st
 from webapp import ui
 from workbench import charts, paths
 from workbench.errors import CohortError
+from workbench.outputs import csv_text
 
 ui.page_header("Cohort modelling")
 ss = st.session_state
@@ -222,7 +223,7 @@ if not results:
 fit_key = (table_hash, outcome, tuple(features), tuple(results), int(folds), by_centre)
 metrics = metrics_cached(fit_key, {m: r["cv"] for m, r in results.items()})
 metrics_by_model = metrics.set_index("model")
-ss["cohort_metrics_csv"] = metrics.to_csv(index=False)  # exactly what the download button offers
+ss["cohort_metrics_csv"] = csv_text(metrics, index=False)  # exactly what the download button offers
 
 
 def legend(m: str) -> str:

@@ -11,11 +11,12 @@ Session-state keys carry their page's prefix (``case_...``, ``cohort_...``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
-import warnings
+import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from workbench.errors import WorkbenchError
+from workbench.errors import ServerBusy, WorkbenchError
 
 #: upload limit in MB; keep in step with .streamlit/config.toml (server.maxUploadSize)
 MAX_UPLOAD_MB = 1024
@@ -143,6 +144,30 @@ def _case_store() -> OrderedDict[tuple, dict]:
 
 
 MAX_CACHED_CASES = 4
+#: scans analysed at the same time by one app process (each needs up to a few GB: README,
+#: "Security and privacy"); further requests wait up to BUSY_WAIT_S, then get a "busy" message
+MAX_CONCURRENT_ANALYSES = 1
+BUSY_WAIT_S = 10.0
+BUSY_MESSAGE = "The server is busy analysing another case; try again in a minute."
+
+
+@st.cache_resource(show_spinner=False)
+def _analysis_slots() -> threading.BoundedSemaphore:
+    """Process-wide: shared by every session of this app server."""
+    return threading.BoundedSemaphore(MAX_CONCURRENT_ANALYSES)
+
+
+@contextlib.contextmanager
+def analysis_slot(wait_s: float | None = None) -> Iterator[None]:
+    """Hold one of the :data:`MAX_CONCURRENT_ANALYSES` analysis slots; ServerBusy when none frees up
+    within ``wait_s`` seconds (default :data:`BUSY_WAIT_S`), so two users cannot take the server down."""
+    slots = _analysis_slots()
+    if not slots.acquire(timeout=BUSY_WAIT_S if wait_s is None else wait_s):
+        raise ServerBusy(BUSY_MESSAGE)
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 def analyse(
@@ -154,9 +179,13 @@ def analyse(
 ) -> tuple[tuple, Any, list[str]]:
     """Analyse a scan once per (content, method, previous scan); later calls hit the cache.
 
-    Shows a status box with a progress bar per pipeline step while computing.
-    Returns ``(cache_key, CaseResult, warnings)``. Raises WorkbenchError.
+    Shows a status box with a progress bar per pipeline step while computing. At most
+    :data:`MAX_CONCURRENT_ANALYSES` analyses run at once in the server (:func:`analysis_slot`).
+    Returns ``(cache_key, CaseResult, notes)``: the notes of the analysis itself (e.g. partial
+    lung coverage), carried in the result -- never collected from the process-wide warnings, which
+    would mix up concurrent sessions. Raises WorkbenchError (ServerBusy when the server is busy).
     """
+    from workbench.outputs import safe_file_stem
     from workbench.pipeline import analyze_case
 
     key = (source.key, lesion_method, previous_key)
@@ -172,27 +201,21 @@ def analyse(
         if bar is not None:
             bar.progress(min(1.0, max(0.0, fraction)), text=label)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
+    try:
+        with analysis_slot():
             result = analyze_case(
                 source.load_arg(),
-                case_id=source.label,
+                case_id=safe_file_stem(source.label),
                 lesion_method=lesion_method,
                 previous=previous,
                 progress=progress,
             )
-        except BaseException:
-            if box is not None:
-                box.update(label=f"Could not analyse {source.label}", state="error", expanded=False)
-            raise
-    msgs = list(
-        dict.fromkeys(
-            str(w.message)
-            for w in caught
-            if not issubclass(w.category, (DeprecationWarning, FutureWarning)) and "workbench" in (w.filename or "")
-        )
-    )
+    except BaseException:
+        if box is not None:
+            box.update(label=f"Could not analyse {source.label}", state="error", expanded=False)
+        raise
+    scan_notes = set(result.ct.metadata.get("notes") or [])
+    msgs = [n for n in dict.fromkeys(result.notes) if n not in scan_notes]
     if box is not None:
         total = sum(result.timings_s.values())
         box.update(label=f"Analysed {source.label} in {total:.1f} s", state="complete", expanded=False)

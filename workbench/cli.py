@@ -7,19 +7,21 @@
     workbench validate MODEL COHORT --out DIR   validate a saved model on a new cohort
     workbench batch INPUT --out DIR    analyse many scans on Dask, resumable
 
-Every subcommand prints a plain message and exits with status 2 on a WorkbenchError.
+Every subcommand prints a plain one-line message and exits with status 2 on a WorkbenchError, on an
+operating-system error (a read-only folder, a full disk) and on any unexpected error (set
+``WORKBENCH_DEBUG=1`` to see the traceback of the latter instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from .conventions import DEFAULT_LESION_METHOD, LESION_METHODS
-from .errors import WorkbenchError
-from .jsonsafe import to_json
+from .errors import InvalidInput, WorkbenchError
 from .paths import lesion_unet_weights
 
 
@@ -36,20 +38,41 @@ def _cmd_series(args: argparse.Namespace) -> int:
     from .io import list_series
 
     for info in list_series(args.source):
-        print(f"{info.series_uid or '-'}\t{info.modality}\t{info.n_slices} slices\t{info.description or ''}")
+        line = f"{info.series_uid or '-'}\t{info.modality}\t{info.n_slices} slices"
+        if args.descriptions:  # free text typed at the scanner: it can hold a name
+            line += f"\t{' '.join((info.description or '').split())}"
+        print(line)
     return 0
+
+
+def parse_clinical(text: str) -> dict:
+    """``--clinical`` JSON text -> a mapping (values checked by ``analyze_case``); InvalidInput otherwise."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(
+            f'--clinical is not valid JSON ({type(exc).__name__}); write it like \'{{"age_years": 64, "sex": 1}}\'.'
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f"--clinical must be a JSON object of names and numbers, like '{{\"age_years\": 64}}', not a {type(value).__name__}."
+        )
+    return value
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .biomarkers import biomarker_table
     from .io import load_ct, save_mask
-    from .pipeline import analyze_case
+    from .outputs import check_case_id, output_errors, output_folder, path_inside, write_csv, write_json
+    from .pipeline import analyze_case, clinical_values
 
-    out_dir = Path(args.out) if args.out else None
+    # everything the user typed is checked before minutes of analysis
+    case_id = check_case_id(args.case_id) if args.case_id is not None else _case_id_from_path(args.case)
+    clinical = clinical_values(parse_clinical(args.clinical)) if args.clinical else None
+    out_dir = output_folder(args.out, "the results") if args.out else None
     previous = None
     if args.previous:
         previous = analyze_case(args.previous, lesion_method=args.lesion_method)
-    clinical = json.loads(args.clinical) if args.clinical else None
     model = None
     if args.model:
         from .models import load_model
@@ -58,7 +81,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     source = load_ct(args.case, series_uid=args.series_uid) if args.series_uid else args.case
     result = analyze_case(
         source,
-        case_id=args.case_id or _case_id_from_path(args.case),
+        case_id=case_id,
         clinical=clinical,
         model=model,
         lesion_method=args.lesion_method,
@@ -86,9 +109,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
         stem = result.case_id
-        table.to_csv(out_dir / f"{stem}_biomarkers.csv", index=False)
         payload = {
             "case_id": result.case_id,
             "pipeline_version": result.pipeline_version,
@@ -98,10 +119,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         }
         if result.prediction is not None:
             payload["prediction"] = result.prediction.to_dict()
-        (out_dir / f"{stem}_biomarkers.json").write_text(to_json(payload, indent=2))
-        if args.masks:
-            save_mask(result.lungs, result.ct, out_dir / f"{stem}_lungs.nii.gz")
-            save_mask(result.lesions, result.ct, out_dir / f"{stem}_lesions.nii.gz")
+        with output_errors(f"the results to '{out_dir.name}'"):
+            write_csv(table, path_inside(out_dir, f"{stem}_biomarkers.csv"), index=False)
+            write_json(payload, path_inside(out_dir, f"{stem}_biomarkers.json"))  # null for missing values
+            if args.masks:
+                save_mask(result.lungs, result.ct, path_inside(out_dir, f"{stem}_lungs.nii.gz"))
+                save_mask(result.lesions, result.ct, path_inside(out_dir, f"{stem}_lesions.nii.gz"))
         print(f"\nSaved to {out_dir}")
     return 0
 
@@ -149,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("series", help="list the image series in a DICOM folder, zip or NIfTI")
     p.add_argument("source")
+    p.add_argument(
+        "--descriptions",
+        action="store_true",
+        help="also print each series' free-text description (it may hold a patient's name: off by default)",
+    )
     p.set_defaults(func=_cmd_series)
 
     p = sub.add_parser("analyze", help="analyse one scan: lungs, lesions, biomarkers (+ prediction)")
@@ -203,11 +231,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except WorkbenchError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished results are saved; run the same command again to continue", file=sys.stderr)
         return 130
+    except OSError as err:  # a read-only folder, a full disk, an unreadable file
+        name = Path(str(err.filename)).name if getattr(err, "filename", None) else ""
+        print(f"error: {err.strerror or type(err).__name__}{' (' + repr(name) + ')' if name else ''}.", file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug: still a sentence, not a traceback
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise
+        print(
+            f"error: unexpected internal error ({type(err).__name__}: {_one_line(err)[:300]}). Please report it; "
+            "run with WORKBENCH_DEBUG=1 to see the details.",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

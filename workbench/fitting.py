@@ -29,7 +29,6 @@ from workbench.cohort import Cohort, leakage_warning, load_cohort
 from workbench.errors import ModelError
 from workbench.evaluation import choose_threshold, delong_test, evaluate_models
 from workbench.explain import explain
-from workbench.jsonsafe import to_json
 from workbench.models import (
     MODEL_ZOO,
     SHAP_FAST_MODELS,
@@ -41,6 +40,7 @@ from workbench.models import (
     model_features,
     save_model,
 )
+from workbench.outputs import output_errors, output_folder, path_inside, write_csv, write_json
 
 DEFAULT_MODELS = ("logistic_l2", "lightgbm", "ann")
 
@@ -153,8 +153,9 @@ def run_fit(
     co = Cohort.from_table(df, outcome=outcome, features=features, id_column=id_column, centre_column=centre_column)
     for name in models:
         model_features(name, co.features, co.data.columns)  # a model's required columns, before any fitting
-    out = Path(out_dir)
-    (out / "models").mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir, "the fit results")
+    with output_errors("the fit results"):
+        (out / "models").mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     y = co.y
     oof = pd.DataFrame({"patient_id": co.ids, outcome: y})
@@ -199,8 +200,9 @@ def run_fit(
         shap_df = ex.values.copy()
         shap_df.insert(0, "base_value", ex.base_value)
         shap_df.insert(0, "shap_scale", ex.output)
-        spath = out / f"shap_{name}.csv"
-        shap_df.reset_index().to_csv(spath, index=False)
+        spath = path_inside(out, f"shap_{name}.csv")
+        with output_errors(f"'{spath.name}'"):
+            write_csv(shap_df.reset_index(), spath, index=False)
         paths[f"shap_{name}"] = str(spath)
         per_model[name] = {
             **metrics_row,
@@ -247,9 +249,12 @@ def run_fit(
         "seconds": time.perf_counter() - t_start,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (out / "metrics.json").write_text(to_json(metrics, indent=2))
-    table.to_csv(out / "metrics.csv", index=False)
-    oof.to_csv(out / "oof_predictions.csv", index=False)
+    # strict JSON (null for NaN); CSV cells that a spreadsheet would run as formulas are neutralised
+    # (patient IDs come from the user's table and are copied into oof_predictions.csv)
+    with output_errors("the fit results"):
+        write_json(metrics, out / "metrics.json")
+        write_csv(table, out / "metrics.csv", index=False)
+        write_csv(oof, out / "oof_predictions.csv", index=False)
     paths.update(
         metrics_json=str(out / "metrics.json"),
         metrics_csv=str(out / "metrics.csv"),

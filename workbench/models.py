@@ -13,7 +13,9 @@ never leaks preprocessing statistics across folds.
   write/read ``.skops`` (no code execution on load: only an explicit allow-list of
   types) plus a ``.json`` sidecar with features, versions, the training-data hash, and what
   the model needs at prediction time (aggregation rule, pre-specified threshold, key inputs,
-  a summarised SHAP background).
+  a summarised SHAP background); the sidecar carries a sha256 of its own content (features,
+  thresholds, every other field), so an edited sidecar (e.g. a reordered feature list, which
+  silently changes predictions) is refused.
 - :func:`input_coverage`: which of a model's inputs each patient has, and whether the model
   can predict for them at all (missing inputs are a first-class case, never silently imputed).
 - :class:`TongjiRule` is the published three-feature decision rule (Yan et al. 2020).
@@ -49,9 +51,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from workbench.cohort import Cohort
 from workbench.errors import CohortError, ModelError
-from workbench.jsonsafe import to_json
+from workbench.jsonsafe import json_safe
+from workbench.outputs import write_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the sidecar carries metadata_sha256
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -496,6 +499,8 @@ class FittedModel:
 
     def check_features(self, X: pd.DataFrame) -> pd.DataFrame:
         """Return ``X[features]`` as float, or raise ModelError naming missing/extra columns."""
+        if not self.features:
+            raise ModelError(f"The model '{self.name}' has an empty feature list; it cannot predict.")
         if not isinstance(X, pd.DataFrame):
             raise ModelError("Give the model a table with named columns (a pandas DataFrame).")
         missing = [c for c in self.features if c not in X.columns]
@@ -724,15 +729,59 @@ def save_model(model: FittedModel, path: str | Path, extra_metadata: dict | None
             "research_use_only": True,
         }
     )
-    path.with_suffix(".json").write_text(to_json(meta, indent=2))
+    write_json(seal_metadata(meta), path.with_suffix(".json"))
     return path
+
+
+def metadata_sha256(meta: dict) -> str:
+    """sha256 of a sidecar's content (every field but ``metadata_sha256``, canonical JSON)."""
+    body = {k: v for k, v in meta.items() if k != "metadata_sha256"}
+    canonical = json.dumps(json_safe(body), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def seal_metadata(meta: dict) -> dict:
+    """``meta`` as plain JSON values with its :func:`metadata_sha256` added."""
+    sealed = json_safe(meta)
+    sealed["metadata_sha256"] = metadata_sha256(sealed)
+    return sealed
+
+
+def _check_sidecar(meta: dict, meta_name: str, est: Any, features: list[str]) -> None:
+    """Refuse a sidecar without or with a wrong checksum, and a feature list that is empty or does
+    not match the one the estimator was fitted with (names and order)."""
+    if not isinstance(meta.get("format_version"), int) or meta["format_version"] < 2 or "metadata_sha256" not in meta:
+        raise ModelError(
+            f"The model's metadata file {meta_name} has no integrity checksum (it was saved by an older version "
+            "of the workbench), so its feature list and thresholds cannot be trusted. Save the model again "
+            "with this version (e.g. rerun `workbench fit`)."
+        )
+    if metadata_sha256(meta) != meta["metadata_sha256"]:
+        raise ModelError(
+            f"The model's metadata file {meta_name} was changed after the model was saved (its checksum does not "
+            "match): the feature list, threshold or another setting may have been edited, which would silently "
+            "change predictions. Use the files as saved, or save the model again."
+        )
+    if not features or not all(isinstance(f, str) and f for f in features) or len(set(features)) != len(features):
+        raise ModelError(f"The model's metadata file {meta_name} has an empty or invalid feature list.")
+    fitted_names = getattr(est, "feature_names_in_", None)
+    n_in = getattr(est, "n_features_in_", None)
+    if (fitted_names is not None and [str(f) for f in fitted_names] != features) or (
+        n_in is not None and int(n_in) != len(features)
+    ):
+        raise ModelError(
+            f"The feature list in {meta_name} does not match the features the model was fitted with "
+            "(names or order differ); predictions would be wrong."
+        )
 
 
 def load_model(path: str | Path) -> FittedModel:
     """Load a model written by :func:`save_model`.
 
     Refuses (ModelError) a missing sidecar, a model file whose sha256 differs from the
-    sidecar's, and any file containing a type outside :data:`ALLOWED_TYPES`."""
+    sidecar's, any file containing a type outside :data:`ALLOWED_TYPES`, a sidecar whose own
+    checksum (``metadata_sha256``) does not match its content or is missing, and a feature list
+    that is empty or differs from the one the estimator was fitted with."""
     import skops.io as sio
 
     path = Path(path)
@@ -762,6 +811,7 @@ def load_model(path: str | Path) -> FittedModel:
         est = sio.loads(data, trusted=sorted(untrusted))
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"Could not load {path.name}: {exc}") from exc
+    _check_sidecar(meta, meta_path.name, est, features)
     return FittedModel(name, est, features, outcome, meta)
 
 

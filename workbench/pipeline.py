@@ -10,7 +10,6 @@ of them re-implements a step.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,9 +101,11 @@ def analyze_case(
     from .biomarkers import extract_biomarkers
     from .segmentation.heart import segment_heart
     from .segmentation.lesions import segment_lesions
-    from .segmentation.lungs import LungCoverageWarning, segment_lungs
+    from .segmentation.lungs import segment_lungs
 
     check_lesion_method(lesion_method)  # an unknown method or missing weights stop before any work
+
+    clinical_given = clinical_values(clinical)  # refused before minutes of analysis, not after
     timings: dict[str, float] = {}
     steps = [s for s in STEPS if s[0] != "prediction" or model is not None]
 
@@ -118,10 +119,8 @@ def analyze_case(
         return out
 
     ct = run(0, lambda: _as_ct(source))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", LungCoverageWarning)
-        lungs = run(1, lambda: segment_lungs(ct))
-    coverage_notes = [str(w.message) for w in caught if issubclass(w.category, LungCoverageWarning)]
+    coverage_notes: list[str] = []  # carried in the result, never via the (process-wide) warnings machinery
+    lungs = run(1, lambda: segment_lungs(ct, notes=coverage_notes))
     lesions = run(2, lambda: segment_lesions(ct, lungs, method=lesion_method))
     heart = run(3, lambda: segment_heart(ct, lungs))
     prev = previous.biomarkers if previous is not None else None
@@ -134,7 +133,7 @@ def analyze_case(
         lesions=lesions,
         heart=heart,
         biomarkers=biomarkers,
-        clinical={k: float(v) for k, v in (clinical or {}).items() if v is not None},
+        clinical=clinical_given,
         lesion_method=lesion_method,
         timings_s=timings,
         notes=_as_list(ct.metadata.get("notes")) + coverage_notes,
@@ -270,14 +269,44 @@ def _as_list(notes: Any) -> list[str]:
 
 
 def _default_case_id(source: Any) -> str:
+    """The file name without its scan ending, made safe as a file name (or "case")."""
+    from .outputs import safe_file_stem, strip_scan_suffix
+
     if isinstance(source, (str, Path)):
         name = Path(source).name
-        for suffix in (".nii.gz", ".nii", ".zip"):
-            if name.endswith(suffix):
-                return name[: -len(suffix)]
-        return name
+        return safe_file_stem(strip_scan_suffix(name) or name)
     name = getattr(source, "name", None)
-    return Path(name).stem if isinstance(name, str) else "case"
+    return safe_file_stem(Path(name).stem) if isinstance(name, str) else "case"
+
+
+def clinical_values(clinical: Mapping[str, Any] | None) -> dict[str, float]:
+    """Clinical values as floats; None and NaN (missing) are dropped.
+
+    Raises:
+        InvalidInput: not a mapping of names to numbers, or a value that is not a finite number
+            (e.g. ``"seventy"``), named in the message.
+    """
+    from .errors import InvalidInput
+
+    if clinical is None:
+        return {}
+    if not isinstance(clinical, Mapping):
+        raise InvalidInput(
+            'Clinical values must be given as names with numbers, e.g. {"age_years": 64, "sex": 1}; '
+            f"got a {type(clinical).__name__}."
+        )
+    out = {}
+    for name, value in clinical.items():
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        number = _finite_or_nan(value)
+        if not np.isfinite(number):
+            raise InvalidInput(
+                f"The clinical value {str(name)[:40]!r} must be a number, got {str(value)[:40]!r} "
+                '(e.g. {"age_years": 64}).'
+            )
+        out[str(name)] = number
+    return out
 
 
 __all__ = [
@@ -285,6 +314,7 @@ __all__ = [
     "Prediction",
     "analyze_case",
     "predict_case",
+    "clinical_values",
     "default_background",
     "STEPS",
     "PIPELINE_VERSION",

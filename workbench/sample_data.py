@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .outputs import write_csv
 from .paths import sample_data_dir
 
 #: (case id, severity 0..1, seed, description)
@@ -200,10 +201,10 @@ def build_sample_data(out_dir: Path, seed: int = 0, n_patients: int = 500) -> li
             )
 
     cohort_path = cohort_dir / "synthetic_cohort.csv"
-    synthetic_cohort(n=n_patients, seed=seed).to_csv(cohort_path, index=False)
+    write_csv(synthetic_cohort(n=n_patients, seed=seed), cohort_path, index=False)
     written.append(cohort_path)
 
     manifest = out_dir / "manifest.csv"
-    pd.DataFrame(rows).to_csv(manifest, index=False)
+    write_csv(pd.DataFrame(rows), manifest, index=False)
     written.append(manifest)
     return written

@@ -52,8 +52,9 @@ from workbench.evaluation import (
     multiclass_metrics,
     recalibrate,
 )
-from workbench.jsonsafe import json_safe, to_json
+from workbench.jsonsafe import json_safe
 from workbench.models import NOT_PREDICTABLE, FittedModel, load_model, predict_with_coverage
+from workbench.outputs import atomic_write, output_errors, output_folder, write_csv, write_json
 
 #: how the threshold was found, in order of preference (never on the validation data)
 THRESHOLD_SOURCES = ("threshold", "youden_threshold")
@@ -396,33 +397,23 @@ def validate_model(
 
 
 # --------------------------------------------------------------------------- writing
-def _csv_safe(df: pd.DataFrame) -> pd.DataFrame:
-    """Text cells that a spreadsheet would run as a formula (=, +, -, @ first) get a leading quote."""
-    out = df.copy()
-    for col in out.columns:
-        if pd.api.types.is_object_dtype(out[col]) or pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(
-                lambda v: "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
-            )
-    return out
-
-
 def write_validation(result: ValidationResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``metrics.json``, ``report.html``, ``predictions.csv`` (+ ``calibration.csv`` and
     ``decision_curve.csv`` for binary models) into ``out_dir``; returns name -> path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir, "the validation results")
     paths = {"metrics_json": out / "metrics.json", "report_html": out / "report.html"}
-    paths["metrics_json"].write_text(to_json(result.to_json(), indent=2))
-    paths["report_html"].write_text(validation_report_html(result), encoding="utf-8")
-    paths["predictions_csv"] = out / "predictions.csv"
-    _csv_safe(result.predictions).to_csv(paths["predictions_csv"], index=False)
-    if result.calibration is not None:
-        paths["calibration_csv"] = out / "calibration.csv"
-        result.calibration.curve.to_csv(paths["calibration_csv"], index=False)
-    if result.decision_curve is not None:
-        paths["decision_curve_csv"] = out / "decision_curve.csv"
-        result.decision_curve.to_csv(paths["decision_curve_csv"], index=False)
+    # strict JSON; CSV cells a spreadsheet would run as formulas (e.g. patient IDs) neutralised
+    with output_errors("the validation results"):
+        write_json(result.to_json(), paths["metrics_json"])
+        atomic_write(paths["report_html"], validation_report_html(result))
+        paths["predictions_csv"] = out / "predictions.csv"
+        write_csv(result.predictions, paths["predictions_csv"], index=False)
+        if result.calibration is not None:
+            paths["calibration_csv"] = out / "calibration.csv"
+            write_csv(result.calibration.curve, paths["calibration_csv"], index=False)
+        if result.decision_curve is not None:
+            paths["decision_curve_csv"] = out / "decision_curve.csv"
+            write_csv(result.decision_curve, paths["decision_curve_csv"], index=False)
     return paths
 
 

@@ -43,7 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--no-retry", dest="retry_failed", action="store_false", help="do not redo cases that failed in an earlier run"
     )
     parser.add_argument(
-        "--hash-ids", action="store_true", help="store a short hash of each case ID instead of the ID itself"
+        "--hash-ids",
+        action="store_true",
+        help="store a short hash of each case ID instead of the ID itself (no original name in any output)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash every input instead of trusting unchanged file times (slower; finds any change)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -67,6 +74,7 @@ def main_args(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
         retry_failed=args.retry_failed,
         hash_ids=args.hash_ids,
+        verify=args.verify,
     )
     print(summary)
     return 0

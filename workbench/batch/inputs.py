@@ -1,10 +1,13 @@
-"""Batch inputs: the cases of a folder or a manifest CSV, their IDs, and the hash of each input's bytes
-(which, with the pipeline version and lesion method, decides whether a finished case is redone)."""
+"""Batch inputs: the cases of a folder or a manifest CSV, their IDs (checked to be safe file names,
+or replaced by a hash), and the hash of each input's bytes (which, with the pipeline version and
+lesion method, decides whether a finished case is redone)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,20 +17,39 @@ import pandas as pd
 from ..errors import EmptyInput, InvalidInput
 from ..io.sniff import is_dicom_file
 from ..io.sources import is_hidden_name, list_files
+from ..outputs import check_case_id, strip_scan_suffix
 
 log = logging.getLogger(__name__)
 
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
-_CASE_SUFFIXES = _NIFTI_SUFFIXES + (".zip",)
 _HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class CaseInput:
-    """One case of a batch: the user's ID and where its scan is (file or DICOM folder)."""
+    """One case of a batch: the user's ID and where its scan is (file or DICOM folder).
+
+    ``hidden`` lists names that must never appear in an output (with ``hash_ids``: the original ID
+    and file name); error messages are scrubbed of them.
+    """
 
     case_id: str
     path: Path
+    hidden: tuple[str, ...] = ()
+
+
+def hashed_case(case: CaseInput) -> CaseInput:
+    """``case`` under its :func:`case_id_hash` pseudonym, remembering the original names to hide."""
+    return CaseInput(case_id_hash(case.case_id), case.path, (case.case_id, case.path.name, *case.hidden))
+
+
+def is_regular_input(path: Path) -> bool:
+    """True for a regular file or a folder (after following links); False for pipes, devices,
+    sockets and missing paths. Nothing is opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
 def case_id_hash(case_id: str, length: int = 12) -> str:
@@ -38,14 +60,6 @@ def case_id_hash(case_id: str, length: int = 12) -> str:
     anonymisation: a known name can be hashed and matched.
     """
     return hashlib.sha256(case_id.encode("utf-8")).hexdigest()[:length]
-
-
-def _strip_case_suffix(name: str) -> str | None:
-    low = name.lower()
-    for suffix in _CASE_SUFFIXES:
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return None
 
 
 def _has_dicom(folder: Path) -> bool:
@@ -81,11 +95,23 @@ def discover_cases(source: str | Path, *, hash_ids: bool = False) -> list[CaseIn
             f"No cases found in '{source.name}': expected .nii/.nii.gz files, .zip archives "
             "or sub-folders of DICOM files (or a manifest listing them)."
         )
-    check_unique_ids([c.case_id for c in cases])
+    return sorted(prepare_ids(cases, hash_ids=hash_ids), key=lambda c: c.case_id)
+
+
+def prepare_ids(cases: Sequence[CaseInput], *, hash_ids: bool) -> list[CaseInput]:
+    """The cases with pseudonymised IDs (``hash_ids``) or with their IDs checked to be safe file
+    names (:func:`~workbench.outputs.check_case_id`), and unique either way.
+
+    Raises:
+        InvalidInput: an unsafe or duplicated ID (with ``hash_ids`` only hashes are named).
+    """
     if hash_ids:
-        cases = [CaseInput(case_id_hash(c.case_id), c.path) for c in cases]
-        check_unique_ids([c.case_id for c in cases])
-    return sorted(cases, key=lambda c: c.case_id)
+        cases = [hashed_case(c) for c in cases]
+    else:
+        for c in cases:
+            check_case_id(c.case_id)
+    check_unique_ids([c.case_id for c in cases])
+    return list(cases)
 
 
 def check_unique_ids(ids: Sequence[str]) -> None:
@@ -114,7 +140,7 @@ def _cases_from_folder(folder: Path) -> list[CaseInput]:
             else:
                 ignored += 1
             continue
-        stem = _strip_case_suffix(entry.name)
+        stem = strip_scan_suffix(entry.name)
         if stem is not None:
             cases.append(CaseInput(stem, entry.resolve()))
         elif is_dicom_file(entry):
@@ -171,6 +197,8 @@ def input_hash(path: str | Path) -> str:
     each file's length is hashed before its bytes, so the split between files matters.
     """
     path = Path(path)
+    if not is_regular_input(path):
+        raise InvalidInput(f"'{path.name}' is missing or not a regular file (a pipe or device); it was not read.")
     h = hashlib.sha256()
     files = list_files(path) if path.is_dir() else [path]
     if path.is_dir():
@@ -185,9 +213,15 @@ def input_hash(path: str | Path) -> str:
 
 
 def stat_signature(path: Path) -> str:
+    """sha256 of every file's relative name, inode, size, modification and change time.
+
+    The change time (ctime) cannot be set by users or copy tools: a file replaced by another of the
+    same size with its modification time kept (``cp -p``, ``rsync -t``) still changes signature.
+    """
     files = list_files(path) if path.is_dir() else [path]
     h = hashlib.sha256()
     for f in files:
         st = f.stat()
-        h.update(f"{f.relative_to(path).as_posix() if path.is_dir() else ''}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        rel = f.relative_to(path).as_posix() if path.is_dir() else ""
+        h.update(f"{rel}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}\n".encode())
     return h.hexdigest()

@@ -15,7 +15,7 @@ from typing import Any
 from ..conventions import DEFAULT_LESION_METHOD, check_lesion_method
 from ..errors import InvalidInput
 from ..optional import require
-from .inputs import CaseInput, case_id_hash, check_unique_ids, discover_cases
+from .inputs import CaseInput, discover_cases, is_regular_input, prepare_ids
 from .store import STORE_NAME, TABLE_CSV_NAME, CaseOutcome, ResultsStore, write_table_csv
 from .worker import MASK_NAMES, MASKS_DIR, THREAD_ENV_VARS, CaseFn, limit_threads, plain_message, process_case
 
@@ -128,6 +128,7 @@ def run_batch(
     retry_failed: bool = True,
     hash_ids: bool = False,
     pipeline_version: str | None = None,
+    verify: bool = False,
 ) -> BatchSummary:
     """Run the case pipeline over a cohort on Dask; store each result as it finishes.
 
@@ -149,12 +150,16 @@ def run_batch(
         hash_ids: store :func:`case_id_hash` pseudonyms instead of the file-name IDs.
         pipeline_version: version recorded and compared for skipping (default:
             ``workbench.pipeline.PIPELINE_VERSION``).
+        verify: re-hash every input's bytes instead of trusting the cached hash of files whose
+            inode, size, modification and change times are unchanged.
 
     Returns:
         BatchSummary (counts, seconds, cases/min, failures of this run).
 
     Raises:
-        InvalidInput / EmptyInput for an unusable input folder or manifest.
+        InvalidInput / EmptyInput for an unusable input folder or manifest or unsafe case IDs;
+        OutputError when the results folder cannot be written (read-only, full disk, damaged
+        store, another batch running on it) -- every case finished before is kept.
     """
     from tqdm.auto import tqdm
 
@@ -167,24 +172,26 @@ def run_batch(
     if isinstance(inputs, (str, Path)):
         cases = discover_cases(inputs, hash_ids=hash_ids)
     else:
-        cases = sorted(inputs, key=lambda c: c.case_id)
-        check_unique_ids([c.case_id for c in cases])
-        if hash_ids:
-            cases = [CaseInput(case_id_hash(c.case_id), c.path) for c in cases]
-    out = Path(out).expanduser().resolve()
-    summary = BatchSummary(out=out, n_cases=len(cases))
-    masks_dir = out / MASKS_DIR if write_masks else None
-
+        cases = sorted(prepare_ids(list(inputs), hash_ids=hash_ids), key=lambda c: c.case_id)
+    out = Path(out).expanduser()
     with ResultsStore(out) as store:
+        out = store.out
+        summary = BatchSummary(out=out, n_cases=len(cases))
+        masks_dir = out / MASKS_DIR if write_masks else None
         todo: list[tuple[CaseInput, str]] = []
         checking = tqdm(
             cases, desc="Checking inputs", unit="case", leave=False, disable=not progress or len(cases) < 20
         )
         for case in checking:
             try:
-                digest = store.cached_hash(case.path)
-            except OSError as exc:
-                why = "not found" if isinstance(exc, FileNotFoundError) else "not readable"
+                if case.path.exists() and not is_regular_input(case.path):
+                    raise InvalidInput("not a regular file")
+                digest = store.cached_hash(case.path, verify=verify)
+            except (OSError, InvalidInput) as exc:
+                if isinstance(exc, InvalidInput):
+                    why = "not a regular file (a pipe, a device or a link to one); it was not read"
+                else:
+                    why = "not found" if isinstance(exc, FileNotFoundError) else "not readable"
                 error = f"The input of case {case.case_id} is {why}."
                 outcome = CaseOutcome(case.case_id, "failed", error)
                 store.record(outcome, input_hash="", pipeline_version=pipeline_version, lesion_method=lesion_method)

@@ -1,11 +1,14 @@
 """The results store of a batch output folder: ``<out>/results.sqlite`` (SQLite, WAL journal), one row
-per finished case, and the tables read from it (``read_store``, ``results_table``, ``results.csv``)."""
+per finished case, and the tables read from it (``read_store``, ``results_table``, ``results.csv``).
+
+One batch at a time writes to a results folder (an exclusive lock on ``results.sqlite.lock``); a
+read-only folder, a full disk or a damaged store become one-line
+:class:`~workbench.errors.OutputError` messages, and every row committed before stays saved."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -15,12 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, OutputError
 from ..jsonsafe import to_json
+from ..outputs import output_errors, output_folder, write_csv
 from .inputs import input_hash, stat_signature
 
 STORE_NAME = "results.sqlite"
 TABLE_CSV_NAME = "results.csv"
+LOCK_NAME = STORE_NAME + ".lock"
 
 
 @dataclass
@@ -75,24 +80,73 @@ _COLUMNS = (
 )
 
 
+def store_error(exc: sqlite3.Error, out: Path, doing: str) -> OutputError:
+    """A one-line message for an SQLite failure of the store in ``out`` while ``doing``."""
+    text = str(exc).lower()
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        why = (
+            f"{STORE_NAME} in '{out.name}' is damaged (not a readable results database); move it away "
+            "or choose another --out"
+        )
+    elif "readonly" in text or "read-only" in text:
+        why = f"the results folder '{out.name}' is read-only"
+    elif "full" in text:
+        why = "the disk is full; free some space and run the same command again"
+    elif "locked" in text or "busy" in text:
+        why = "another process is writing to the results database"
+    else:
+        why = f"{STORE_NAME} in '{out.name}' cannot be used ({type(exc).__name__}: {exc})"
+    return OutputError(f"Cannot {doing}: {why}. Results saved before are kept.")
+
+
 class ResultsStore:
     """The SQLite results store of a batch output folder (``<out>/results.sqlite``).
 
     Open it in one process only (the batch client); readers may open it any time.
     """
 
-    def __init__(self, out: str | Path):
-        self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
+    def __init__(self, out: str | Path, *, lock: bool = True):
+        self.out = output_folder(out, "the batch results")
         self.path = self.out / STORE_NAME
-        self.conn = sqlite3.connect(self.path, timeout=30.0)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        with self.conn:
-            self.conn.executescript(_SCHEMA)
+        self._lock_fh = self._lock() if lock else None
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=30.0)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            with self.conn:
+                self.conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            self._unlock()
+            raise store_error(exc, self.out, "open the results store") from None
+
+    def _lock(self) -> Any:
+        """An exclusive, non-blocking lock on ``<out>/results.sqlite.lock``, held until close."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return None
+        with output_errors("the batch results (lock file)"):
+            fh = open(self.out / LOCK_NAME, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            raise OutputError(
+                f"Another batch is already writing to the results folder '{self.out.name}'. Wait for it to "
+                "finish (then run the same command to do what is left) or choose another --out."
+            ) from None
+        return fh
+
+    def _unlock(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.close()  # closing releases the lock
+            self._lock_fh = None
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.conn.close()
+        finally:
+            self._unlock()
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -123,21 +177,33 @@ class ResultsStore:
             to_json(outcome.notes),
             datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         )
-        with self.conn:
-            self.conn.execute(
-                f"INSERT OR REPLACE INTO cases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", row
-            )
+        try:
+            with self.conn:
+                self.conn.execute(
+                    f"INSERT OR REPLACE INTO cases ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                    row,
+                )
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.out, f"save the result of case {outcome.case_id}") from None
 
-    def cached_hash(self, path: Path) -> str:
-        """``input_hash(path)``, reusing the stored one while sizes and mtimes are unchanged."""
+    def cached_hash(self, path: Path, *, verify: bool = False) -> str:
+        """``input_hash(path)``, reusing the stored one while every file's inode, size, modification
+        and change time are unchanged (:func:`~workbench.batch.inputs.stat_signature`);
+        ``verify=True`` always re-hashes the bytes."""
         key = hashlib.sha256(str(path).encode("utf-8")).hexdigest()
         sig = stat_signature(path)
-        row = self.conn.execute("SELECT signature, input_hash FROM hash_cache WHERE path_key=?", (key,)).fetchone()
-        if row and row[0] == sig:
+        try:
+            row = self.conn.execute("SELECT signature, input_hash FROM hash_cache WHERE path_key=?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.out, "read the results store") from None
+        if row and row[0] == sig and not verify:
             return row[1]
         digest = input_hash(path)
-        with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO hash_cache VALUES (?, ?, ?)", (key, sig, digest))
+        try:
+            with self.conn:
+                self.conn.execute("INSERT OR REPLACE INTO hash_cache VALUES (?, ?, ?)", (key, sig, digest))
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.out, "update the results store") from None
         return digest
 
 
@@ -152,9 +218,13 @@ def read_store(out: str | Path | sqlite3.Connection) -> pd.DataFrame:
     path = Path(out) / STORE_NAME if Path(out).is_dir() else Path(out)
     if not path.exists():
         raise InvalidInput(f"No batch results found in '{Path(out).name}' (no {STORE_NAME}).")
-    with closing(sqlite3.connect(path, timeout=30.0)) as conn:
-        conn.execute("PRAGMA query_only=ON")
-        return pd.read_sql_query(query, conn)
+    try:
+        with closing(sqlite3.connect(path, timeout=30.0)) as conn:
+            conn.execute("PRAGMA query_only=ON")
+            return pd.read_sql_query(query, conn)
+    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc
+        raise store_error(cause, path.parent, "read the batch results") from None
 
 
 def results_table(
@@ -206,7 +276,9 @@ def results_table(
 
 def write_table_csv(store: ResultsStore) -> None:
     """``<out>/results.csv``: :func:`results_table` with failed cases, replaced atomically."""
-    table = results_table(store.conn, include_failed=True)
-    tmp = store.out / f".{TABLE_CSV_NAME}.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, store.out / TABLE_CSV_NAME)
+    try:
+        table = results_table(store.conn, include_failed=True)
+    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+        raise store_error(sqlite3.DatabaseError(str(exc)), store.out, f"write {TABLE_CSV_NAME}") from None
+    with output_errors(f"{TABLE_CSV_NAME} in the results folder"):
+        write_csv(table, store.out / TABLE_CSV_NAME, index=False)

@@ -14,6 +14,7 @@ from typing import Any
 from ..conventions import DEFAULT_LESION_METHOD
 from ..errors import WorkbenchError
 from ..jsonsafe import json_safe
+from ..outputs import path_inside, strip_scan_suffix
 from .inputs import CaseInput
 from .store import CaseOutcome
 
@@ -54,18 +55,30 @@ def limit_threads() -> None:
 _PATH_IN_TEXT = re.compile(r"(?<![\w.])(?:~?/[^\s'\"/]+/[^\s'\"]*|[A-Za-z]:\\[^\s'\"]+)")
 
 
+# a quoted name inside a message: 'IM0001.dcm', 'ROE_RICHARD.nii.gz'
+_QUOTED = re.compile(r"'[^'\n]{1,200}'")
+
+
 def plain_message(exc: BaseException, case: CaseInput, *, expected: bool) -> str:
     """A short, path-free message: the WorkbenchError's own words, else type + message.
 
-    The input's folder is replaced by ``<input>`` in every message; in unexpected
-    exceptions any other absolute path is replaced by ``<path>`` as well.
+    The input's path, folder, file name and the ID derived from it are replaced by ``<input>`` in
+    every message; in unexpected exceptions any other absolute path is replaced by ``<path>`` as
+    well. For a pseudonymised case (``case.hidden`` set, i.e. ``hash_ids``) the hidden names and
+    every quoted name (e.g. a file inside a DICOM folder) are replaced too, so that the original
+    name never reaches the store, ``results.csv`` or the console.
     """
     msg = str(exc).strip()
-    for p in sorted({str(case.path), str(case.path.parent)}, key=len, reverse=True):
-        if len(p) > 1:
-            msg = msg.replace(p, "<input>")
+    stem = strip_scan_suffix(case.path.name) or case.path.name
+    names = {str(case.path), str(case.path.parent), case.path.name, stem, *case.hidden}
+    for p in sorted(names, key=len, reverse=True):
+        if len(p) > 1:  # whole names only: a short ID must not garble the words around it
+            msg = re.sub(rf"(?<![\w.-]){re.escape(p)}(?![\w-])", "<input>", msg)
     if not expected:
         msg = _PATH_IN_TEXT.sub("<path>", msg)
+    if case.hidden:
+        msg = _QUOTED.sub("'<name>'", msg)
+    if not expected:
         msg = f"Unexpected error ({type(exc).__name__})" + (f": {msg}" if msg else "")
     elif not msg:
         msg = type(exc).__name__
@@ -84,10 +97,14 @@ def write_masks(result: Any, case_id: str, masks_dir: Path) -> None:
         mask = getattr(result, name, None)
         if mask is None:
             continue
-        final = masks_dir / f"{case_id}_{name}.nii.gz"
-        tmp = masks_dir / f".{case_id}_{name}.{os.getpid()}.tmp.nii.gz"
-        save_mask(mask, ct, tmp)
-        os.replace(tmp, final)  # atomic: a killed run never leaves half a mask file
+        final = path_inside(masks_dir, f"{case_id}_{name}.nii.gz")
+        tmp = final.with_name(f".{final.name[: -len('.nii.gz')]}.{os.getpid()}.tmp.nii.gz")
+        try:
+            save_mask(mask, ct, tmp)
+            os.replace(tmp, final)  # atomic: a killed run never leaves half a mask file
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
 
 def process_case(

@@ -36,12 +36,17 @@ Validation (each problem raises its own :class:`~workbench.errors.WorkbenchError
 * values that are not Hounsfield units -> ``ImplausibleIntensities`` (see
   :func:`check_hu_plausible` for the physical bounds);
 * zip with unsafe paths, too many entries or too large -> ``UnsafeArchive``
-  (checked before anything is extracted);
+  (checked before anything is extracted, and again while each member is streamed);
+* more voxels than the budget, declared by a DICOM header, a NIfTI header or a zip member
+  -> ``TooLarge`` (from the headers, before pixel data is read: see :mod:`workbench.io.limits`);
+* zero, negative or implausible spacing, skewed axes, a NIfTI without orientation -> ``InvalidGeometry``;
+* a pipe, device or other non-regular file -> ``InvalidInput`` (never opened);
 * empty file / folder / archive -> ``EmptyInput``.
 
 Modules
 -------
-``scan`` (the :class:`CTScan` / :class:`SeriesInfo` records), ``load`` (``load_ct``,
+``limits`` (memory budgets, spacing and orientation checks), ``tempfiles`` (temporary folders
+removed on exit and after a killed process), ``scan`` (the :class:`CTScan` / :class:`SeriesInfo` records), ``load`` (``load_ct``,
 ``list_series``, ``load_mask``), ``sources`` (any input -> one NIfTI file or a list of DICOM
 files), ``sniff`` (file types from their first bytes), ``archive`` (zip checks and extraction),
 ``dicom`` (series choice, geometry, decoding), ``nifti``, ``validation`` (HU plausibility, the
@@ -51,9 +56,18 @@ common LPS/de-identification tail), ``export`` (``save_ct``, ``save_mask``,
 
 from __future__ import annotations
 
-from .archive import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES
 from .dicom import MAX_TILT_SLOPE, SPACING_TOL_FRACTION, SPACING_TOL_MM
 from .export import CT_IMAGE_STORAGE, save_ct, save_dicom_series, save_mask, zip_folder
+from .limits import (
+    LOAD_MEMORY_BUDGET_BYTES,
+    MAX_ARCHIVE_BYTES,
+    MAX_ARCHIVE_ENTRIES,
+    MAX_AXIS_VOXELS,
+    MAX_SCAN_BYTES,
+    MAX_SCAN_VOXELS,
+    MAX_SPACING_MM,
+    MIN_SPACING_MM,
+)
 from .load import list_series, load_ct, load_mask
 from .scan import CANONICAL_ORIENTATION, SAFE_METADATA_KEYS, CTScan, SeriesInfo, check_same_grid
 from .sources import Source
@@ -74,6 +88,12 @@ __all__ = [
     "MIN_SLICES",
     "MAX_ARCHIVE_BYTES",
     "MAX_ARCHIVE_ENTRIES",
+    "MAX_SCAN_VOXELS",
+    "MAX_AXIS_VOXELS",
+    "MAX_SCAN_BYTES",
+    "LOAD_MEMORY_BUDGET_BYTES",
+    "MIN_SPACING_MM",
+    "MAX_SPACING_MM",
     "CT_IMAGE_STORAGE",
     "SPACING_TOL_MM",
     "SPACING_TOL_FRACTION",

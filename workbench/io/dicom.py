@@ -1,4 +1,5 @@
-"""DICOM series: header scan, series grouping and choice, geometry checks, pixel decoding."""
+"""DICOM series: header scan, series grouping and choice, size and geometry checks from the headers
+(before any pixel data is read), pixel decoding."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import CorruptFile, InconsistentSeries, InvalidInput, NotAVolume, UnsupportedModality
+from ..errors import CorruptFile, InconsistentSeries, InvalidInput, NotAVolume, TooLarge, UnsupportedModality
+from .limits import MAX_SCAN_VOXELS, check_declared_size, check_orthonormal, check_spacing
 from .scan import CTScan
 from .sniff import has_dicom_preamble
 from .validation import MIN_SLICES, canonical_scan
@@ -24,6 +26,8 @@ SPACING_TOL_FRACTION = 0.05
 MAX_TILT_SLOPE = 0.0175
 #: SOP class of a DICOMDIR (an index file, not an image)
 MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
+#: header values longer than this are skipped, not read, while scanning headers
+_DEFER_SIZE = "64 KB"
 
 
 @dataclass
@@ -83,7 +87,13 @@ def scan_headers(files: Iterable[Path]) -> list[DicomSlice]:
     slices, bad = [], []
     for f in files:
         try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=not has_dicom_preamble(f))
+            ds = pydicom.dcmread(
+                f,
+                stop_before_pixels=True,
+                specific_tags=HEADER_TAGS,
+                defer_size=_DEFER_SIZE,
+                force=not has_dicom_preamble(f),
+            )
             media_class = str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
             if media_class == MEDIA_DIRECTORY_STORAGE:
                 continue  # a DICOMDIR index, not an image
@@ -188,6 +198,8 @@ def load_dicom_series(files: list[Path], source_type: str, series_uid: str | Non
             f"The series has only {len(chosen)} slices; at least {MIN_SLICES} are needed for "
             "a chest CT volume. Some files may be missing."
         )
+    # the memory budget, from the headers: nothing of the pixel data has been read yet
+    check_declared_size((max(s.cols for s in chosen), max(s.rows for s in chosen), len(chosen)), "The DICOM series")
     slices, spacing_z = sort_and_check_geometry(chosen)
 
     reader = sitk.ImageSeriesReader()
@@ -203,9 +215,11 @@ def load_dicom_series(files: list[Path], source_type: str, series_uid: str | Non
             "The pixel data of the series could not be decoded (a file is damaged, "
             "incomplete or uses an unsupported compression)."
         ) from exc
-    arr = sitk.GetArrayFromImage(raw).astype(np.float32, copy=False)
-    del raw
-    if arr.shape != (len(slices), slices[0].rows, slices[0].cols):
+    if (
+        raw.GetDimension() != 3
+        or raw.GetNumberOfComponentsPerPixel() != 1
+        or raw.GetSize()[::-1] != (len(slices), slices[0].rows, slices[0].cols)
+    ):
         raise CorruptFile("The decoded pixel data do not match the image size in the headers.")
 
     # geometry from the headers (authoritative), not from ITK's heuristics; the
@@ -215,7 +229,7 @@ def load_dicom_series(files: list[Path], source_type: str, series_uid: str | Non
     col_cos = orientation[3:] - np.dot(orientation[3:], row_cos) * row_cos
     col_cos = col_cos / np.linalg.norm(col_cos)
     normal = np.cross(row_cos, col_cos)
-    image = sitk.GetImageFromArray(arr)
+    image = raw  # float32 (SetOutputPixelType); its geometry is replaced, its voxels are not copied
     image.SetSpacing((pixel_spacing[1], pixel_spacing[0], spacing_z))
     image.SetOrigin(tuple(float(v) for v in position))
     image.SetDirection(tuple(float(v) for v in np.column_stack([row_cos, col_cos, normal]).ravel()))
@@ -244,13 +258,14 @@ def sort_and_check_geometry(slices: list[DicomSlice]) -> tuple[list[DicomSlice],
             raise InconsistentSeries("The slices have different orientations.")
         if not np.allclose(pixel_spacing, ref_spacing, atol=1e-4):
             raise InconsistentSeries("The slices have different pixel spacings.")
+    check_spacing(ref_spacing, "The DICOM header (PixelSpacing)")
     positions = np.array([position for position, _, _ in geometry])
+    if not np.all(np.isfinite(positions)):
+        raise InconsistentSeries("Some slice positions in the headers are undefined (NaN or infinity).")
     row_cos, col_cos = ref_orientation[:3], ref_orientation[3:]
+    check_orthonormal(np.stack([row_cos, col_cos]), "The DICOM header (ImageOrientationPatient)")
     normal = np.cross(row_cos, col_cos)
-    norm = np.linalg.norm(normal)
-    if norm < 0.5:
-        raise InconsistentSeries("The image orientation in the headers is invalid.")
-    normal = normal / norm
+    normal = normal / np.linalg.norm(normal)
     dist = positions @ normal
     order = np.argsort(dist, kind="stable")
     slices = [slices[i] for i in order]
@@ -263,6 +278,7 @@ def sort_and_check_geometry(slices: list[DicomSlice]) -> tuple[list[DicomSlice],
             f"{n_dup} slice position(s) occur twice; the series may mix several acquisitions "
             "or phases. Please export a single reconstruction."
         )
+    check_spacing([median], "The slice positions in the DICOM headers")
     tol = max(SPACING_TOL_MM, SPACING_TOL_FRACTION * median)
     bad = np.abs(gaps - median) > tol
     if np.any(bad):
@@ -288,6 +304,52 @@ def sort_and_check_geometry(slices: list[DicomSlice]) -> tuple[list[DicomSlice],
             "series are not supported. Please provide a series reconstructed without tilt."
         )
     return slices, median
+
+
+class DicomSizeGuard:
+    """Per-member check while a zip is unpacked: a DICOM member's declared Rows x Columns x frames
+    within the axis limit, the declared voxels of each series within the scan budget, and the bytes
+    the member may hold (its declared pixel data plus header room), so that an archive of tiny files
+    declaring huge images is refused at its first offending member, before it is written out.
+    """
+
+    _TAGS = ["SeriesInstanceUID", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated"]
+    #: room for the header (parsed from the first chunk) and elements after the pixel data
+    HEADER_ROOM_BYTES = 2 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.voxels_by_series: dict[str, int] = {}
+
+    def __call__(self, head: bytes) -> int:
+        """The most bytes this member may hold; raises TooLarge. ``head``: its first bytes."""
+        import io
+
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(
+                io.BytesIO(head),
+                stop_before_pixels=True,
+                specific_tags=self._TAGS,
+                defer_size=_DEFER_SIZE,
+                force=head[128:132] != b"DICM",
+            )
+            rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            bits = int(ds.get("BitsAllocated", 16) or 16)
+            uid = str(ds.get("SeriesInstanceUID", "") or "")
+        except Exception:  # noqa: BLE001 - a damaged (or very long) header is reported by scan_headers
+            return 2**63
+        check_declared_size((cols, rows, frames), "A DICOM image in the archive")
+        total = self.voxels_by_series.get(uid, 0) + rows * cols * frames
+        self.voxels_by_series[uid] = total
+        if total > MAX_SCAN_VOXELS:
+            raise TooLarge(
+                f"The DICOM series in the archive declares more than {MAX_SCAN_VOXELS / 1e6:.0f} million voxels "
+                "(memory budget); it was not unpacked further. Export thicker slices or a smaller matrix."
+            )
+        return rows * cols * frames * max(samples, 1) * max(1, (bits + 7) // 8) + self.HEADER_ROOM_BYTES
 
 
 def safe_dicom_metadata(ds: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@ for tests and sample data), reproducible zips of a folder (``zip_folder``)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import zipfile
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InvalidInput, NotAVolume
+from ..errors import InvalidInput, NotAVolume, OutputError
 from .scan import CTScan
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -44,7 +45,7 @@ def save_ct(ct: CTScan, path: str | os.PathLike) -> Path:
     else:
         out = sitk.GetImageFromArray(np.asarray(arr, dtype=np.float32))
     out.CopyInformation(ct.image)
-    sitk.WriteImage(out, str(path), useCompression=path.name.endswith(".gz"))
+    _write_image(out, path)
     return path
 
 
@@ -54,8 +55,18 @@ def save_mask(mask: np.ndarray, ct: CTScan, path: str | os.PathLike) -> Path:
     Raises MaskMismatch when the mask's shape differs from the CT's.
     """
     path = nifti_output_path(path)
-    sitk.WriteImage(ct.mask_image(mask), str(path), useCompression=path.name.endswith(".gz"))
+    _write_image(ct.mask_image(mask), path)
     return path
+
+
+def _write_image(image: sitk.Image, path: Path) -> None:
+    """``sitk.WriteImage``; OutputError (one line) when the disk is full or the folder read-only."""
+    try:
+        sitk.WriteImage(image, str(path), useCompression=path.name.endswith(".gz"))
+    except RuntimeError:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)  # never leave half a file
+        raise OutputError(f"Cannot write '{path.name}': the disk may be full or the folder read-only.") from None
 
 
 def save_dicom_series(
@@ -185,10 +196,13 @@ def zip_folder(folder: str | os.PathLike, zip_path: str | os.PathLike) -> Path:
 
 
 def nifti_output_path(path: str | os.PathLike) -> Path:
+    from ..outputs import output_errors
+
     path = Path(path)
     if not path.name.lower().endswith((".nii.gz", ".nii")):
         raise InvalidInput(f"'{path.name}': NIfTI output needs a .nii.gz or .nii file name.")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with output_errors(f"'{path.name}'"):
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InvalidInput, MaskMismatch
-from .archive import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES
 from .dicom import group_series, load_dicom_series, scan_headers
+from .limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES
 from .nifti import load_nifti, read_nifti_image
 from .scan import CANONICAL_ORIENTATION, CTScan, SeriesInfo, check_same_grid
 from .sources import ResolvedSource, Source

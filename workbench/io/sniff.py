@@ -39,23 +39,6 @@ def sniff_bytes(head: bytes) -> str:
     return "unknown"
 
 
-def nifti_expected_bytes(head: bytes) -> int | None:
-    """File size a NIfTI-1 header announces (vox_offset + voxel bytes), or None."""
-    if len(head) < 348 or head[344:348] != b"n+1\x00":
-        return None
-    order = "<" if struct.unpack("<i", head[:4])[0] == 348 else ">"
-    dims = struct.unpack(order + "8h", head[40:56])
-    bitpix = struct.unpack(order + "h", head[72:74])[0]
-    vox_offset = struct.unpack(order + "f", head[108:112])[0]
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0:
-        return None
-    n = 1
-    for d in dims[1 : ndim + 1]:
-        n *= max(int(d), 1)
-    return int(vox_offset) + n * bitpix // 8
-
-
 def sniff_file(path: Path) -> str:
     """:func:`sniff_bytes` of a file's first 1024 bytes; ``"unreadable"`` when it cannot be opened."""
     try:
@@ -75,9 +58,17 @@ def has_dicom_preamble(path: Path) -> bool:
         return _starts_with_preamble(fh.read(132))
 
 
+def is_dicom_bytes(head: bytes) -> bool:
+    """True when a file starting with ``head`` (at least 132 bytes where available) is DICOM: 'DICM'
+    at byte 128, or (older exports without the 128-byte preamble) a data set that starts with a group
+    0x0002 or 0x0008 element in little endian."""
+    if _starts_with_preamble(head):
+        return True
+    return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and struct.unpack("<H", head[2:4])[0] < 0x0100
+
+
 def is_dicom_file(path: Path) -> bool:
-    """True for DICOM files: 'DICM' at byte 128, or (older exports without the 128-byte
-    preamble) a data set that starts with a group 0x0002 or 0x0008 element in little endian.
+    """:func:`is_dicom_bytes` of a file's first bytes (False when it cannot be read).
 
     The one DICOM check of the workbench: ``load_ct`` (folders, zips) and the batch runner's case
     discovery both use it. The file name is never looked at.
@@ -87,6 +78,4 @@ def is_dicom_file(path: Path) -> bool:
             head = fh.read(132)
     except OSError:
         return False
-    if _starts_with_preamble(head):
-        return True
-    return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and struct.unpack("<H", head[2:4])[0] < 0x0100
+    return is_dicom_bytes(head)

@@ -1,18 +1,30 @@
 """Source resolution: any input (path, folder, zip, bytes, an uploaded file) becomes either one NIfTI
-file or a list of DICOM files, with temporary files removed afterwards."""
+file or a list of DICOM files, with temporary files removed afterwards.
+
+Only regular files are opened (a pipe or a device named ``scan.nii.gz`` would block or never end);
+NIfTI files are checked (:func:`~workbench.io.nifti.check_nifti`) and zip members are checked as
+they are unpacked (:class:`MemberGuard`) before anything large is read; temporary folders come from
+:func:`~workbench.io.tempfiles.private_tempdir`.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
+import stat
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Union
 
 from ..errors import EmptyInput, InvalidInput
-from .archive import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES, extract_zip
-from .nifti import check_nifti_complete
-from .sniff import is_dicom_file, sniff_bytes, sniff_file
+from .archive import extract_zip
+from .dicom import DicomSizeGuard
+from .limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES
+from .nifti import GZIP_SLACK_BYTES, check_nifti, check_nifti_header, parse_nifti_header
+from .sniff import is_dicom_bytes, is_dicom_file, sniff_bytes, sniff_file
+from .tempfiles import private_tempdir
 
 Source = Union[  # noqa: UP007 (a runtime alias: `|` of these types needs Python 3.10 objects)
     str, os.PathLike, bytes, bytearray, memoryview, BinaryIO
@@ -21,7 +33,7 @@ Source = Union[  # noqa: UP007 (a runtime alias: `|` of these types needs Python
 
 class ResolvedSource:
     """Context manager turning any source into either a NIfTI path or a list of DICOM
-    files; temporary files (uploads, zip contents) are deleted on exit."""
+    files; temporary files (uploads, zip contents) are deleted on exit, also on errors."""
 
     def __init__(self, source: Source, limits: tuple[int, int] = (MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES)):
         self.source, self.limits = source, limits
@@ -57,7 +69,7 @@ class ResolvedSource:
 
     def _tmpdir(self) -> Path:
         if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="workbench_io_")
+            self._tmp = private_tempdir()
         return Path(self._tmp.name)
 
     # -- dispatch -------------------------------------------------------------
@@ -79,6 +91,7 @@ class ResolvedSource:
             if not files:
                 raise EmptyInput(f"The folder '{path.name}' is empty.")
             return self._dicom(files, "dicom_folder", f"folder '{path.name}'")
+        check_regular_file(path)
         size = path.stat().st_size
         if size == 0:
             raise EmptyInput(f"The file '{path.name}' is empty (0 bytes).")
@@ -88,7 +101,7 @@ class ResolvedSource:
         if kind == "zip":
             return self._zip(path, "dicom_zip")
         if kind in ("nifti", "gzip"):
-            check_nifti_complete(path, kind, head)
+            check_nifti(path, kind)
             return self._use_nifti(path)
         if kind == "dicom":
             return self._dicom([path], "dicom_file", "file")
@@ -101,7 +114,7 @@ class ResolvedSource:
         if kind == "zip":
             return self._zip(io.BytesIO(data), "dicom_zip")
         if kind in ("nifti", "gzip"):
-            check_nifti_complete(io.BytesIO(data), kind, data[:1024])
+            check_nifti(io.BytesIO(data), kind)
             suffix = ".nii.gz" if kind == "gzip" else ".nii"
             path = self._tmpdir() / f"upload{suffix}"
             path.write_bytes(data)
@@ -133,7 +146,7 @@ class ResolvedSource:
             with open(path, "rb") as fh:
                 gz = fh.read(2) == b"\x1f\x8b"
             target = self._tmpdir() / ("image.nii.gz" if gz else "image.nii")
-            target.write_bytes(path.read_bytes())
+            shutil.copyfile(path, target)
             path = target
         self.kind, self.path, self.source_type = "nifti", path, "nifti"
 
@@ -144,10 +157,7 @@ class ResolvedSource:
             niftis = [f for f in files if sniff_file(f) in ("nifti", "gzip")]
             if len(niftis) == 1:
                 self.notes.append(f"The {where.split(' ')[0]} held no DICOM but one NIfTI file, which was used.")
-                kind = sniff_file(niftis[0])
-                with open(niftis[0], "rb") as fh:
-                    head = fh.read(1024)
-                check_nifti_complete(niftis[0], kind, head)
+                check_nifti(niftis[0], sniff_file(niftis[0]))
                 return self._use_nifti(niftis[0])
         if not dicom:
             raise EmptyInput(f"No DICOM images were found in the {where} ({len(files)} files checked).")
@@ -157,8 +167,50 @@ class ResolvedSource:
         max_bytes, max_entries = self.limits
         folder = self._tmpdir() / "zip"
         folder.mkdir()
-        files = extract_zip(src, folder, max_bytes=max_bytes, max_entries=max_entries)
+        files = extract_zip(src, folder, max_bytes=max_bytes, max_entries=max_entries, inspect=MemberGuard())
         self._dicom(files, source_type, "zip archive")
+
+
+class MemberGuard:
+    """The zip member inspector of :func:`~workbench.io.archive.extract_zip`: from each member's
+    first bytes, DICOM headers (declared image size, series voxel budget, bytes the member may hold:
+    :class:`~workbench.io.dicom.DicomSizeGuard`) and NIfTI headers
+    (:func:`~workbench.io.nifti.check_nifti_header`) are checked before the member is unpacked;
+    members that are neither (text, pictures, nested archives) are skipped unread."""
+
+    def __init__(self) -> None:
+        self.dicom = DicomSizeGuard()
+
+    def __call__(self, head: bytes) -> int | None:
+        if is_dicom_bytes(head):
+            return self.dicom(head)
+        kind = sniff_bytes(head[:1024])
+        if kind not in ("nifti", "gzip"):
+            return None
+        try:
+            inner = zlib.decompressobj(wbits=31).decompress(head, 544) if kind == "gzip" else head[:544]
+        except zlib.error:
+            return 2**63  # damaged: reported when the file is read
+        if sniff_bytes(inner) != "nifti":
+            return None if kind == "gzip" else 2**63
+        hdr = parse_nifti_header(inner)
+        check_nifti_header(hdr)
+        # a gzip of incompressible data is at most slightly larger than the data
+        return hdr.expected_bytes + hdr.expected_bytes // 100 + GZIP_SLACK_BYTES
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse anything but a regular file (after following links): a pipe (FIFO), a device such as
+    ``/dev/zero`` or a socket would block reading or never end. Nothing is opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise InvalidInput(f"'{path.name}' cannot be read ({exc.strerror or type(exc).__name__}).") from None
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise InvalidInput(
+            f"'{path.name}' is not a regular file (a pipe, device or a link to one); it was not read. "
+            "Give the path of the scan file itself."
+        )
 
 
 def read_filelike(obj: Any) -> bytes:

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import ImplausibleIntensities
+from ..errors import ImplausibleIntensities, InvalidGeometry
+from .limits import check_orthonormal, check_spacing
 from .scan import CANONICAL_ORIENTATION, SAFE_METADATA_KEYS, CTScan
 
 #: Fewest slices accepted as a CT volume (a chest CT has dozens to hundreds).
@@ -72,20 +73,33 @@ def check_hu_plausible(hu: np.ndarray) -> None:
         )
 
 
+def check_geometry(image: sitk.Image, what: str = "The scan") -> None:
+    """Refuse implausible spacing (outside 0.1-20 mm, zero, negative) and non-orthonormal or
+    undefined direction cosines or origin (:class:`~workbench.errors.InvalidGeometry`)."""
+    check_spacing(image.GetSpacing(), what)
+    check_orthonormal(np.array(image.GetDirection(), dtype=float).reshape(3, 3).T, what)
+    if not np.all(np.isfinite(image.GetOrigin())):
+        raise InvalidGeometry(f"{what} has an undefined position (NaN or infinity in its origin).")
+
+
 def canonical_scan(image: sitk.Image, metadata: dict[str, Any], notes: list[str]) -> CTScan:
+    """The common tail of every reader: geometry checks, reorientation to LPS, HU plausibility, the
+    image's metadata dictionary emptied (nothing from the file's header travels along) and the
+    metadata whitelist. ``image`` (float32) is taken over, not copied: at most one more copy of the
+    voxels exists at a time (the reoriented one, when the scan was not stored in LPS)."""
+    check_geometry(image)
     original = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
-    oriented = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
-    arr = sitk.GetArrayFromImage(oriented).astype(np.float32, copy=False)
-    check_hu_plausible(arr)
-    fresh = sitk.GetImageFromArray(arr)  # no metadata dictionary travels along
-    fresh.SetSpacing(oriented.GetSpacing())
-    fresh.SetOrigin(oriented.GetOrigin())
-    fresh.SetDirection(oriented.GetDirection())
+    oriented = image if original == CANONICAL_ORIENTATION else sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+    if oriented.GetPixelID() != sitk.sitkFloat32:
+        oriented = sitk.Cast(oriented, sitk.sitkFloat32)
+    check_hu_plausible(sitk.GetArrayViewFromImage(oriented))
+    for key in oriented.GetMetaDataKeys():  # no metadata dictionary travels along
+        oriented.EraseMetaData(key)
     metadata = dict(metadata)
-    metadata["n_slices"] = int(arr.shape[0])
+    metadata["n_slices"] = int(oriented.GetSize()[2])
     metadata["original_orientation"] = original
     if original != CANONICAL_ORIENTATION:
         notes = list(notes) + [f"Reoriented from {original} to {CANONICAL_ORIENTATION}."]
     metadata["notes"] = list(notes)
     metadata = {k: metadata.get(k) for k in SAFE_METADATA_KEYS}
-    return CTScan(image=fresh, metadata=metadata)
+    return CTScan(image=oriented, metadata=metadata)

@@ -12,7 +12,7 @@ Method (SimpleITK + scipy.ndimage + scikit-image, no trained weights):
    upper slices and grown slice by slice (up into the neck and down into the main bronchi);
    a branch stops when its cross-section suddenly becomes large (it has reached the lung).
    The airway tree is removed so that the two lungs are no longer joined through it.
-5. Components: pure-gas regions (median below ``GAS_MEDIAN_HU``: stomach, colon, sinuses) are
+5. Components: pure-gas regions (median of their core below ``GAS_MEDIAN_HU``: stomach, colon, sinuses) are
    not lung. The large remaining components are the lungs; a component that crosses the
    midline (lungs touching at the junction lines) is split by iterative erosion followed by a
    watershed on the HU image. Right lung = smaller x index (LPS).
@@ -73,6 +73,7 @@ def segment_lungs(
     *,
     working_spacing_mm: float = 3.0,
     closing_radius_mm: float = 40.0,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     """Segment the right and left lung of a chest CT.
 
@@ -81,6 +82,8 @@ def segment_lungs(
         working_spacing_mm: voxel size of the coarse grid used for 3D morphology.
         closing_radius_mm: radius of the constrained closing that re-includes dense
             juxtapleural opacities (consolidation touching the pleura) and vessels.
+        notes: when given, the partial-coverage note is appended to this list instead of
+            being issued as a warning (thread-safe: concurrent analyses keep their own notes).
 
     Returns:
         uint8 array ``[z, y, x]`` on the CT grid: 0 background, 1 right lung, 2 left lung.
@@ -89,8 +92,8 @@ def segment_lungs(
         NoLungsFound: when the scan contains no plausible lung tissue.
 
     Warns:
-        LungCoverageWarning: when the lungs are cut by the first/last slice or their total
-            volume is below ``PARTIAL_COVERAGE_ML`` (the labels are still returned).
+        LungCoverageWarning: (without ``notes``) when the lungs are cut by the first/last slice
+            or their total volume is below ``PARTIAL_COVERAGE_ML`` (the labels are still returned).
     """
     hu_full = ct.hu
     if hu_full.ndim != 3 or min(hu_full.shape) < 1:
@@ -104,7 +107,7 @@ def segment_lungs(
     coarse = _fill_and_reinclude(coarse, hu, interior, airways, spacing_zyx, closing_radius_mm)  # step 6
 
     labels = _refine_full_resolution(coarse, hu, hu_full, factors_zyx)  # step 7
-    _check_coverage(labels, ct.voxel_volume_ml)
+    _check_coverage(labels, ct.voxel_volume_ml, notes)
     return labels
 
 
@@ -308,7 +311,8 @@ def select_and_split_lungs(
 ) -> np.ndarray:
     """Step 5: the lungs among the air components, labelled right/left (uint8 ``[z, y, x]``).
 
-    Pure-gas components (median below :data:`GAS_MEDIAN_HU`: stomach, colon, sinuses) are dropped;
+    Pure-gas components (median of their core below :data:`GAS_MEDIAN_HU`: stomach, colon, sinuses)
+    are dropped;
     the large remaining ones are the lungs; one that crosses the body midline (lungs touching at the
     junction lines) is split by erosion and a watershed on the HU image. Right lung = smaller x.
 
@@ -318,17 +322,24 @@ def select_and_split_lungs(
     lab, n = ndi.label(air)
     idx = np.arange(1, n + 1)
     vol = np.bincount(lab.ravel(), minlength=n + 1)[1:] * voxel_ml
-    # median >= GAS_MEDIAN_HU  <=>  at most half of the voxels are below it (fast via bincount)
-    gas_count = np.bincount(lab.ravel(), weights=(hu < GAS_MEDIAN_HU).ravel(), minlength=n + 1)[1:]
-    count = np.maximum(np.bincount(lab.ravel(), minlength=n + 1)[1:], 1)
+    # The gas test looks at each component's core (one voxel in from its border): the border voxels
+    # mix gas with the bowel wall, and interpolation (a resampled or reformatted scan) widens that
+    # mix until a colon's median rises above GAS_MEDIAN_HU. A component without a core (a thin sheet
+    # of partial-volume voxels, e.g. stool mixed with gas) cannot be a main lung.
+    core = ndi.binary_erosion(air)
+    has_core = np.bincount(lab[core], minlength=n + 1)[1:] > 0
+    judged = core | np.concatenate(([False], ~has_core))[lab]  # the core, or all voxels of a coreless one
+    # median >= GAS_MEDIAN_HU  <=>  at most half of the judged voxels are below it (fast via bincount)
+    gas_count = np.bincount(lab[judged], weights=hu[judged] < GAS_MEDIAN_HU, minlength=n + 1)[1:]
+    count = np.maximum(np.bincount(lab[judged], minlength=n + 1)[1:], 1)
     lunglike = (gas_count / count <= 0.5) & (vol >= 1.0)
-    if not lunglike.any():
+    if not (lunglike & has_core).any():
         raise NoLungsFound(
             "No lung tissue was found: the air regions inside the body look like bowel or sinus gas, "
             "not lung. The scan may not cover the chest."
         )
-    largest = vol[lunglike].max()
-    main_ids = idx[lunglike & (vol >= max(0.1 * largest, 5.0))]
+    largest = vol[lunglike & has_core].max()
+    main_ids = idx[lunglike & has_core & (vol >= max(0.1 * largest, 5.0))]
     main = np.isin(lab, main_ids)
     if main.sum() * voxel_ml < MIN_LUNG_VOLUME_ML:
         raise NoLungsFound(
@@ -513,14 +524,16 @@ def _upsample(labels, factors_zyx, shape) -> np.ndarray:
     return out
 
 
-def _check_coverage(labels, voxel_ml) -> None:
+def _check_coverage(labels, voxel_ml, notes: list[str] | None = None) -> None:
     volume_ml = float((labels > 0).sum()) * voxel_ml
     cut = labels[0].any() or labels[-1].any()
     if volume_ml < PARTIAL_COVERAGE_ML or cut:
         where = "the lungs are cut by the first or last slice" if cut else "the lung volume is small"
-        warnings.warn(
+        note = (
             f"The scan seems to cover only part of the lungs ({volume_ml:.0f} mL segmented; {where}). "
-            "Whole-lung measurements such as lung volume and disease extent will be unreliable.",
-            LungCoverageWarning,
-            stacklevel=3,
+            "Whole-lung measurements such as lung volume and disease extent will be unreliable."
         )
+        if notes is not None:
+            notes.append(note)
+        else:
+            warnings.warn(note, LungCoverageWarning, stacklevel=3)
