@@ -238,7 +238,7 @@ def test_temporary_folders_of_killed_runs_are_swept(tmp_path, monkeypatch):
 
 def test_app_caps_concurrent_analyses():
     """Two users at once: the second analysis waits briefly, then gets the 'busy' message."""
-    from workbench import ui
+    from webapp import ui
 
     source = ui.CaseSource(label="x", key="x-key", data=b"not used")
     with ui.analysis_slot():
