@@ -30,7 +30,11 @@ GiB = 1024**3
 def cases(quick: bool) -> dict[str, tuple[str, bytes]]:
     """name -> (file name, bytes)."""
     out = {
-        "48 DICOM files declaring 8192x8192 (zip)": ("d8192.zip", hi.dicom_zip_declaring(8192, 8192, 48)),
+        "48 DICOM files of 8192x8192 zeros, JPEG-LS (22 KB zip)": ("d8192.zip", hi.dicom_zip_jpegls(8192, 8192, 48)),
+        "48 DICOM files declaring 8192x8192, no pixel data (zip)": (
+            "d8192_lying.zip",
+            hi.dicom_zip_declaring(8192, 8192, 48),
+        ),
         ".nii.gz of 1024x1024x512 zeros (1 MB)": (
             "zeros.nii.gz",
             hi.nifti_gzip_bomb((1024, 1024, 512), 2 * 1024**3 // 2),

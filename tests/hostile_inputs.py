@@ -204,6 +204,11 @@ except MemoryError:
     out = {"outcome": "MemoryError", "message": "MemoryError"}
 except BaseException as exc:
     out = {"outcome": "crash", "error": type(exc).__name__, "message": str(exc)[:300]}
+# peak resident memory of this process image (VmHWM is reset at exec, unlike ru_maxrss, which
+# keeps the parent's peak when the parent was larger at fork)
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        out["peak_rss_mb"] = int(line.split()[1]) / 1024
 print("RESULT " + json.dumps(out))
 """
 
@@ -214,7 +219,7 @@ def run_load_bounded(path, limit_bytes: int, *, repo, timeout_s: float = 600) ->
 
     Returns ``outcome`` ("loaded", "refused" with the WorkbenchError's ``error`` class and
     ``message``, "MemoryError", "crash", or "killed" with the ``signal``), ``peak_rss_mb`` (the
-    child's maximum resident set), ``seconds``, and the temporary-folder use: ``peak_tmp_mb`` (polled
+    child's peak resident memory, VmHWM), ``seconds``, and the temporary-folder use: ``peak_tmp_mb`` (polled
     every 20 ms) and ``left_tmp`` (entries left behind in the child's private TMPDIR).
     """
     import json
@@ -276,5 +281,29 @@ def run_load_bounded(path, limit_bytes: int, *, repo, timeout_s: float = 600) ->
             result = json.loads(line[7:])
     if result["outcome"] == "crash" or (result["outcome"] == "killed" and "MemoryError" in stderr):
         result["outcome"] = "MemoryError" if "MemoryError" in (result["message"] + stderr) else result["outcome"]
-    result.update(peak_rss_mb=usage.ru_maxrss / 1024, seconds=seconds, peak_tmp_mb=peak[0] / 1e6, left_tmp=left)
+    result.setdefault("peak_rss_mb", usage.ru_maxrss / 1024)  # killed: the kernel's figure (an upper bound)
+    result.update(seconds=seconds, peak_tmp_mb=peak[0] / 1e6, left_tmp=left)
     return result
+
+
+def dicom_zip_jpegls(rows: int, cols: int, n: int) -> bytes:
+    """A zip of ``n`` DICOM slices of ``rows x cols`` zeros, JPEG-LS compressed (each file a few KB:
+    the issue's "48 files of 9 KB declaring 8192 x 8192"); the pixel data are real and decode to
+    ``rows x cols`` values each. One slice is encoded, its compressed frame reused for all."""
+    from pydicom import dcmread
+    from pydicom.uid import JPEGLSLossless
+
+    template = dcmread(io.BytesIO(dicom_slice(0, rows=rows, cols=cols, pixel_data=bytes(rows * cols * 2))))
+    template.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+    frame = template.PixelData
+    entries = {}
+    for k in range(n):
+        ds = dcmread(io.BytesIO(dicom_slice(k, rows=rows, cols=cols, pixel_data=b"\0\0")))
+        ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+        ds.PixelData = frame
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        entries[f"IM{k + 1:04d}.dcm"] = buf.getvalue()
+    return zip_bytes(entries)

@@ -92,7 +92,8 @@ def files_below(folder: Path) -> set[Path]:
 # =========================================================================== 1. memory bombs
 BOMBS = {
     # name: (file name, builder, exception, words in the message)
-    "dicom_8192": ("d8192.zip", lambda: hi.dicom_zip_declaring(8192, 8192, 48), TooLarge, "8192"),
+    "dicom_8192": ("d8192.zip", lambda: hi.dicom_zip_jpegls(8192, 8192, 48), TooLarge, "8192"),
+    "dicom_8192_no_pixels": ("d8192n.zip", lambda: hi.dicom_zip_declaring(8192, 8192, 48), TooLarge, "8192"),
     "dicom_2048x120": ("d2048.zip", lambda: hi.dicom_zip_declaring(2048, 2048, 120), TooLarge, "million voxels"),
     "nifti_zeros_1024x1024x512": (
         "zeros.nii.gz",

@@ -197,8 +197,8 @@ def input_hash(path: str | Path) -> str:
     each file's length is hashed before its bytes, so the split between files matters.
     """
     path = Path(path)
-    if not is_regular_input(path):
-        raise InvalidInput(f"'{path.name}' is missing or not a regular file (a pipe or device); it was not read.")
+    if path.exists() and not is_regular_input(path):
+        raise InvalidInput(f"'{path.name}' is not a regular file (a pipe or a device); it was not read.")
     h = hashlib.sha256()
     files = list_files(path) if path.is_dir() else [path]
     if path.is_dir():

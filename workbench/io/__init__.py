@@ -59,6 +59,7 @@ from __future__ import annotations
 from .dicom import MAX_TILT_SLOPE, SPACING_TOL_FRACTION, SPACING_TOL_MM
 from .export import CT_IMAGE_STORAGE, save_ct, save_dicom_series, save_mask, zip_folder
 from .limits import (
+    ANALYSIS_MEMORY_BUDGET_BYTES,
     LOAD_MEMORY_BUDGET_BYTES,
     MAX_ARCHIVE_BYTES,
     MAX_ARCHIVE_ENTRIES,
@@ -92,6 +93,7 @@ __all__ = [
     "MAX_AXIS_VOXELS",
     "MAX_SCAN_BYTES",
     "LOAD_MEMORY_BUDGET_BYTES",
+    "ANALYSIS_MEMORY_BUDGET_BYTES",
     "MIN_SPACING_MM",
     "MAX_SPACING_MM",
     "CT_IMAGE_STORAGE",

@@ -64,10 +64,9 @@ def list_series(
     with ``series_uid=None`` and ``modality=None`` (NIfTI stores no modality).
     """
     with ResolvedSource(source, (max_archive_bytes, max_archive_entries)) as res:
-        if res.kind == "nifti":
-            img = read_nifti_image(res.nifti_file)
-            n = img.GetSize()[2] if img.GetDimension() >= 3 else 1
-            return [SeriesInfo(None, None, int(n), "NIfTI volume")]
+        if res.kind == "nifti" and res.nifti_header is not None:  # from the header: no voxels are read
+            dims = res.nifti_header.dims
+            return [SeriesInfo(None, None, int(dims[2]) if len(dims) >= 3 else 1, "NIfTI volume")]
         groups = group_series(scan_headers(res.dicom_files))
         return [
             SeriesInfo(uid, g[0].modality, len(g), g[0].description)

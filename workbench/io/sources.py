@@ -22,7 +22,7 @@ from ..errors import EmptyInput, InvalidInput
 from .archive import extract_zip
 from .dicom import DicomSizeGuard
 from .limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES
-from .nifti import GZIP_SLACK_BYTES, check_nifti, check_nifti_header, parse_nifti_header
+from .nifti import GZIP_SLACK_BYTES, NiftiHeader, check_nifti, check_nifti_header, parse_nifti_header
 from .sniff import is_dicom_bytes, is_dicom_file, sniff_bytes, sniff_file
 from .tempfiles import private_tempdir
 
@@ -42,6 +42,7 @@ class ResolvedSource:
         self.dicom_files: list[Path] = []
         self.source_type = ""
         self.notes: list[str] = []
+        self.nifti_header: NiftiHeader | None = None  # the checked header (only when kind == "nifti")
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     @property
@@ -101,7 +102,7 @@ class ResolvedSource:
         if kind == "zip":
             return self._zip(path, "dicom_zip")
         if kind in ("nifti", "gzip"):
-            check_nifti(path, kind)
+            self.nifti_header = check_nifti(path, kind)
             return self._use_nifti(path)
         if kind == "dicom":
             return self._dicom([path], "dicom_file", "file")
@@ -114,7 +115,7 @@ class ResolvedSource:
         if kind == "zip":
             return self._zip(io.BytesIO(data), "dicom_zip")
         if kind in ("nifti", "gzip"):
-            check_nifti(io.BytesIO(data), kind)
+            self.nifti_header = check_nifti(io.BytesIO(data), kind)
             suffix = ".nii.gz" if kind == "gzip" else ".nii"
             path = self._tmpdir() / f"upload{suffix}"
             path.write_bytes(data)
@@ -157,7 +158,7 @@ class ResolvedSource:
             niftis = [f for f in files if sniff_file(f) in ("nifti", "gzip")]
             if len(niftis) == 1:
                 self.notes.append(f"The {where.split(' ')[0]} held no DICOM but one NIfTI file, which was used.")
-                check_nifti(niftis[0], sniff_file(niftis[0]))
+                self.nifti_header = check_nifti(niftis[0], sniff_file(niftis[0]))
                 return self._use_nifti(niftis[0])
         if not dicom:
             raise EmptyInput(f"No DICOM images were found in the {where} ({len(files)} files checked).")
