@@ -43,6 +43,7 @@ import hostile_inputs as hi
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import shared_path
 
 from workbench import cli
 from workbench.errors import (
@@ -415,12 +416,9 @@ def test_resampled_and_shifted_copies_give_the_same_lung_volumes():
     a fraction of a voxel: each lung's volume within 5 % of the original segmentation carried to the
     same grid. Before the fix, at 2.5 mm the colon's gas (its median raised above -950 HU by
     interpolation at its thin walls) was taken for left lung: 496 mL instead of 44 mL."""
-    from workbench.paths import shared_dataset
     from workbench.segmentation.lungs import LEFT_LUNG, RIGHT_LUNG, segment_lungs
 
-    path = shared_dataset("totalsegmentator_example") / "example_ct.nii.gz"
-    if not path.exists():
-        pytest.skip(f"real data not available: {path}")
+    path = shared_path("totalsegmentator_example", "example_ct.nii.gz")
     ct = load_ct(path)
     base = segment_lungs(ct)
     for spacing, shift in [(2.5, (0, 0, 0)), (1.5, (0, 0, 0)), (3.0, (1.3, -0.7, 1.1)), (2.5, (1.3, -0.7, 1.1))]:
@@ -582,13 +580,10 @@ def test_coverage_note_stays_with_its_own_case(monkeypatch):
     """Session A analyses a scan that covers only the lung bases while session B is inside its own
     ``warnings.catch_warnings(record=True)`` (as the app's helper was): A keeps its note, B gets
     nothing. Before, A's partial-coverage warning landed in B's list and A's result had no note."""
-    from workbench.paths import shared_dataset
     from workbench.pipeline import analyze_case
     from workbench.segmentation import lungs
 
-    path = shared_dataset("totalsegmentator_example") / "example_ct_sm.nii.gz"
-    if not path.exists():
-        pytest.skip(f"real data not available: {path}")
+    path = shared_path("totalsegmentator_example", "example_ct_sm.nii.gz")
     ct = load_ct(path)
     b_inside, a_done = threading.Event(), threading.Event()
     real_segment = lungs.segment_lungs
