@@ -490,6 +490,9 @@ def test_non_regular_files_are_never_read(tmp_path, capsys):
     scans.mkdir()
     os.mkfifo(scans / "fifo.nii.gz")
     (scans / "zero.nii.gz").symlink_to("/dev/zero")
+    os.mkfifo(scans / "a_pipe")  # not named like a scan: ignored, never opened to sniff it
+    (scans / "series").mkdir()  # a pipe inside a DICOM folder is not one of its files
+    os.mkfifo(scans / "series" / "IM0001.dcm")
     for path in (scans / "fifo.nii.gz", scans / "zero.nii.gz"):
         assert "not a regular file" in refused(InvalidInput, path)
     summary = run_batch(scans, tmp_path / "out", progress=False)  # no case reaches Dask: no cluster

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import EmptyInput, InvalidInput
-from ..io.sniff import is_dicom_file
+from ..io.sniff import is_dicom_file, is_regular_file
 from ..io.sources import is_hidden_name, list_files
 from ..outputs import check_case_id, strip_scan_suffix
 
@@ -45,11 +43,7 @@ def hashed_case(case: CaseInput) -> CaseInput:
 def is_regular_input(path: Path) -> bool:
     """True for a regular file or a folder (after following links); False for pipes, devices,
     sockets and missing paths. Nothing is opened."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False
-    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+    return path.is_dir() or is_regular_file(path)
 
 
 def case_id_hash(case_id: str, length: int = 12) -> str:

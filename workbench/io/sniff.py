@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from pathlib import Path
 
@@ -39,8 +41,20 @@ def sniff_bytes(head: bytes) -> str:
     return "unknown"
 
 
+def is_regular_file(path: Path) -> bool:
+    """True for a regular file (after following links). Pipes, devices and sockets are never opened
+    by the workbench: reading one could block forever or never end."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def sniff_file(path: Path) -> str:
-    """:func:`sniff_bytes` of a file's first 1024 bytes; ``"unreadable"`` when it cannot be opened."""
+    """:func:`sniff_bytes` of a file's first 1024 bytes; ``"unreadable"`` when it cannot be opened
+    or is not a regular file."""
+    if not is_regular_file(path):
+        return "unreadable"
     try:
         with open(path, "rb") as fh:
             return sniff_bytes(fh.read(1024))
@@ -71,8 +85,10 @@ def is_dicom_file(path: Path) -> bool:
     """:func:`is_dicom_bytes` of a file's first bytes (False when it cannot be read).
 
     The one DICOM check of the workbench: ``load_ct`` (folders, zips) and the batch runner's case
-    discovery both use it. The file name is never looked at.
+    discovery both use it. The file name is never looked at; only regular files are opened.
     """
+    if not is_regular_file(path):
+        return False
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import stat
 import tempfile
 import zlib
 from pathlib import Path
@@ -23,7 +22,7 @@ from .archive import extract_zip
 from .dicom import DicomSizeGuard
 from .limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES
 from .nifti import GZIP_SLACK_BYTES, NiftiHeader, check_nifti, check_nifti_header, parse_nifti_header
-from .sniff import is_dicom_bytes, is_dicom_file, sniff_bytes, sniff_file
+from .sniff import is_dicom_bytes, is_dicom_file, is_regular_file, sniff_bytes, sniff_file
 from .tempfiles import private_tempdir
 
 Source = Union[  # noqa: UP007 (a runtime alias: `|` of these types needs Python 3.10 objects)
@@ -203,11 +202,7 @@ class MemberGuard:
 def check_regular_file(path: Path) -> None:
     """Refuse anything but a regular file (after following links): a pipe (FIFO), a device such as
     ``/dev/zero`` or a socket would block reading or never end. Nothing is opened."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise InvalidInput(f"'{path.name}' cannot be read ({exc.strerror or type(exc).__name__}).") from None
-    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+    if not is_regular_file(path):
         raise InvalidInput(
             f"'{path.name}' is not a regular file (a pipe, device or a link to one); it was not read. "
             "Give the path of the scan file itself."
