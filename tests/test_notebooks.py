@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["01_segmentation", "02_biomarkers", "03_model_fitting", "04_interpretability"]
+NAMES = ["01_segmentation", "02_biomarkers", "03_model_fitting", "04_interpretability", "05_covid_media"]
 TIMEOUT_S = 600
 
 
@@ -25,7 +25,7 @@ def _read(name: str) -> nbformat.NotebookNode:
     return nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
 
 
-def test_all_four_notebooks_exist():
+def test_all_notebooks_exist():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == NAMES
 
 
@@ -145,3 +145,17 @@ def test_04_interpretability(executed):
         honest = _number(out, r"LightGBM AUC: honest ([0-9.]+)")
         leaky = _number(out, r"leaky ([0-9.]+)")
         assert leaky > honest
+
+
+def test_05_covid_media(executed):
+    out = executed("05_covid_media")
+    _check_kernel(out)
+    assert "FAST=True" in out
+    if "Covid-MedIA data not available" in out:
+        assert "skipped" in out
+    else:
+        assert _number(out, r"Baseline logistic clinical\+extent: AUC ([0-9.]+)") >= 0.68
+        assert _number(out, r"Holistic \(product features, [\w/]+\): AUC ([0-9.]+)") >= 0.68
+        assert _number(out, r"3-class balanced accuracy: ([0-9.]+)") >= 0.45
+        assert 0 <= _number(out, r"P\(severe\) = ([0-9.]+)") <= 1
+    assert 0 < _number(out, r"Shipped model threshold: ([0-9.]+)") < 1

@@ -741,3 +741,158 @@ def multiclass_metrics(y, proba, classes: Sequence | None = None, n_bootstrap: i
         "per_class": per_class,
         "confusion_matrix": cm,
     }
+
+
+# --------------------------------------------------------------------------- class predictions (binary or multi-class)
+@dataclass
+class ClassificationMetrics:
+    """Balanced accuracy, per-class sensitivity/specificity, one-vs-rest AUC and the confusion
+    matrix of class predictions, each with a stratified-bootstrap CI (``ci[name] = (low, high)``;
+    names: ``balanced_accuracy``, ``sensitivity[c]``, ``specificity[c]``, ``auc[c]``, ``confusion[t,p]``
+    as the share of true class t predicted p)."""
+
+    classes: list[str]
+    balanced_accuracy: float
+    sensitivity: dict[str, float]
+    specificity: dict[str, float]
+    auc: dict[str, float]
+    confusion: np.ndarray  # rows: true class, columns: predicted class (counts)
+    ci: dict[str, tuple[float, float]]
+    threshold: float | None
+    n: int
+    n_bootstrap: int
+
+    def fmt(self, name: str, digits: int = 3) -> str:
+        """``value (low-high)`` of a metric named as in ``ci``."""
+        value = _metric_value(self, name)
+        lo, hi = self.ci.get(name, (float("nan"), float("nan")))
+        return f"{value:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+    def confusion_table(self) -> pd.DataFrame:
+        """Confusion matrix as a table: ``count (share of the true class, 95 % CI)``."""
+        rows = []
+        for i, t in enumerate(self.classes):
+            total = max(int(self.confusion[i].sum()), 1)
+            row = []
+            for j, _ in enumerate(self.classes):
+                lo, hi = self.ci[f"confusion[{t},{self.classes[j]}]"]
+                row.append(f"{int(self.confusion[i, j])} ({self.confusion[i, j] / total:.0%}, {lo:.0%}-{hi:.0%})")
+            rows.append(row)
+        return pd.DataFrame(
+            rows, index=[f"true {c}" for c in self.classes], columns=[f"predicted {c}" for c in self.classes]
+        )
+
+    def as_dict(self) -> dict:
+        """JSON-ready: every value and CI."""
+        return {
+            "classes": list(self.classes),
+            "threshold": self.threshold,
+            "n": self.n,
+            "n_bootstrap": self.n_bootstrap,
+            "balanced_accuracy": self.balanced_accuracy,
+            "sensitivity": dict(self.sensitivity),
+            "specificity": dict(self.specificity),
+            "auc": dict(self.auc),
+            "confusion": self.confusion.astype(int).tolist(),
+            "ci": {k: [float(v[0]), float(v[1])] for k, v in self.ci.items()},
+        }
+
+
+def _metric_value(m: ClassificationMetrics, name: str) -> float:
+    if name == "balanced_accuracy":
+        return m.balanced_accuracy
+    kind, _, rest = name.partition("[")
+    key = rest.rstrip("]")
+    if kind == "confusion":
+        t, p = key.split(",")
+        i, j = m.classes.index(t), m.classes.index(p)
+        return float(m.confusion[i, j] / max(m.confusion[i].sum(), 1))
+    return float(getattr(m, kind)[key])
+
+
+def predicted_classes(proba: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Class index per row: ``proba[:, 1] >= threshold`` for two classes (default 0.5), else the argmax."""
+    proba = np.asarray(proba, dtype=float)
+    if proba.shape[1] == 2:
+        return (proba[:, 1] >= (0.5 if threshold is None else threshold)).astype(int)
+    return np.argmax(proba, axis=1)
+
+
+def classification_metrics(
+    y,
+    proba,
+    classes: list[str] | None = None,
+    threshold: float | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> ClassificationMetrics:
+    """Metrics of class probabilities ``proba`` (n, n_classes) against class indices ``y`` (0..K-1).
+
+    Predicted class: :func:`predicted_classes` (``threshold`` on the second column for two classes).
+    CIs: percentile bootstrap resampling each true class separately (the sample's class mix is kept),
+    ``n_bootstrap`` replicates with ``seed``.
+    """
+    proba = np.asarray(proba, dtype=float)
+    y = np.asarray(y).astype(int).ravel()
+    if proba.ndim != 2 or proba.shape[0] != len(y):
+        raise WorkbenchError(f"Outcomes ({len(y)}) and predicted probabilities {proba.shape} do not match.")
+    if np.isnan(proba).any():
+        raise WorkbenchError("Some predicted probabilities are missing (NaN).")
+    K = proba.shape[1]
+    classes = [str(c) for c in (classes if classes is not None else range(K))]
+    if len(classes) != K or y.min() < 0 or y.max() >= K:
+        raise WorkbenchError(f"Outcomes must be class indices 0..{K - 1} matching {K} class names.")
+    present = [c for c in range(K) if (y == c).any()]
+    if len(present) < 2:
+        raise WorkbenchError("Metrics need patients of at least two outcome classes.")
+    pred = predicted_classes(proba, threshold)
+    rng = np.random.default_rng(seed)
+    blocks = [np.flatnonzero(y == c) for c in range(K)]
+    idx = np.concatenate([rng.choice(b, (n_bootstrap, len(b))) for b in blocks if len(b)], axis=1)
+    yb = np.concatenate([np.full(len(b), c) for c, b in enumerate(blocks) if len(b)])
+    pb = pred[idx]  # (B, n), true classes yb in fixed order
+
+    def stats_of(p_rows: np.ndarray, y_true: np.ndarray) -> dict[str, np.ndarray]:
+        p_rows = np.atleast_2d(p_rows)
+        out: dict[str, np.ndarray] = {}
+        sens = []
+        for c in range(K):
+            pos, neg = y_true == c, y_true != c
+            name = classes[c]
+            s = (p_rows[:, pos] == c).mean(axis=1) if pos.any() else np.full(len(p_rows), np.nan)
+            out[f"sensitivity[{name}]"] = s
+            out[f"specificity[{name}]"] = (p_rows[:, neg] != c).mean(axis=1)
+            if pos.any():
+                sens.append(s)
+                for j in range(K):
+                    out[f"confusion[{name},{classes[j]}]"] = (p_rows[:, pos] == j).mean(axis=1)
+        out["balanced_accuracy"] = np.mean(sens, axis=0)
+        return out
+
+    point = {k: float(v[0]) for k, v in stats_of(pred[None, :], y).items()}
+    boot = stats_of(pb, yb)
+    a = (1 - level) / 2
+    ci = {k: (float(np.nanquantile(v, a)), float(np.nanquantile(v, 1 - a))) for k, v in boot.items()}
+    aucs: dict[str, float] = {}
+    for c in present:
+        yc = (y == c).astype(int)
+        if K == 2 and c == 0:
+            continue  # binary: the AUC of the positive class only
+        aucs[classes[c]] = auc(yc, proba[:, c])
+        ycb = (yb == c).astype(int)
+        boot_auc = _auc_rows(ycb, proba[idx, c])
+        ci[f"auc[{classes[c]}]"] = (float(np.quantile(boot_auc, a)), float(np.quantile(boot_auc, 1 - a)))
+    confusion = np.array([[int(((y == i) & (pred == j)).sum()) for j in range(K)] for i in range(K)])
+    return ClassificationMetrics(
+        classes=classes,
+        balanced_accuracy=point["balanced_accuracy"],
+        sensitivity={classes[c]: point[f"sensitivity[{classes[c]}]"] for c in range(K)},
+        specificity={classes[c]: point[f"specificity[{classes[c]}]"] for c in range(K)},
+        auc=aucs,
+        confusion=confusion,
+        ci=ci,
+        threshold=None if K > 2 else (0.5 if threshold is None else float(threshold)),
+        n=len(y),
+        n_bootstrap=n_bootstrap,
+    )

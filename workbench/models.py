@@ -680,6 +680,15 @@ ALLOWED_TYPES = frozenset(
         "lightgbm.basic.Booster",
         "collections.OrderedDict",
         "numpy.dtype",
+        # the Covid-MedIA holistic models (workbench.holistic; tests/test_holistic.py saves one)
+        "workbench.covid_media.CovidMediaQualityRules",
+        "workbench.holistic.BalancedProba",
+        "workbench.holistic.CollapsedClasses",
+        "workbench.holistic.HolisticClassifier",
+        "workbench.holistic.PrevalenceSelector",
+        "workbench.holistic.TopColumns",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
     }
 )
 

@@ -1,0 +1,348 @@
+"""Covid-MedIA loader, data-quality rules, product row and the shipped severity model.
+
+The real training split is read from ../shared/data/covid_media_train (tests skip with a reason
+where it is absent); it carries no licence, so the error-path tests build small synthetic tables
+with the same layout instead of copying any of it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.covid_media import (
+    CLINICAL_COLUMNS,
+    LABELS,
+    PARTS,
+    RADIOMICS_FEATURES,
+    REGIONS,
+    TRAIN_DATASET,
+    CovidMediaQualityRules,
+    affine_invariant_columns,
+    covid_media_row,
+    data_quality_report,
+    encode_outcome,
+    is_covid_media_folder,
+    load_covid_media,
+    radiomics_columns,
+    shape_columns,
+)
+from workbench.errors import CohortError, WorkbenchError
+from workbench.paths import shared_dataset
+
+REAL = shared_dataset(TRAIN_DATASET)
+needs_real = pytest.mark.skipif(
+    not is_covid_media_folder(REAL), reason=f"Covid-MedIA training split not found at {REAL}"
+)
+
+
+# --------------------------------------------------------------------------- synthetic layout
+def clinical_table(n: int, seed: int = 0, labels: bool = True) -> pd.DataFrame:
+    """A synthetic clinical table in the authors' layout (random values, no real row)."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "Sex": rng.integers(0, 2, n).astype(float),
+            "Age": rng.integers(25, 95, n).astype(float),
+            "Disease_extent": rng.uniform(0, 80, n),
+            "HBP": rng.integers(0, 2, n).astype(float),
+            "Diabetes": rng.integers(0, 2, n).astype(float),
+            "Lymphocytes": np.round(rng.uniform(0.2, 3.0, n), 2),
+            "CRP": np.round(rng.uniform(1, 400, n)),
+            "Fat": rng.uniform(0.02, 0.4, n),
+        }
+    )
+    if labels:
+        three = rng.choice(LABELS["Evolution_3classes"], n, p=[0.7, 0.2, 0.1])
+        df["Evolution"] = np.where(three == "non_severe", "non_severe", "severe")
+        df["Evolution_3classes"] = three
+    return df
+
+
+def write_split(folder, n: int = 30, split: str = "Test", seed: int = 0, labels: bool = True, clinical=None):
+    """Write the six CSV files of a synthetic split; returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    index = np.arange(100, 100 + n)
+    clin = clinical if clinical is not None else clinical_table(n, seed, labels)
+    clin.index = index
+    clin.to_csv(folder / f"dataset_clinical_{split}.csv")
+    for region in REGIONS:
+        cols = radiomics_columns([region])
+        pd.DataFrame(rng.normal(size=(n, len(cols))), index=index, columns=cols).to_csv(
+            folder / f"dataset_{region}_{split}.csv"
+        )
+    return folder
+
+
+# --------------------------------------------------------------------------- loader on synthetic files
+def test_loader_reads_a_synthetic_split_and_detects_its_name(tmp_path):
+    folder = write_split(tmp_path / "s", n=30, split="Test")
+    assert is_covid_media_folder(folder)
+    df = load_covid_media(folder)
+    assert df.shape == (30, len(CLINICAL_COLUMNS) + 2 + 535)
+    assert df.attrs["split"] == "Test" and df.attrs["labels"] == ["Evolution", "Evolution_3classes"]
+    assert df.index.name == "patient_index" and list(df.index[:2]) == [100, 101]
+    assert list(df.columns[: len(CLINICAL_COLUMNS)]) == list(CLINICAL_COLUMNS)
+    assert set(radiomics_columns()) <= set(df.columns)
+    assert len(df.attrs["sha256"]) == 64
+    # the same files as a list of paths and as {name: bytes} (uploads) give the same table
+    files = sorted(folder.glob("*.csv"))
+    pd.testing.assert_frame_equal(load_covid_media(files), df)
+    pd.testing.assert_frame_equal(load_covid_media({p.name: p.read_bytes() for p in files}), df)
+
+
+def test_missing_file_is_named(tmp_path):
+    folder = write_split(tmp_path / "s")
+    (folder / "dataset_heart_Test.csv").unlink()
+    assert not is_covid_media_folder(folder)
+    with pytest.raises(CohortError, match="missing dataset_heart_Test.csv"):
+        load_covid_media(folder)
+
+
+def test_no_files_and_missing_folder(tmp_path):
+    with pytest.raises(CohortError, match="No Covid-MedIA files found"):
+        load_covid_media(tmp_path)
+    with pytest.raises(CohortError, match="folder not found.*public data"):
+        load_covid_media(tmp_path / "nope")
+
+
+def test_mismatched_rows_are_refused(tmp_path):
+    folder = write_split(tmp_path / "s", n=20)
+    heart = pd.read_csv(folder / "dataset_heart_Test.csv", index_col=0)
+    heart.iloc[::-1].to_csv(folder / "dataset_heart_Test.csv")  # same patients, another order
+    with pytest.raises(CohortError, match="dataset_heart_Test.csv .*do not match.*from row 1"):
+        load_covid_media(folder)
+    heart.iloc[:-1].to_csv(folder / "dataset_heart_Test.csv")  # one patient fewer
+    with pytest.raises(CohortError, match=r"\(19 patients\) do not match .*\(20 patients\)"):
+        load_covid_media(folder)
+
+
+def test_split_without_labels_loads_for_scoring(tmp_path):
+    folder = write_split(tmp_path / "s", labels=False)
+    df = load_covid_media(folder)
+    assert df.attrs["labels"] == [] and "Evolution" not in df.columns
+    with pytest.raises(CohortError, match="no 'Evolution' column.*scored"):
+        encode_outcome(df, "Evolution")
+
+
+def test_bad_values_are_refused(tmp_path):
+    clin = clinical_table(20)
+    clin.loc[3, "Evolution_3classes"] = "ICU"
+    with pytest.raises(CohortError, match=r"unknown value\(s\) \['ICU'\] in 'Evolution_3classes'"):
+        load_covid_media(write_split(tmp_path / "a", n=20, clinical=clin))
+    clin = clinical_table(20)
+    clin["CRP"] = clin["CRP"].astype(object)
+    clin.loc[5, "CRP"] = "high"
+    with pytest.raises(CohortError, match="column 'CRP' has a non-numeric value .'high'"):
+        load_covid_media(write_split(tmp_path / "b", n=20, clinical=clin))
+    clin = clinical_table(20).drop(columns="Age")
+    with pytest.raises(CohortError, match=r"lacks the column\(s\) \['Age'\]"):
+        load_covid_media(write_split(tmp_path / "c", n=20, clinical=clin))
+
+
+def test_several_splits_need_a_choice(tmp_path):
+    folder = write_split(tmp_path / "s", split="Train", n=12)
+    write_split(folder, split="Test", n=8, seed=1)
+    assert len(load_covid_media(folder, split="test")) == 8
+    assert load_covid_media(folder, split="Train").attrs["split"] == "Train"
+    with pytest.raises(CohortError, match="several splits"):
+        load_covid_media(folder)
+    with pytest.raises(CohortError, match="No files of the split 'Valid'"):
+        load_covid_media(folder, split="Valid")
+
+
+def test_encode_outcome_orders_classes(tmp_path):
+    df = load_covid_media(write_split(tmp_path / "s", n=40))
+    y3 = encode_outcome(df, "Evolution_3classes")
+    assert set(np.unique(y3)) <= {0, 1, 2}
+    assert (y3[df["Evolution_3classes"].to_numpy() == "DCD"] == 2).all()
+    y2 = encode_outcome(df, "Evolution")
+    assert ((y2 == 1) == (y3 > 0)).all()
+    with pytest.raises(CohortError, match="Unknown outcome"):
+        encode_outcome(df, "death")
+
+
+def test_feature_name_helpers():
+    assert len(RADIOMICS_FEATURES) == 107 and len(radiomics_columns()) == 535
+    assert len(shape_columns()) == 70 and all("_shape_" in c for c in shape_columns())
+    assert affine_invariant_columns(["heart"]) == [
+        "original_firstorder_Skewness_heart",
+        "original_firstorder_Kurtosis_heart",
+    ]
+    with pytest.raises(CohortError, match="Unknown region"):
+        radiomics_columns(["liver"])
+    assert PARTS[0] == "clinical" and len(PARTS) == 6
+
+
+# --------------------------------------------------------------------------- data-quality rules
+def _dirty(n: int = 60, seed: int = 0) -> pd.DataFrame:
+    df = clinical_table(n, seed)
+    df.loc[10, "HBP"] = 0.4392  # mean imputation of a yes/no column
+    df.loc[11, "Lymphocytes"] = 17.5  # a percentage
+    df.loc[12, "Lymphocytes"] = 260.0  # cells/mm3
+    df.loc[13, "CRP"] = 27633.0
+    df.loc[:4, "Lymphocytes"] = np.nan
+    df.loc[:4, "CRP"] = np.nan
+    df["Lymphocytes"] = df["Lymphocytes"].fillna(df["Lymphocytes"].mean())  # the source's mean imputation
+    df["CRP"] = df["CRP"].fillna(df["CRP"].mean())
+    return df
+
+
+def test_quality_rules_and_report():
+    df = _dirty()
+    lymph_const, crp_const = df.loc[0, "Lymphocytes"], df.loc[0, "CRP"]
+    rules = CovidMediaQualityRules().fit(df)
+    assert rules.imputed_constants_ == {"Lymphocytes": [lymph_const], "CRP": [crp_const]}
+    clean = rules.transform(df)
+    assert clean.loc[:4, ["Lymphocytes", "CRP"]].isna().all().all()
+    assert np.isnan(clean.loc[10, "HBP"]) and np.isnan(clean.loc[11, "Lymphocytes"])
+    assert clean.loc[12, "Lymphocytes"] == pytest.approx(0.26)
+    assert np.isnan(clean.loc[13, "CRP"])
+    untouched = clean.index.difference([0, 1, 2, 3, 4, 10, 11, 12, 13])
+    pd.testing.assert_frame_equal(clean.loc[untouched], df.loc[untouched])
+    report = data_quality_report(df, rules)
+    kinds = {(f.column, f.kind): f.n_patients for f in report.findings}
+    assert kinds[("Lymphocytes", "imputed_constant")] == 5 and kinds[("CRP", "imputed_constant")] == 5
+    assert kinds[("HBP", "not_binary")] == 1 and kinds[("CRP", "implausible")] == 1
+    assert report.n_values_changed == 5 + 5 + 1 + 1 + 1 + 1
+    text = report.to_text()
+    assert "set to missing" in text and "divided by 1000" in text and "Fat" in text
+    assert list(report.to_frame().columns) == ["column", "kind", "n_patients", "detail", "action"]
+
+
+def test_quality_rules_apply_identically_to_another_split():
+    train = _dirty()
+    rules = CovidMediaQualityRules().fit(train)
+    crp_const = train.loc[0, "CRP"]
+    # a small split imputed with the training mean: caught by the remembered constant
+    other = clinical_table(8, seed=3)
+    other.loc[2, "CRP"] = crp_const
+    assert np.isnan(rules.transform(other).loc[2, "CRP"])
+    # one patient entered in the app: only the remembered constants apply
+    one = clinical_table(1, seed=4)
+    pd.testing.assert_frame_equal(rules.transform(one), one)
+    # a large split imputed with its own mean: found in that split too
+    test = _dirty(n=40, seed=7)
+    own = test.loc[0, "CRP"]
+    assert own != crp_const
+    assert rules.transform(test).loc[:4, "CRP"].isna().all()
+    # columns absent are skipped
+    assert list(rules.transform(other[["Age", "CRP"]]).columns) == ["Age", "CRP"]
+    with pytest.raises(WorkbenchError, match="column names"):
+        rules.transform(other.to_numpy())
+
+
+def test_covid_media_row_maps_product_names():
+    features = ["Sex", "Age", "Disease_extent", "HBP", "Lymphocytes", "CRP", "original_shape_VoxelVolume_heart"]
+    row = covid_media_row(
+        features,
+        radiomics={"original_shape_VoxelVolume_heart": 700000.0, "original_glcm_Id_heart": 0.9},
+        clinical={"age_years": 71, "sex": True, "hypertension": False, "crp_mg_l": "", "Lymphocytes": 0.8},
+        biomarkers={"lesion_pct_lung": 23.5, "lung_volume_ml": 4000.0},
+    )
+    assert list(row.columns) == features and len(row) == 1
+    assert row.iloc[0].to_dict() == pytest.approx(
+        {
+            "Sex": 1.0,
+            "Age": 71.0,
+            "Disease_extent": 23.5,
+            "HBP": 0.0,
+            "Lymphocytes": 0.8,
+            "CRP": np.nan,
+            "original_shape_VoxelVolume_heart": 700000.0,
+        },
+        nan_ok=True,
+    )
+    with pytest.raises(CohortError, match="'age_years' must be a number"):
+        covid_media_row(features, clinical={"age_years": "old"})
+
+
+# --------------------------------------------------------------------------- the real training split
+@pytest.fixture(scope="module")
+def real():
+    if not is_covid_media_folder(REAL):
+        pytest.skip(f"Covid-MedIA training split not found at {REAL}")
+    return load_covid_media(REAL)
+
+
+def test_real_training_split(real):
+    assert real.shape == (536, 545)
+    assert real.attrs["split"] == "Train"
+    assert real["Evolution"].value_counts().to_dict() == {"non_severe": 428, "severe": 108}
+    assert real["Evolution_3classes"].value_counts().to_dict() == {"non_severe": 428, "IOT": 80, "DCD": 28}
+    assert not real[radiomics_columns()].isna().any().any()
+    # disease extent is the disease volume as % of the lung volume (the lung mask includes the disease)
+    vol = lambda r: real[f"original_shape_VoxelVolume_{r}"]  # noqa: E731
+    extent = 100 * (vol("disease_left") + vol("disease_right")) / (vol("lung_left") + vol("lung_right"))
+    assert np.corrcoef(extent, real["Disease_extent"])[0, 1] > 0.999
+
+
+def test_real_data_quality_rules(real):
+    report = data_quality_report(real)
+    found = {(f.column, f.kind): f.n_patients for f in report.findings}
+    assert found[("Lymphocytes", "imputed_constant")] == 11
+    assert found[("CRP", "imputed_constant")] == 28
+    assert found[("HBP", "not_binary")] == 1 and found[("Diabetes", "not_binary")] == 1
+    assert found[("CRP", "implausible")] == 15
+    assert found[("disease_right", "empty_region")] == 1
+    clean = CovidMediaQualityRules().fit(real).transform(real)
+    assert clean["Lymphocytes"].max() <= 5 and clean["CRP"].max() <= 600
+    assert not np.isclose(clean["CRP"], 203.3425196850394).any()
+    assert set(clean["HBP"].dropna()) == {0.0, 1.0}
+    assert clean["Lymphocytes"].median() == pytest.approx(0.9, abs=0.2)  # 10^9/L
+    pd.testing.assert_frame_equal(clean[radiomics_columns()], real[radiomics_columns()])
+
+
+# --------------------------------------------------------------------------- the shipped model
+def test_shipped_model_files_and_card():
+    from workbench.covid_media_model import SHIPPED_NAME, load_severity_model, shipped_model_path
+
+    path = shipped_model_path()
+    assert path.exists(), "the shipped Covid-MedIA severity model is missing (benchmarks/covid_media.py --ship)"
+    assert path.stat().st_size < 5e6
+    model = load_severity_model()
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["name"] == SHIPPED_NAME and meta["outcome"] == "Evolution"
+    assert meta["classes"] == ["non_severe", "severe"] and 0 < meta["threshold"] < 1
+    assert len(meta["training_data_sha256"]) == 64 and meta["versions"]["scikit-learn"]
+    assert "Fat" not in model.features
+    assert set(meta["selected_features"]) <= set(model.features)
+    # only what the product can compute: clinical inputs, extent, shape, skewness/kurtosis
+    from workbench.covid_media_model import feature_set
+
+    assert set(model.features) <= set(feature_set("product"))
+    card = path.with_suffix(".md").read_text()
+    assert f"{meta['threshold']:.3f}" in card and meta["training_data_sha256"] in card
+    for value in meta["cv"]["table"].values():
+        assert value in card
+    assert "Domain shift" in card and "research use only" in card
+
+
+def test_shipped_model_predicts_a_real_row(real):
+    from workbench.covid_media_model import load_severity_model, predict_severity
+
+    model = load_severity_model()
+    assert model.metadata["training_data_sha256"] == real.attrs["sha256"]
+    row = real.iloc[[0]][model.features]
+    p = model.predict_proba(row)
+    assert p.shape == (1,) and 0 <= p[0] <= 1
+    # the product path: clinical by product names, extent from the biomarkers, radiomics by name
+    radiomics = {c: float(real.iloc[0][c]) for c in model.features if c.startswith("original_")}
+    pred = predict_severity(
+        model,
+        radiomics=radiomics,
+        clinical={"age_years": real.iloc[0]["Age"], "sex": real.iloc[0]["Sex"]},
+        biomarkers={"lesion_pct_lung": real.iloc[0]["Disease_extent"]},
+    )
+    assert 0 <= pred.probability <= 1 and pred.threshold == model.metadata["threshold"]
+    assert set(pred.missing_inputs) <= {"HBP", "Diabetes", "Lymphocytes", "CRP"}
+    assert "P(severe)" in str(pred) and pred.note
+    # the whole table: the shipped model ranks the training patients well (it was fitted on them)
+    from workbench.evaluation import auc
+
+    y = encode_outcome(real, "Evolution")
+    assert auc(y, model.predict_proba(real[model.features])) > 0.75
