@@ -310,6 +310,9 @@ def test_shipped_model_files_and_card():
     assert meta["classes"] == ["non_severe", "severe"] and 0 < meta["threshold"] < 1
     assert len(meta["training_data_sha256"]) == 64 and meta["versions"]["scikit-learn"]
     assert "Fat" not in model.features
+    from workbench.covid_media_model import stored_training_rows
+
+    assert stored_training_rows(model.estimator) == []  # no training row inside the file
     assert set(meta["selected_features"]) <= set(model.features)
     # only what the product can compute: clinical inputs, extent, shape, skewness/kurtosis
     from workbench.covid_media_model import feature_set
@@ -346,3 +349,78 @@ def test_shipped_model_predicts_a_real_row(real):
 
     y = encode_outcome(real, "Evolution")
     assert auc(y, model.predict_proba(real[model.features])) > 0.75
+
+
+# --------------------------------------------------------------------------- fast end-to-end
+FAST_HOLISTIC = dict(
+    n_splits=4,
+    selectors=("l1_logistic", "anova", "mutual_info"),
+    pool=("logistic", "lightgbm", "knn"),
+    inner_folds=3,
+    n_features=(5, 10),
+)
+
+
+@pytest.mark.slow
+def test_end_to_end_on_a_real_subset(real):
+    """Quality rules + holistic method, cross-validated on 300 real patients (product features)."""
+    from workbench.covid_media_model import cross_validate, evaluate, feature_set, holistic_model, outer_folds
+
+    subset = real.iloc[:300]
+    folds = outer_folds(subset, n_folds=3)
+    r = cross_validate(holistic_model(**FAST_HOLISTIC), subset, "Evolution", feature_set("product"), folds)
+    fold_ids = np.empty(len(subset), int)
+    for k, (_, test) in enumerate(folds):
+        fold_ids[test] = k
+    y = encode_outcome(subset, "Evolution")
+    m = evaluate("soft", "Evolution", r.proba["holistic/soft_vote"], y, fold_ids, n_bootstrap=100)
+    assert m.default.auc["severe"] > 0.65  # clinical + extent alone reach ~0.75 on all 536
+    assert 0 < m.threshold < 1 and m.crossfit.balanced_accuracy > 0.55
+    assert len(r.selected) == 3 and all("Disease_extent" in s for s in r.selected)
+
+
+def test_fit_shipped_model_writes_model_sidecar_and_card(tmp_path):
+    """The shipping path on a synthetic table: model, sidecar and a card generated from it."""
+    from workbench.covid_media_model import Candidate, fit_shipped_model, load_severity_model, predict_severity
+
+    table = load_covid_media(write_split(tmp_path / "s", n=80, seed=5))
+    cv = {
+        "scheme": "synthetic",
+        "n_bootstrap": 10,
+        "threshold": 0.42,
+        "table": {"AUC (severe vs non-severe)": "0.612 (0.500-0.700)"},
+        "confusion": [[30, 20], [5, 25]],
+    }
+    path = fit_shipped_model(
+        table, Candidate("baseline", "logistic_clinical_extent", "clinical_extent"), cv, tmp_path / "m", why="a test"
+    )
+    model = load_severity_model(path)
+    assert model.metadata["threshold"] == 0.42 and model.metadata["training_data_sha256"] == table.attrs["sha256"]
+    assert model.features == ["Sex", "Age", "HBP", "Diabetes", "Lymphocytes", "CRP", "Disease_extent"]
+    card = path.with_suffix(".md").read_text()
+    assert "0.612 (0.500-0.700)" in card and "0.420" in card and "`crp_mg_l`" in card
+    pred = predict_severity(model, clinical={"age_years": 80, "crp_mg_l": 150}, biomarkers={"lesion_pct_lung": 40})
+    assert 0 <= pred.probability <= 1 and set(pred.missing_inputs) == {"Sex", "HBP", "Diabetes", "Lymphocytes"}
+
+
+def test_models_storing_training_rows_are_not_shipped(tmp_path):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from workbench.covid_media_model import Candidate, baseline_model, fit_shipped_model, stored_training_rows
+    from workbench.errors import ModelError
+    from workbench.holistic import BalancedProba
+
+    table = load_covid_media(write_split(tmp_path / "s", n=60, seed=2))
+    y = encode_outcome(table, "Evolution")
+    model, features = baseline_model("random_forest_clinical_extent")
+    assert stored_training_rows(model.fit(table[features], y)) == []
+    knn = BalancedProba(KNeighborsClassifier(5)).fit(table[features].fillna(0), y)
+    assert stored_training_rows(knn) == ["KNeighborsClassifier"]
+    assert Candidate("holistic", "h", "product").stores_training_rows
+    assert not Candidate(
+        "holistic", "h", "product", params={"pool": ("logistic", "random_forest")}
+    ).stores_training_rows
+    fast = {"n_splits": 2, "pool": ("knn",), "inner_folds": 2, "n_features": 3, "selectors": ("anova",)}
+    cv = {"scheme": "-", "n_bootstrap": 0, "threshold": 0.5, "table": {}, "confusion": [[0, 0], [0, 0]]}
+    with pytest.raises(ModelError, match="store training rows"):
+        fit_shipped_model(table, Candidate("holistic", "h", "clinical_extent", params=fast), cv, tmp_path / "m")

@@ -316,3 +316,44 @@ def test_multiclass_metrics_per_class_and_balanced_accuracy():
     assert lo < res["balanced_accuracy"] < hi
     with pytest.raises(WorkbenchError, match="not classes of the model"):
         multiclass_metrics(np.append(y[:-1], "critical"), P, ["mild", "moderate", "severe"])
+
+
+def test_classification_metrics_multiclass_matches_sklearn():
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
+
+    from workbench.evaluation import classification_metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(3, 300, p=[0.7, 0.2, 0.1])
+    P = rng.dirichlet([1, 1, 1], 300)
+    P[np.arange(300), y] += 0.6
+    P /= P.sum(axis=1, keepdims=True)
+    m = classification_metrics(y, P, ["non_severe", "IOT", "DCD"], n_bootstrap=300)
+    assert m.balanced_accuracy == pytest.approx(balanced_accuracy_score(y, P.argmax(axis=1)))
+    np.testing.assert_allclose(list(m.auc.values()), roc_auc_score(y, P, multi_class="ovr", average=None))
+    np.testing.assert_array_equal(m.confusion, confusion_matrix(y, P.argmax(axis=1)))
+    assert all(lo <= hi for lo, hi in m.ci.values())
+    lo, hi = m.ci["balanced_accuracy"]
+    assert lo < m.balanced_accuracy < hi and hi - lo < 0.25
+    spec = ((P.argmax(axis=1) != 2) & (y != 2)).sum() / (y != 2).sum()
+    assert m.specificity["DCD"] == pytest.approx(spec)
+    assert "true DCD" in m.confusion_table().index
+    assert m.as_dict()["confusion"] == m.confusion.tolist()
+
+
+def test_classification_metrics_binary_threshold():
+    from workbench.evaluation import classification_metrics
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 0, 1, 0])
+    p1 = np.array([0.1, 0.2, 0.3, 0.45, 0.4, 0.7, 0.9, 0.6, 0.35, 0.05])
+    m = classification_metrics(
+        y, np.column_stack([1 - p1, p1]), ["non_severe", "severe"], threshold=0.4, n_bootstrap=50
+    )
+    op = metrics_at_threshold(y, p1, 0.4)
+    assert m.sensitivity["severe"] == pytest.approx(op.sensitivity)
+    assert m.specificity["severe"] == pytest.approx(op.specificity)
+    assert m.balanced_accuracy == pytest.approx((op.sensitivity + op.specificity) / 2)
+    assert list(m.auc) == ["severe"] and m.auc["severe"] == pytest.approx(auc(y, p1))
+    assert m.threshold == 0.4
+    with pytest.raises(WorkbenchError, match="two outcome classes"):
+        classification_metrics(np.zeros(5, int), np.full((5, 2), 0.5))

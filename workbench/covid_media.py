@@ -91,7 +91,7 @@ LABELS: dict[str, tuple[str, ...]] = {
 #: readable class names
 CLASS_NAMES: dict[str, str] = {
     "non_severe": "non-severe",
-    "severe": "severe (intubated or deceased)",
+    "severe": "intubated or deceased within 4 days",
     "IOT": "intubated within 4 days",
     "DCD": "deceased within 4 days",
 }

@@ -18,7 +18,6 @@ the shipped model may need.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,9 @@ from sklearn.preprocessing import PowerTransformer
 
 from workbench.covid_media import (
     CLASS_NAMES,
+    CLINICAL_COLUMNS,
     LABELS,
+    PRODUCT_TO_COHORT,
     CovidMediaQualityRules,
     affine_invariant_columns,
     covid_media_row,
@@ -46,7 +47,7 @@ from workbench.covid_media import (
 )
 from workbench.errors import ModelError
 from workbench.evaluation import ClassificationMetrics, classification_metrics, operating_point
-from workbench.holistic import CONSENSUS, HolisticClassifier
+from workbench.holistic import CONSENSUS, POOL, HolisticClassifier
 
 #: clinical values a user enters (cohort names), without the undefined ``Fat``
 CLINICAL_INPUTS: tuple[str, ...] = ("Sex", "Age", "HBP", "Diabetes", "Lymphocytes", "CRP")
@@ -72,8 +73,8 @@ FEATURE_SET_NOTES: dict[str, str] = {
 #: file stem of the shipped severity model under ``workbench/models``
 SHIPPED_NAME = "covid_media_severity"
 DOMAIN_SHIFT_NOTE = (
-    "Trained on the authors' features: their CNN lesion, lung and heart masks on CT from French "
-    "hospitals (March-April 2020), and radiomics of intensities that were not in Hounsfield units "
+    "Trained on the authors' features: their CNN lesion, lung and heart masks on CT of their multi-centre "
+    "French cohort (2020), and radiomics of intensities that were not in Hounsfield units "
     "(an unknown per-scan normalization: values -3..10, so PyRadiomics' bin width 25 gave at most two "
     "grey levels). A new scan is described by the workbench's own masks and HU: disease extent and "
     "shape features depend on how lesions, lungs and heart are delineated (the workbench's automatic "
@@ -81,6 +82,19 @@ DOMAIN_SHIFT_NOTE = (
     "rescaling (skewness, kurtosis) are used. Expect the predictions on new scans to be less accurate "
     "than the cross-validated figures, and check calibration locally before any use."
 )
+
+
+def domain_shift_note(features: Sequence[str]) -> str:
+    """The domain-shift note of a model using ``features`` (its card and the Case page show it)."""
+    if any(f.startswith("original_") for f in features):
+        return DOMAIN_SHIFT_NOTE
+    return (
+        "The only imaging input is the disease extent: the authors measured it with their CNN lesion and lung "
+        "masks on CT of their multi-centre French cohort (2020); a new scan gets the workbench's lesion % of "
+        "lung from its own masks, which runs lower than expert masks on real slices (see README, biomarkers). "
+        "A systematic difference in extent moves every prediction. Expect the predictions on new scans to be "
+        "less accurate than the cross-validated figures, and check calibration locally before any use."
+    )
 
 
 def feature_set(name: str) -> list[str]:
@@ -98,24 +112,10 @@ def with_quality_rules(estimator: Any) -> Pipeline:
 
 # --------------------------------------------------------------------------- baselines
 def _lightgbm(random_state: int) -> Any:
-    from lightgbm import LGBMClassifier
+    """The zoo's LightGBM (:mod:`workbench.models`) with balanced class weights."""
+    from workbench.models import make_model
 
-    # the zoo's LightGBM settings (workbench.models), with balanced class weights
-    return LGBMClassifier(
-        n_estimators=150,
-        learning_rate=0.05,
-        num_leaves=7,
-        max_depth=3,
-        min_child_samples=10,
-        subsample=0.8,
-        subsample_freq=1,
-        colsample_bytree=0.8,
-        reg_lambda=1.0,
-        class_weight="balanced",
-        random_state=random_state,
-        n_jobs=1,
-        verbose=-1,
-    )
+    return make_model("lightgbm", random_state)[-1].set_params(class_weight="balanced")
 
 
 def _logistic(random_state: int) -> Pipeline:
@@ -128,10 +128,24 @@ def _logistic(random_state: int) -> Pipeline:
     )
 
 
+def _random_forest(random_state: int) -> Pipeline:
+    """The zoo's random forest (median imputation, no missing-value indicators), 300 trees, at least 15
+    patients per leaf (the value the holistic pool's inner tuning chose most often), balanced weights."""
+    from workbench.models import make_model
+
+    return make_model("random_forest", random_state).set_params(
+        impute__add_indicator=False,
+        model__n_estimators=300,
+        model__min_samples_leaf=15,
+        model__class_weight="balanced_subsample",
+    )
+
+
 #: baseline name -> (feature set, description, factory(random_state))
 BASELINES: dict[str, tuple[str, str, Callable[[int], Any]]] = {
     "logistic_clinical_extent": ("clinical_extent", "logistic regression (L2, C=0.3)", _logistic),
     "lightgbm_clinical_extent": ("clinical_extent", "LightGBM (150 trees of 7 leaves)", _lightgbm),
+    "random_forest_clinical_extent": ("clinical_extent", "random forest (300 trees, >= 15 per leaf)", _random_forest),
     "lightgbm_clinical": ("clinical", "LightGBM (150 trees of 7 leaves)", _lightgbm),
     "lightgbm_all": ("all", "LightGBM (150 trees of 7 leaves)", _lightgbm),
     "logistic_clinical_extent_fat": ("clinical_extent_fat", "logistic regression (L2, C=0.3)", _logistic),
@@ -328,7 +342,7 @@ def model_card(meta: Mapping[str, Any]) -> str:
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in cv["table"].items()],
         "",
-        "Confusion matrix at the shipped threshold (cross-fitted thresholds, out-of-fold):",
+        "Confusion matrix of the out-of-fold predictions at the cross-fitted thresholds:",
         "",
         "| | " + " | ".join(f"predicted {c}" for c in meta["classes"]) + " |",
         "|---|" + "---|" * len(meta["classes"]),
@@ -340,6 +354,18 @@ def model_card(meta: Mapping[str, Any]) -> str:
         "### Why this model",
         meta["why"],
         "",
+        *(
+            [
+                "Candidates (every model whose inputs the product can compute; same folds):",
+                "",
+                "| candidate | AUC (95 % CI) | balanced accuracy, cross-fitted threshold |",
+                "|---|---|---|",
+                *[f"| {c['model']} | {c['auc']} | {c['balanced_accuracy']} |" for c in cv.get("candidates", [])],
+                "",
+            ]
+            if cv.get("candidates")
+            else []
+        ),
         "## Domain shift",
         meta["domain_shift"],
         "",
@@ -417,19 +443,6 @@ def consensus_names() -> list[str]:
     return [f"holistic/{r}" for r in CONSENSUS]
 
 
-def write_json(obj: Any, path: Path) -> None:
-    """JSON with numpy values converted."""
-
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        return str(o)
-
-    path.write_text(json.dumps(obj, indent=2, default=default))
-
-
 # --------------------------------------------------------------------------- candidates and shipping
 @dataclass
 class Candidate:
@@ -445,6 +458,12 @@ class Candidate:
     train_task: str = "Evolution"
     consensus: str = "soft_vote"
     params: dict = field(default_factory=dict)
+
+    @property
+    def stores_training_rows(self) -> bool:
+        """True when the fitted model would keep training rows (a holistic pool with kNN or SVM)."""
+        pool = self.params.get("pool", POOL) if self.kind == "holistic" else ()
+        return bool({"knn", "svm"} & set(pool))
 
     def build(self) -> tuple[Pipeline, list[str]]:
         """(unfitted pipeline predicting [P(non_severe), P(severe)] from string labels, features)."""
@@ -462,6 +481,34 @@ class Candidate:
             groups = {"non_severe": ["non_severe"], "severe": ["IOT", "DCD"]}
             estimator = CollapsedClasses(estimator, groups=groups)
         return with_quality_rules(estimator), features
+
+
+def stored_training_rows(estimator: Any) -> list[str]:
+    """Names of the fitted parts of ``estimator`` that keep training rows in the model file (kNN's
+    samples, SVM's support vectors). A shipped model must have none: the data carry no licence."""
+    from sklearn.base import BaseEstimator
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+
+    found: list[str] = []
+
+    def walk(obj: Any, depth: int = 0) -> None:
+        if depth > 12:
+            return
+        if isinstance(obj, (KNeighborsClassifier, SVC)):
+            found.append(type(obj).__name__)
+        elif isinstance(obj, BaseEstimator):
+            for value in vars(obj).values():
+                walk(value, depth + 1)
+        elif isinstance(obj, dict):
+            for value in obj.values():
+                walk(value, depth + 1)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                walk(value, depth + 1)
+
+    walk(estimator)
+    return sorted(set(found))
 
 
 def fit_shipped_model(
@@ -483,6 +530,12 @@ def fit_shipped_model(
     pipeline, features = candidate.build()
     labels = table[candidate.train_task].astype(str).to_numpy()
     pipeline.fit(table[features], labels)
+    rows = stored_training_rows(pipeline)
+    if rows:
+        raise ModelError(
+            f"Not shipping '{candidate.name}': its {', '.join(rows)} part(s) store training rows, and the "
+            "Covid-MedIA data may not be redistributed."
+        )
     final = pipeline[-1]
     holistic = getattr(final, "estimator_", final)
     if isinstance(holistic, HolisticClassifier):
@@ -500,16 +553,12 @@ def fit_shipped_model(
         selection = {}
     rules = pipeline.named_steps["quality"]
     counts = table["Evolution_3classes"].value_counts().to_dict() if "Evolution_3classes" in table else {}
-    units = {
-        "Sex": ("sex (1 = male)", ""),
-        "Age": ("age", "years"),
-        "Disease_extent": ("lesion % of lung (`lesion_pct_lung`)", "%"),
-        "HBP": ("hypertension (0/1)", ""),
-        "Diabetes": ("diabetes (0/1)", ""),
-        "Lymphocytes": ("lymphocyte count", "10^9/L"),
-        "CRP": ("C-reactive protein", "mg/L"),
-    }
-    inputs = [{"product": units[c][0], "column": c, "unit": units[c][1]} for c in units if c in features]
+    product_name = {cohort: product for product, cohort in PRODUCT_TO_COHORT.items()}
+    inputs = [
+        {"product": f"`{product_name[c]}`: {CLINICAL_COLUMNS[c][0]}", "column": c, "unit": CLINICAL_COLUMNS[c][1]}
+        for c in [*CLINICAL_INPUTS, "Disease_extent"]
+        if c in features
+    ]
     n_radiomics = len([f for f in features if f.startswith("original_")])
     if n_radiomics:
         inputs.append(
@@ -550,7 +599,7 @@ def fit_shipped_model(
         "inputs": inputs,
         "cv": dict(cv),
         "why": why,
-        "domain_shift": DOMAIN_SHIFT_NOTE,
+        "domain_shift": domain_shift_note(used),
     }
     fitted = FittedModel(SHIPPED_NAME, pipeline, list(features), "Evolution", {})
     out = Path(out_dir) if out_dir is not None else models_dir()

@@ -365,21 +365,11 @@ def _member(name: str, random_state: int) -> tuple[Any, dict[str, list]]:
         )
         grid = {"clf__min_samples_leaf": [5, 15]}
     elif name == "lightgbm":
-        from lightgbm import LGBMClassifier
+        from workbench.models import make_model
 
-        clf = LGBMClassifier(
-            n_estimators=200,
-            learning_rate=0.03,
-            max_depth=3,
-            min_child_samples=20,
-            subsample=0.8,
-            subsample_freq=1,
-            colsample_bytree=0.8,
-            reg_lambda=1.0,
-            class_weight="balanced",
-            random_state=random_state,
-            n_jobs=1,
-            verbose=-1,
+        # the zoo's LightGBM, slower and more regularised, balanced class weights
+        clf = make_model("lightgbm", random_state)[-1].set_params(
+            n_estimators=200, learning_rate=0.03, min_child_samples=20, num_leaves=31, class_weight="balanced"
         )
         grid = {"clf__num_leaves": [4, 8]}
     elif name == "knn":

@@ -723,7 +723,9 @@ def save_model(model: FittedModel, path: str | Path, extra_metadata: dict | None
     unknown = sorted(untrusted - ALLOWED_TYPES)
     if unknown:
         raise ModelError(f"Cannot save model '{model.name}': it contains types outside the allow-list: {unknown}")
-    sio.dump(model.estimator, path)
+    import zipfile
+
+    sio.dump(model.estimator, path, compression=zipfile.ZIP_DEFLATED, compresslevel=6)
     meta = dict(model.metadata)
     meta.update(extra_metadata or {})
     meta.update(
