@@ -1,7 +1,7 @@
 """Covid-MedIA loader, data-quality rules, product row and the shipped severity model.
 
-The real training split is read from ../shared/data/covid_media_train (tests skip with a reason
-where it is absent); it carries no licence, so the error-path tests build small synthetic tables
+The real training split is read from ../shared/data/covid_media_train (``conftest.shared_path``:
+tests skip with a reason where it is absent, and fail in CI); it carries no licence, so the error-path tests build small synthetic tables
 with the same layout instead of copying any of it.
 """
 
@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_path
 
 from workbench.covid_media import (
     CLINICAL_COLUMNS,
@@ -31,12 +32,6 @@ from workbench.covid_media import (
     shape_columns,
 )
 from workbench.errors import CohortError, WorkbenchError
-from workbench.paths import shared_dataset
-
-REAL = shared_dataset(TRAIN_DATASET)
-needs_real = pytest.mark.skipif(
-    not is_covid_media_folder(REAL), reason=f"Covid-MedIA training split not found at {REAL}"
-)
 
 
 # --------------------------------------------------------------------------- synthetic layout
@@ -264,9 +259,7 @@ def test_covid_media_row_maps_product_names():
 # --------------------------------------------------------------------------- the real training split
 @pytest.fixture(scope="module")
 def real():
-    if not is_covid_media_folder(REAL):
-        pytest.skip(f"Covid-MedIA training split not found at {REAL}")
-    return load_covid_media(REAL)
+    return load_covid_media(shared_path(TRAIN_DATASET))
 
 
 def test_real_training_split(real):
@@ -361,7 +354,6 @@ FAST_HOLISTIC = dict(
 )
 
 
-@pytest.mark.slow
 def test_end_to_end_on_a_real_subset(real):
     """Quality rules + holistic method, cross-validated on 300 real patients (product features)."""
     from workbench.covid_media_model import cross_validate, evaluate, feature_set, holistic_model, outer_folds
@@ -401,6 +393,12 @@ def test_fit_shipped_model_writes_model_sidecar_and_card(tmp_path):
     assert "0.612 (0.500-0.700)" in card and "0.420" in card and "`crp_mg_l`" in card
     pred = predict_severity(model, clinical={"age_years": 80, "crp_mg_l": 150}, biomarkers={"lesion_pct_lung": 40})
     assert 0 <= pred.probability <= 1 and set(pred.missing_inputs) == {"Sex", "HBP", "Diabetes", "Lymphocytes"}
+    # `workbench validate` scores a split folder of this layout, its severe/non_severe labels included
+    from workbench.validation import validate_model
+
+    result = validate_model(path, tmp_path / "s", outcome="Evolution", n_bootstrap=50)
+    assert result.task == "binary" and result.n == 80 and result.threshold == 0.42
+    assert result.metrics["events"] == int((table["Evolution"] == "severe").sum())
 
 
 def test_models_storing_training_rows_are_not_shipped(tmp_path):
@@ -424,3 +422,15 @@ def test_models_storing_training_rows_are_not_shipped(tmp_path):
     cv = {"scheme": "-", "n_bootstrap": 0, "threshold": 0.5, "table": {}, "confusion": [[0, 0], [0, 0]]}
     with pytest.raises(ModelError, match="store training rows"):
         fit_shipped_model(table, Candidate("holistic", "h", "clinical_extent", params=fast), cv, tmp_path / "m")
+
+
+def test_load_cohort_reads_a_covid_media_folder(tmp_path):
+    """``workbench.cohort.load_cohort`` (used by `workbench fit` / `validate` and the Cohort page) reads the layout."""
+    from workbench.cohort import load_cohort
+
+    table = load_cohort(write_split(tmp_path / "s", n=25))
+    assert len(table) == 25 and table.attrs["layout"] == "covid-media" and table.attrs["split"] == "Test"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CohortError, match="No Covid-MedIA files found"):
+        load_cohort(empty)

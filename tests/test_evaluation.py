@@ -353,7 +353,7 @@ def test_classification_metrics_binary_threshold():
     assert m.sensitivity["severe"] == pytest.approx(op.sensitivity)
     assert m.specificity["severe"] == pytest.approx(op.specificity)
     assert m.balanced_accuracy == pytest.approx((op.sensitivity + op.specificity) / 2)
-    assert list(m.auc) == ["severe"] and m.auc["severe"] == pytest.approx(auc(y, p1))
+    assert m.auc["severe"] == pytest.approx(auc(y, p1)) and m.auc["non_severe"] == pytest.approx(m.auc["severe"])
     assert m.threshold == 0.4
     with pytest.raises(WorkbenchError, match="two outcome classes"):
         classification_metrics(np.zeros(5, int), np.full((5, 2), 0.5))

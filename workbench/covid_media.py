@@ -60,15 +60,14 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from workbench.errors import CohortError
 from workbench.paths import shared_dataset
+from workbench.radiomics import FEATURE_NAMES, REGIONS
 
 #: folder name of the training split under ``../shared/data``
 TRAIN_DATASET = "covid_media_train"
 #: where the public data can be obtained (for messages when the folder is absent)
 SOURCE = "Chassagnon G. et al., Med Image Anal 67:101860 (2021), data in the GitHub repository ebattistella/Covid-MedIA"
 
-#: the five image regions, in the order of the files
-REGIONS: tuple[str, ...] = ("disease_left", "disease_right", "lung_left", "lung_right", "heart")
-#: file parts: the clinical table and one radiomics table per region
+#: file parts: the clinical table and one radiomics table per region (:data:`REGIONS`, in the files' order)
 PARTS: tuple[str, ...] = ("clinical", *REGIONS)
 #: clinical columns: name -> (description, unit)
 CLINICAL_COLUMNS: dict[str, tuple[str, str]] = {
@@ -95,42 +94,9 @@ CLASS_NAMES: dict[str, str] = {
     "IOT": "intubated within 4 days",
     "DCD": "deceased within 4 days",
 }
-#: the 107 PyRadiomics "original" features of each region (default extraction: shape, first order,
-#: GLCM, GLDM, GLRLM, GLSZM, NGTDM), in the files' (alphabetical) order, without the region suffix
-RADIOMICS_FEATURES: tuple[str, ...] = tuple(
-    f"original_{n}"
-    for n in (
-        "firstorder_10Percentile firstorder_90Percentile firstorder_Energy firstorder_Entropy "
-        "firstorder_InterquartileRange firstorder_Kurtosis firstorder_Maximum firstorder_Mean "
-        "firstorder_MeanAbsoluteDeviation firstorder_Median firstorder_Minimum firstorder_Range "
-        "firstorder_RobustMeanAbsoluteDeviation firstorder_RootMeanSquared firstorder_Skewness "
-        "firstorder_TotalEnergy firstorder_Uniformity firstorder_Variance glcm_Autocorrelation "
-        "glcm_ClusterProminence glcm_ClusterShade glcm_ClusterTendency glcm_Contrast glcm_Correlation "
-        "glcm_DifferenceAverage glcm_DifferenceEntropy glcm_DifferenceVariance glcm_Id glcm_Idm glcm_Idmn "
-        "glcm_Idn glcm_Imc1 glcm_Imc2 glcm_InverseVariance glcm_JointAverage glcm_JointEnergy "
-        "glcm_JointEntropy glcm_MCC glcm_MaximumProbability glcm_SumAverage glcm_SumEntropy glcm_SumSquares "
-        "gldm_DependenceEntropy gldm_DependenceNonUniformity gldm_DependenceNonUniformityNormalized "
-        "gldm_DependenceVariance gldm_GrayLevelNonUniformity gldm_GrayLevelVariance gldm_HighGrayLevelEmphasis "
-        "gldm_LargeDependenceEmphasis gldm_LargeDependenceHighGrayLevelEmphasis "
-        "gldm_LargeDependenceLowGrayLevelEmphasis gldm_LowGrayLevelEmphasis gldm_SmallDependenceEmphasis "
-        "gldm_SmallDependenceHighGrayLevelEmphasis gldm_SmallDependenceLowGrayLevelEmphasis "
-        "glrlm_GrayLevelNonUniformity glrlm_GrayLevelNonUniformityNormalized glrlm_GrayLevelVariance "
-        "glrlm_HighGrayLevelRunEmphasis glrlm_LongRunEmphasis glrlm_LongRunHighGrayLevelEmphasis "
-        "glrlm_LongRunLowGrayLevelEmphasis glrlm_LowGrayLevelRunEmphasis glrlm_RunEntropy "
-        "glrlm_RunLengthNonUniformity glrlm_RunLengthNonUniformityNormalized glrlm_RunPercentage "
-        "glrlm_RunVariance glrlm_ShortRunEmphasis glrlm_ShortRunHighGrayLevelEmphasis "
-        "glrlm_ShortRunLowGrayLevelEmphasis glszm_GrayLevelNonUniformity glszm_GrayLevelNonUniformityNormalized "
-        "glszm_GrayLevelVariance glszm_HighGrayLevelZoneEmphasis glszm_LargeAreaEmphasis "
-        "glszm_LargeAreaHighGrayLevelEmphasis glszm_LargeAreaLowGrayLevelEmphasis glszm_LowGrayLevelZoneEmphasis "
-        "glszm_SizeZoneNonUniformity glszm_SizeZoneNonUniformityNormalized glszm_SmallAreaEmphasis "
-        "glszm_SmallAreaHighGrayLevelEmphasis glszm_SmallAreaLowGrayLevelEmphasis glszm_ZoneEntropy "
-        "glszm_ZonePercentage glszm_ZoneVariance ngtdm_Busyness ngtdm_Coarseness ngtdm_Complexity "
-        "ngtdm_Contrast ngtdm_Strength shape_Elongation shape_Flatness shape_LeastAxisLength "
-        "shape_MajorAxisLength shape_Maximum2DDiameterColumn shape_Maximum2DDiameterRow "
-        "shape_Maximum2DDiameterSlice shape_Maximum3DDiameter shape_MeshVolume shape_MinorAxisLength "
-        "shape_Sphericity shape_SurfaceArea shape_SurfaceVolumeRatio shape_VoxelVolume"
-    ).split()
-)
+#: the 107 PyRadiomics "original" features of each region, without the region suffix (one home:
+#: :mod:`workbench.radiomics`, which computes them from a scan)
+RADIOMICS_FEATURES: tuple[str, ...] = FEATURE_NAMES
 #: first-order features unchanged by any affine intensity rescaling (x -> a x + b, a > 0)
 AFFINE_INVARIANT_FIRSTORDER: tuple[str, ...] = ("original_firstorder_Skewness", "original_firstorder_Kurtosis")
 
@@ -612,7 +578,8 @@ def data_quality_report(table: pd.DataFrame, rules: CovidMediaQualityRules | Non
                         "empty_region",
                         empty,
                         "all 107 features are 0 (empty mask: no such region found)",
-                        "kept (the source's convention; a new scan with an empty region gets 0s too)",
+                        "kept (the source's convention; workbench.radiomics gives NaN for an empty region: "
+                        "use 0 before scoring a model trained on these features)",
                     )
                 )
     return report

@@ -58,7 +58,7 @@ FEATURE_SETS: dict[str, list[str]] = {
     "clinical_extent": [*CLINICAL_INPUTS, "Disease_extent"],
     "clinical_extent_fat": [*CLINICAL_INPUTS, "Disease_extent", "Fat"],
     # what the product can compute from a new scan: mask-only (shape) features and the first-order
-    # features that no affine intensity normalization changes (the cohort's intensities are not HU)
+    # features that no affine intensity rescaling changes (the cohort's intensities are whole-scan z-scores)
     "product": [*CLINICAL_INPUTS, "Disease_extent", *shape_columns(), *affine_invariant_columns()],
     "all": [*CLINICAL_INPUTS, "Disease_extent", "Fat", *radiomics_columns()],
 }
@@ -74,13 +74,13 @@ FEATURE_SET_NOTES: dict[str, str] = {
 SHIPPED_NAME = "covid_media_severity"
 DOMAIN_SHIFT_NOTE = (
     "Trained on the authors' features: their CNN lesion, lung and heart masks on CT of their multi-centre "
-    "French cohort (2020), and radiomics of intensities that were not in Hounsfield units "
-    "(an unknown per-scan normalization: values -3..10, so PyRadiomics' bin width 25 gave at most two "
-    "grey levels). A new scan is described by the workbench's own masks and HU: disease extent and "
-    "shape features depend on how lesions, lungs and heart are delineated (the workbench's automatic "
-    "lesion extent runs lower than expert masks), and only intensity features unchanged by a linear "
-    "rescaling (skewness, kurtosis) are used. Expect the predictions on new scans to be less accurate "
-    "than the cross-validated figures, and check calibration locally before any use."
+    "French cohort (2020), and radiomics of whole-scan z-scored intensities (PyRadiomics' normalize: values "
+    "-3..10, so bin width 25 gave at most two grey levels; the scan's mean and SD depend on its field of view "
+    "and scanner). A new scan is described by the workbench's own masks: disease extent and shape features "
+    "depend on how lesions, lungs and heart are delineated (the workbench's automatic lesion extent runs lower "
+    "than expert masks), and only intensity features unchanged by a linear rescaling (skewness, kurtosis) are "
+    "used. Expect the predictions on new scans to be less accurate than the cross-validated figures, and check "
+    "calibration locally before any use."
 )
 
 
@@ -313,7 +313,10 @@ def model_card(meta: Mapping[str, Any]) -> str:
         f"{meta['outcome_description']}. Classes: "
         + ", ".join(f"`{c}` ({CLASS_NAMES.get(c, c)})" for c in meta["classes"])
         + f". Predicted severe when the probability is ≥ **{meta['threshold']:.3f}** (pre-specified: "
-        "the Youden threshold of the cross-validated out-of-fold probabilities).",
+        "the Youden threshold of the cross-validated out-of-fold probabilities). The model was trained with "
+        "balanced class weights: its probability ranks patients and is read against that threshold, but it "
+        "overstates the absolute risk (severe in "
+        f"{meta.get('prevalence', float('nan')):.0%} of the cohort); recalibrate it before reading it as a risk.",
         "",
         "## Training data",
         f"{meta['cohort']}: {meta['n_patients']} patients, {meta['class_counts']}. "
@@ -552,6 +555,20 @@ def fit_shipped_model(
         used = list(features)
         selection = {}
     rules = pipeline.named_steps["quality"]
+    # what the model sees (after the quality rules): coverage, a SHAP background without any patient
+    # row (k-means centroids) and the inputs its predictions mostly rest on (mean |SHAP|)
+    from workbench.explain import background_table, explain, summarise_background
+    from workbench.models import key_features_from_importance
+
+    seen = rules.transform(table[features])
+    background = summarise_background(seen, seed=10)
+    ex = explain(
+        FittedModel(SHIPPED_NAME, pipeline, list(features), "Evolution"),
+        table[features],
+        background=background_table(background),
+        max_rows=200,
+        seed=10,
+    )
     counts = table["Evolution_3classes"].value_counts().to_dict() if "Evolution_3classes" in table else {}
     product_name = {cohort: product for product, cohort in PRODUCT_TO_COHORT.items()}
     inputs = [
@@ -585,9 +602,14 @@ def fit_shipped_model(
         "classes": ["non_severe", "severe"],
         "threshold": float(cv["threshold"]),
         "n_patients": int(len(table)),
+        "n_events": int((table["Evolution"] == "severe").sum()) if "Evolution" in table else None,
+        "prevalence": float((table["Evolution"] == "severe").mean()) if "Evolution" in table else None,
         "class_counts": ", ".join(f"{k} {v}" for k, v in counts.items()),
         "training_data_sha256": table.attrs.get("sha256", ""),
         "selected_features": used,
+        "key_features": key_features_from_importance(ex.global_importance()),
+        "training_coverage": {f: float(seen[f].notna().mean()) for f in features},
+        "explainer_background": background,
         "selection": selection,
         "method": _method_text(candidate),
         "quality_rules": (

@@ -682,7 +682,7 @@ def multiclass_metrics(y, proba, classes: Sequence | None = None, n_bootstrap: i
     ``per_class`` (a table: class, n, recall = sensitivity, specificity, precision = PPV, F1,
     one-vs-rest AUC with CI) and ``confusion_matrix`` (rows: true, columns: predicted, in
     ``classes`` order). A two-class problem gives the same figures as the binary functions at
-    threshold 0.5.
+    threshold 0.5. The figures and CIs come from :func:`classification_metrics`.
     """
     P = np.asarray(proba, dtype=float)
     if P.ndim != 2 or P.shape[1] < 2:
@@ -696,46 +696,36 @@ def multiclass_metrics(y, proba, classes: Sequence | None = None, n_bootstrap: i
     unknown = set(pd.unique(labels)) - set(classes)
     if unknown:
         raise WorkbenchError(f"Outcome values {sorted(map(str, unknown))} are not classes of the model {classes}.")
-    if np.isnan(P).any():
-        raise WorkbenchError("Some predicted probabilities are missing (NaN).")
-    k = len(classes)
     yi = np.array([classes.index(v) for v in labels])
-    pred = P.argmax(axis=1)
-    cm = np.zeros((k, k), dtype=int)
-    np.add.at(cm, (yi, pred), 1)
-
-    def bal_acc(t: np.ndarray, q: np.ndarray) -> float:
-        recalls = [np.mean(q[t == c] == c) for c in range(k) if (t == c).any()]
-        return float(np.mean(recalls))
-
-    rng = np.random.default_rng(seed)
-    boots = [bal_acc(yi[idx], pred[idx]) for idx in rng.integers(0, len(yi), (n_bootstrap, len(yi)))]
+    names = [str(c) for c in classes]
+    m = classification_metrics(yi, P, names, n_bootstrap=n_bootstrap, seed=seed)
+    cm = m.confusion
     rows = []
-    for c, name in enumerate(classes):
-        yc = (yi == c).astype(int)
-        op = metrics_at_threshold(yc, (pred == c).astype(float), 0.5)
-        row = {
-            "class": name,
-            "n": int(yc.sum()),
-            "recall": op.sensitivity,
-            "specificity": op.specificity,
-            "precision": op.ppv,
-            "f1": op.f1,
-            "auc": float("nan"),
-            "auc_ci_low": float("nan"),
-            "auc_ci_high": float("nan"),
-        }
-        if 0 < yc.sum() < len(yc):
-            ci = auc_ci(yc, P[:, c], n_bootstrap=n_bootstrap, seed=seed)
-            row.update(auc=ci.auc, auc_ci_low=ci.ci_low, auc_ci_high=ci.ci_high)
-        rows.append(row)
+    for c, (cls, name) in enumerate(zip(classes, names)):
+        n_pred = int(cm[:, c].sum())
+        precision = float(cm[c, c] / n_pred) if n_pred else float("nan")
+        denominator = int(cm[c].sum()) + n_pred
+        auc_low, auc_high = m.ci.get(f"auc[{name}]", (float("nan"), float("nan")))
+        rows.append(
+            {
+                "class": cls,
+                "n": int(cm[c].sum()),
+                "recall": m.sensitivity[name],
+                "specificity": m.specificity[name],
+                "precision": precision,
+                "f1": float(2 * cm[c, c] / denominator) if denominator else float("nan"),
+                "auc": m.auc.get(name, float("nan")),
+                "auc_ci_low": auc_low,
+                "auc_ci_high": auc_high,
+            }
+        )
     per_class = pd.DataFrame(rows)
     return {
-        "n": int(len(yi)),
+        "n": m.n,
         "classes": classes,
-        "accuracy": float(np.mean(pred == yi)),
-        "balanced_accuracy": bal_acc(yi, pred),
-        "balanced_accuracy_ci": [float(v) for v in np.quantile(boots, [0.025, 0.975])],
+        "accuracy": float(np.trace(cm) / cm.sum()),
+        "balanced_accuracy": m.balanced_accuracy,
+        "balanced_accuracy_ci": list(m.ci["balanced_accuracy"]),
         "macro_f1": float(np.nanmean(per_class["f1"])),
         "macro_auc": float(np.nanmean(per_class["auc"])),
         "per_class": per_class,
@@ -746,8 +736,9 @@ def multiclass_metrics(y, proba, classes: Sequence | None = None, n_bootstrap: i
 # --------------------------------------------------------------------------- class predictions (binary or multi-class)
 @dataclass
 class ClassificationMetrics:
-    """Balanced accuracy, per-class sensitivity/specificity, one-vs-rest AUC and the confusion
-    matrix of class predictions, each with a stratified-bootstrap CI (``ci[name] = (low, high)``;
+    """Balanced accuracy, per-class sensitivity/specificity, one-vs-rest AUC (of every class present;
+    for two classes both AUCs are equal) and the confusion matrix of class predictions, each with a
+    stratified-bootstrap CI (``ci[name] = (low, high)``;
     names: ``balanced_accuracy``, ``sensitivity[c]``, ``specificity[c]``, ``auc[c]``, ``confusion[t,p]``
     as the share of true class t predicted p)."""
 
@@ -877,8 +868,6 @@ def classification_metrics(
     aucs: dict[str, float] = {}
     for c in present:
         yc = (y == c).astype(int)
-        if K == 2 and c == 0:
-            continue  # binary: the AUC of the positive class only
         aucs[classes[c]] = auc(yc, proba[:, c])
         ycb = (yb == c).astype(int)
         boot_auc = _auc_rows(ycb, proba[idx, c])

@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -189,7 +190,13 @@ def _resolve_outcome(table: pd.DataFrame, outcome: str | None, model: FittedMode
     raise CohortError(f"The outcome column '{wanted}' is not in the cohort. Columns are: {cols}.")
 
 
-def _binary_outcome(values: pd.Series, name: str) -> pd.Series:
+def _binary_outcome(values: pd.Series, name: str, classes: Sequence | None = None) -> pd.Series:
+    """0/1 outcome; labels that are the model's two class names (e.g. ``non_severe``/``severe``)
+    map to their class index (the second class, whose probability the model predicts, is 1)."""
+    if classes is not None and len(classes) == 2 and all(isinstance(c, str) for c in classes):
+        present = set(values.dropna().astype(str))
+        if present and present <= set(classes):
+            return values.map(lambda v: np.nan if pd.isna(v) else float(list(classes).index(str(v))))
     y = pd.to_numeric(values, errors="coerce")
     bad = values[values.notna() & y.isna()]
     if len(bad):
@@ -242,7 +249,7 @@ def validate_model(
         )
     y_col = _resolve_outcome(table, outcome, fitted)
     multiclass = len(fitted.classes) > 2
-    y_all = table[y_col] if multiclass else _binary_outcome(table[y_col], y_col)
+    y_all = table[y_col] if multiclass else _binary_outcome(table[y_col], y_col, fitted.classes)
     has_y = y_all.notna().to_numpy()
     n_loaded = len(table)
     if (~has_y).any():
