@@ -76,7 +76,8 @@ def vegalite_version() -> str:
     same_major = [v for v in have if v.split(".")[0] == major]
     if not same_major:
         raise RuntimeError(
-            f"vl-convert {vlc.__version__} has no Vega-Lite {major}.x (Altair {alt.__version__} needs it)."
+            f"The installed vl-convert-python has no Vega-Lite {major}.x (Altair {alt.__version__} needs it); "
+            "upgrade it: pip install -U vl-convert-python"
         )
     return "v" + same_major[-1].replace(".", "_")
 
@@ -87,7 +88,7 @@ def _vega_bundle_b64(vl_version: str) -> str:
     ``window.vegaEmbed``), gzip-compressed and base64-encoded (~0.4 MB instead of 0.9 MB)."""
     import vl_convert as vlc
 
-    bundle = vlc.javascript_bundle(vl_version=vl_version).encode("utf-8")
+    bundle = vlc.javascript_bundle(vl_version=vl_version).encode("utf-8")  # type: ignore[call-arg]
     return base64.b64encode(gzip.compress(bundle, compresslevel=9, mtime=0)).decode("ascii")
 
 
