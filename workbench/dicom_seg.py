@@ -52,6 +52,7 @@ import SimpleITK as sitk
 
 from . import __version__
 from .charts import LESION_COLOURS, LUNG_COLOURS
+from .conventions import CONSOLIDATION, GGO, LEFT_LUNG, RIGHT_LUNG
 from .errors import InvalidInput, MaskMismatch, WorkbenchError
 
 if TYPE_CHECKING:
@@ -105,15 +106,35 @@ LUNG = Code("39607008", "SCT", "Lung")
 RIGHT = Code("24028007", "SCT", "Right")
 LEFT = Code("7771000", "SCT", "Left")
 GROUND_GLASS_OPACITY = Code("112120", "DCM", "Ground glass opacity")
-CONSOLIDATION = Code("RID43255", "RADLEX", "Consolidation")
+CONSOLIDATION_CODE = Code("RID43255", "RADLEX", "Consolidation")
 
 SEGMENTS: tuple[SegmentSpec, ...] = (
-    SegmentSpec(1, "Right lung", "lungs", 1, ANATOMICAL_STRUCTURE, LUNG, RIGHT, None, LUNG_COLOURS[1]),
-    SegmentSpec(2, "Left lung", "lungs", 2, ANATOMICAL_STRUCTURE, LUNG, LEFT, None, LUNG_COLOURS[2]),
     SegmentSpec(
-        3, "Ground-glass opacity", "lesions", 1, ABNORMAL_STRUCTURE, GROUND_GLASS_OPACITY, None, LUNG, LESION_COLOURS[1]
+        1, "Right lung", "lungs", RIGHT_LUNG, ANATOMICAL_STRUCTURE, LUNG, RIGHT, None, LUNG_COLOURS[RIGHT_LUNG]
     ),
-    SegmentSpec(4, "Consolidation", "lesions", 2, ABNORMAL_STRUCTURE, CONSOLIDATION, None, LUNG, LESION_COLOURS[2]),
+    SegmentSpec(2, "Left lung", "lungs", LEFT_LUNG, ANATOMICAL_STRUCTURE, LUNG, LEFT, None, LUNG_COLOURS[LEFT_LUNG]),
+    SegmentSpec(
+        3,
+        "Ground-glass opacity",
+        "lesions",
+        GGO,
+        ABNORMAL_STRUCTURE,
+        GROUND_GLASS_OPACITY,
+        None,
+        LUNG,
+        LESION_COLOURS[GGO],
+    ),
+    SegmentSpec(
+        4,
+        "Consolidation",
+        "lesions",
+        CONSOLIDATION,
+        ABNORMAL_STRUCTURE,
+        CONSOLIDATION_CODE,
+        None,
+        LUNG,
+        LESION_COLOURS[CONSOLIDATION],
+    ),
 )
 
 #: algorithm family per segmentation method (DICOM CID 7162)
