@@ -79,8 +79,19 @@ def _metric(at: AppTest, label_start: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label_start))
 
 
-def _image_url(at: AppTest) -> str:
-    return at.get("image")[0].proto.imgs[0].url
+def _viewer(at: AppTest) -> dict:
+    """The data of the browser slice viewer shown on the Slices tab (workbench.slice_viewer)."""
+    import json
+    import re
+
+    (frame,) = at.get("iframe")
+    return json.loads(re.search(r"const D = (\{.*?\});\n", frame.proto.srcdoc, re.S).group(1).replace("<\\/", "</"))
+
+
+def _tab(at: AppTest, name: str) -> AppTest:
+    """Open a tab of the Case page (its tabs are lazy: only the open one runs)."""
+    at.session_state["case_tab"] = name
+    return at.run()
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +117,14 @@ def test_case_page_analyses_an_upload(case_app, files):
     assert _metric(at, "Lesion volume") == f"{bm['lesion_volume_ml']:.0f} ml"
     assert bm["lesion_volume_ml"] > 5 and bm["ct_severity_score"] >= 2  # a moderate phantom
     assert result.case_id == "uploaded case"  # the file name is not used as a label
-    assert len(at.get("image")) == 1
-    assert len(at.get("download_button")) == 4
-    assert at.dataframe[0].value["label"].notna().all()
+    assert _viewer(at)["view"] == "axial" and len(_viewer(at)["grey"]) == 48
+    # lazy tabs: only the open tab ran (no download buttons, no charts yet)
+    assert not at.get("download_button") and not at.get("vega_lite_chart")
+    _tab(at, "Biomarkers")
+    assert at.dataframe[0].value["label"].notna().all() and len(at.get("vega_lite_chart")) == 6
+    _tab(at, "Downloads")
+    assert len(at.get("download_button")) == 4  # a NIfTI upload: no DICOM SEG
+    _tab(at, "Slices")
 
 
 def test_mask_download_round_trips(case_app):
@@ -120,34 +136,33 @@ def test_mask_download_round_trips(case_app):
     assert data[:2] == b"\x1f\x8b"  # gzip
     back = load_mask(data, result.ct)
     assert np.array_equal(back, result.lesions) and set(np.unique(back)) <= {0, 1, 2}
-    labels = [b.label for b in case_app.get("download_button")]
+    at = _tab(case_app, "Downloads")
+    labels = [b.label for b in at.get("download_button")]
     assert labels == ["Lesion mask (.nii.gz)", "Lung mask (.nii.gz)", "Biomarkers (.csv)", "Case report (.html)"]
+    _tab(at, "Slices")
 
 
-def test_viewer_widgets_change_the_image(case_app):
+def test_viewer_view_and_window_change_the_slices(case_app):
+    """View and window come from the server; slice, opacity and layers are drawn in the browser
+    (tests/test_browser.py moves through the slices)."""
     at = case_app
-    url0 = _image_url(at)
-    n_axial = at.slider(key="case_slice_axial").max
-    assert n_axial == 47
-    at.slider(key="case_slice_axial").set_value(5).run()
-    url1 = _image_url(at)
-    assert url1 != url0
-    at.slider(key="case_opacity").set_value(0.0).run()
-    url2 = _image_url(at)
-    assert url2 != url1
+    axial = _viewer(at)
+    assert len(axial["grey"]) == 47 + 1 and axial["lesions"][axial["index"]] is not None
     at.radio(key="case_window").set_value("mediastinal").run()
-    assert _image_url(at) != url2
+    assert _viewer(at)["grey"] != axial["grey"] and _viewer(at)["lesions"] == axial["lesions"]
     at.radio(key="case_view").set_value("coronal").run()
     _no_exception(at)
-    assert at.slider(key="case_slice_coronal").max == 79
-    assert "coronal slice" in at.get("image")[0].proto.imgs[0].caption
+    coronal = _viewer(at)
+    assert coronal["view"] == "coronal" and len(coronal["grey"]) == 80
+    at.radio(key="case_view").set_value("axial").run()
+    at.radio(key="case_window").set_value("lung").run()
 
 
 def test_prediction_and_what_if_move(case_app):
-    at = case_app
+    at = _tab(case_app, "Prediction")
     risk0 = _metric(at, "Predicted risk of severe")
     assert risk0.endswith("%") and 0 <= float(risk0[:-2]) <= 100
-    assert len(at.get("vega_lite_chart")) >= 2  # distribution charts + SHAP waterfall
+    assert len(at.get("vega_lite_chart")) == 2  # the SHAP waterfall and the what-if one
     # entering clinical values changes the prediction (older age, high CRP, low lymphocytes)
     at.number_input(key="case_clin_age_years").set_value(85.0)
     at.number_input(key="case_clin_crp_mg_l").set_value(150.0)
@@ -162,6 +177,10 @@ def test_prediction_and_what_if_move(case_app):
     what_if = next(m for m in at.metric if m.label.startswith("Predicted risk with age_years"))
     assert float(what_if.value[:-2]) < float(risk1[:-2])
     assert what_if.delta.startswith("-")
+    # the values entered survive the tab being closed (lazy tabs forget undrawn widgets otherwise)
+    _tab(at, "Slices")
+    _tab(at, "Prediction")
+    assert at.number_input(key="case_clin_crp_mg_l").value == 150.0 and _metric(at, "Predicted risk of severe") == risk1
 
 
 @pytest.mark.slow
@@ -169,7 +188,7 @@ def test_shipped_tongji_model_explains_labs(case_app):
     path = MODELS / "tongji_logistic_l1.skops"
     if not path.exists():
         pytest.skip("the shipped Tongji model is not installed")
-    at = case_app
+    at = _tab(case_app, "Prediction")
     at.selectbox(key="case_model_choice").set_value(f"file:{path}").run()
     _no_exception(at)
     assert not at.error
@@ -206,7 +225,7 @@ def test_lab_model_without_labs_says_it_cannot_predict(files):
 
 
 def test_followup_gives_volume_change(files):
-    at = _case_app(files["phantom"], case_inject_followup=files["followup"])
+    at = _case_app(files["phantom"], case_inject_followup=files["followup"], case_tab="Follow-up")
     _no_exception(at)
     assert not at.error
     change = _metric(at, "Lesion volume change")
@@ -233,7 +252,7 @@ def test_bad_uploads_show_a_clear_error(files, kind, words):
     at.session_state["case_inject_upload"] = files["phantom"]
     at.run()
     _no_exception(at)
-    assert not at.error and len(at.get("image")) == 1
+    assert not at.error and len(at.get("iframe")) == 1
 
 
 def test_missing_unet_weights_show_the_common_message(files, monkeypatch, tmp_path):
@@ -250,7 +269,7 @@ def test_missing_unet_weights_show_the_common_message(files, monkeypatch, tmp_pa
     assert "'Lesion segmentation' menu" in at.error[0].value
     at.selectbox(key="case_lesion_method").set_value("threshold").run()
     _no_exception(at)
-    assert not at.error and len(at.get("image")) == 1
+    assert not at.error and len(at.get("iframe")) == 1
 
 
 def test_sample_case_selection_and_3d(files):
@@ -263,6 +282,7 @@ def test_sample_case_selection_and_3d(files):
     at = AppTest.from_file(CASE, default_timeout=TIMEOUT)
     at.session_state["case_lesion_method"] = "threshold"
     at.session_state["case_sample"] = small["case_id"]
+    at.session_state["case_tab"] = "3D"
     at.run()
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]

@@ -48,6 +48,7 @@ def test_every_column_of_the_sample_cohort_has_a_name():
         "icu",
         "death",
         "event_observed",
+        "time_to_event_days",
         "true_risk",
     }
 

@@ -292,6 +292,10 @@ def surface_figure(
 
 
 # --------------------------------------------------------------------------- case charts
+#: total height of a distribution chart (axes included)
+DISTRIBUTION_HEIGHT_PX = 200
+
+
 def distribution_chart(
     cohort_values: Sequence[float] | pd.Series,
     value: float | None,
@@ -299,9 +303,13 @@ def distribution_chart(
     title: str = "",
     unit: str = "",
     width: int = 260,
-    height: int = 110,
+    height: int = DISTRIBUTION_HEIGHT_PX,
 ) -> alt.Chart:
-    """Histogram of a cohort's values with a red rule at this case's value."""
+    """Histogram of a cohort's values with a red rule at this case's value.
+
+    ``height`` is the whole chart's (front ends that fit charts to their container, like
+    Streamlit, count the axes in it): the default leaves about 130 px for the bars.
+    """
     s = pd.to_numeric(pd.Series(cohort_values), errors="coerce").dropna()
     df = pd.DataFrame({"value": s.to_numpy()})
     axis_title = f"{title} ({unit})" if unit else title
@@ -310,7 +318,7 @@ def distribution_chart(
         .mark_bar(color="#9db4d0")
         .encode(
             x=alt.X("value:Q", bin=alt.Bin(maxbins=30), title=axis_title),
-            y=alt.Y("count():Q", title="patients"),
+            y=alt.Y("count():Q", title="patients", axis=alt.Axis(tickCount=3, titlePadding=4)),
         )
     )
     layers = [hist]

@@ -36,7 +36,6 @@ CLINICAL_FIELDS: dict[str, tuple[str, str, float, float, float]] = {
     "haematocrit_pct": ("Haematocrit", "%", 0.0, 80.0, 0.1),
     "alt_u_l": ("ALT", "U/L", 0.0, 5000.0, 1.0),
     "ast_u_l": ("AST", "U/L", 0.0, 5000.0, 1.0),
-    "time_to_event_days": ("Time to event", "days", 0.0, 365.0, 1.0),
 }
 #: clinical 0/1 inputs: name -> label; :data:`BINARY_LEVELS` names their values
 BINARY_FIELDS: dict[str, str] = {
