@@ -8,6 +8,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from workbench import charts
@@ -51,6 +52,18 @@ def test_stack_matches_the_slices():
                 rgba = _decode(st.lungs[i])
                 inside = charts.extract_slice(lungs, view, i) > 0
                 assert (rgba[..., 3] > 0).sum() < inside.sum() and not (rgba[..., 3] > 0)[~inside].any()
+
+
+def test_large_slices_are_reduced():
+    hu = np.random.default_rng(2).normal(-600, 300, (4, 600, 480)).astype(np.float32)
+    lesions = np.zeros(hu.shape, np.uint8)
+    lesions[1, 100:300, 100:200] = 1
+    st = slice_stack(hu, "axial", lesions=lesions, spacing_mm=(0.5, 0.6, 2.0), max_side=300)
+    assert (st.rows, st.cols) == (300, 240)
+    assert st.row_mm * st.rows == pytest.approx(0.6 * 600) and st.col_mm * st.cols == pytest.approx(0.5 * 480)
+    assert st.lesion_voxels[1] == 200 * 100  # counted at full resolution
+    layer = _decode(st.lesions[1])
+    assert layer.shape[:2] == (300, 240) and (layer[..., 3] > 0).sum() == pytest.approx(100 * 50, rel=0.05)
 
 
 def test_large_slices_are_jpeg():
