@@ -331,12 +331,30 @@ def test_cohort_upload_without_outcome_shows_error():
     assert len(at.error) == 1 and "Could not load the cohort" in at.error[0].value
 
 
+def test_file_watcher_is_off_for_make_app():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["fileWatcherType"] == "none"
+    make_app = (REPO / "Makefile").read_text().split("\napp:", 1)[1].split("\n\n", 1)[0]
+    assert "streamlit run app.py --server.fileWatcherType none" in make_app
+
+
 @pytest.mark.parametrize("page", ["app.py", "pages/3_About.py"])  # app.py runs the Home page
 def test_home_and_about_pages(page):
     at = AppTest.from_file(str(REPO / page), default_timeout=TIMEOUT).run()
     _no_exception(at)
     assert not at.error
     assert any("Research use only" in w.value for w in at.warning)
+
+
+def test_home_sample_cases_open_the_case_page():
+    from workbench.sample_data import sample_cases
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+    links = {p.proto.label: p.proto for p in at.get("page_link") if p.proto.query_string}
+    assert set(links) == set(sample_cases()["case_id"])
+    assert all(p.page == "Case" and p.query_string == f"case={cid}" for cid, p in links.items())
 
 
 def test_real_ct_sample_case_is_analysed():

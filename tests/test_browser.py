@@ -227,6 +227,10 @@ def test_app_in_chromium(tmp_path):
         page.goto(url)
         page.get_by_text("Research use only").first.wait_for(timeout=60_000)
         page.screenshot(path=str(tmp_path / "home.png"))
+        # the sample cases on Home are links to the Case page
+        page.get_by_role("link", name=case_id).first.click()
+        viewer(page).locator("canvas#c[data-drawn]:not([data-drawn='0'])").wait_for(timeout=240_000)
+        assert page.get_by_role("heading", name=case_id).count() == 1 and "case=" in page.url
 
         open_case(page, url, case_id)
         assert page.get_by_text("Research use only").first.is_visible()
