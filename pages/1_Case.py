@@ -14,6 +14,7 @@ Tests inject a source without the uploader through ``st.session_state["case_inje
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -30,7 +31,8 @@ from workbench.conventions import (
     LESION_METHODS,
     window_label,
 )
-from workbench.feature_info import display_name
+from workbench.feature_info import display_name, display_names, format_value
+from workbench.model_info import rule_decision
 from workbench.sample_data import sample_cases
 
 ui.page_header("Case analysis")
@@ -42,6 +44,7 @@ KEPT = (
     "case_bm_compare",
     "case_model_choice",
     "case_op_point",
+    "case_shap_scale",
     "case_clin_",
     "case_whatif_",
     "case_followup",
@@ -299,9 +302,16 @@ def clinical_given(features: list[str]) -> dict[str, float]:
     return out
 
 
+def op_point_key(choice: str) -> str:
+    """One operating-point menu per model: its options and thresholds are that model's."""
+    return "case_op_point_" + hashlib.sha1(choice.encode()).hexdigest()[:10]
+
+
 def current_prediction() -> tuple[dict | None, dict | None, dict[str, float]]:
     """(model entry, prediction for the report, clinical values) of the model and values chosen on
-    the Prediction tab, whether or not that tab is open."""
+    the Prediction tab, whether or not that tab is open. The prediction carries what the report
+    needs: threshold and operating point, the model's summary figures and, for a rule, its class
+    and branch instead of a risk."""
     choice = model_choice()
     if choice == "none":
         return None, None, {}
@@ -311,16 +321,48 @@ def current_prediction() -> tuple[dict | None, dict | None, dict[str, float]]:
     given = clinical_given(list(entry["model"].features))
     pred = ui.run_safely(lambda: dict(ui.explain_cached(choice, ui.feature_key({**bm, **given}))), "Prediction")
     if pred is not None:
+        summary = entry["summary"]
         thresholds = entry["thresholds"]
-        op = ss.get("case_op_point") if ss.get("case_op_point") in thresholds else next(iter(thresholds))
+        key = op_point_key(choice)
+        op = ss.get(key) if ss.get(key) in thresholds else next(iter(thresholds))
         pred.update(
-            threshold=thresholds[op],
-            operating_point=op,
+            threshold=None if summary.is_rule else thresholds[op],
+            operating_point=None if summary.is_rule else op,
             synthetic=bool(entry.get("synthetic")),
-            cv_auc=entry.get("cv_auc"),
-            cohort=entry.get("label"),
+            cv_auc=summary.auc,
+            cv_auc_ci=list(summary.auc_ci) if summary.auc_ci else None,
+            cohort=summary.cohort,
+            model_name=entry["label"],
         )
+        decision = rule_decision(entry["model"], {**bm, **given}) if summary.is_rule else None
+        if decision is not None and pred.get("status") != "not predictable":
+            pred.update(rule_class="high risk" if decision.high_risk else "low risk", rule_path=decision.text())
     return entry, pred, given
+
+
+def model_card(entry: dict) -> None:
+    """What the chosen model is: inputs, outcome, cohort, AUC with CI, calibration."""
+    summ = entry["summary"]
+    with st.container(border=True):
+        kind = "a class (a published rule: high or low risk)" if summ.is_rule else "a risk"
+        st.markdown(f"**{entry['label']}** predicts **{summ.outcome_words}** as {kind}.")
+        st.markdown(
+            f"- **Inputs:** {summ.inputs}\n"
+            f"- **Trained on:** {summ.cohort}\n"
+            f"- **Cross-validated AUC:** {summ.auc_text()}\n"
+            f"- **Calibration:** {summ.calibration_text()}"
+        )
+        if summ.synthetic:
+            st.caption(
+                "Synthetic demonstration model: trained on computer-generated patients from a documented "
+                "generative model, not on real outcomes. Its risk is a teaching example, not a clinical estimate."
+            )
+        if not summ.uses_ct:
+            st.caption("This model does not use the scan: its prediction comes from the values entered below only.")
+
+
+def key_input_names(entry: dict) -> str:
+    return ", ".join(display_name(f, unit=False) for f in entry["model"].key_features)
 
 
 if tab_pred.open:
@@ -330,21 +372,24 @@ if tab_pred.open:
         choice = st.selectbox("Model", list(entries), key="case_model_choice", format_func=entries.get)
         entry = ui.run_safely(lambda: ui.model_entry(choice), "Model") if choice != "none" else None
         if entry is not None:
-            feats_needed = entry["model"].features
-            if entry["synthetic"]:
-                st.caption(
-                    "Demonstration model: trained on SYNTHETIC patients from a documented generative model, "
-                    "not on real outcomes."
-                )
+            model, summ = entry["model"], entry["summary"]
+            feats_needed = list(model.features)
+            keys = set(model.key_features)
+            model_card(entry)
             with st.form("clinical"):
-                st.markdown("**Clinical values** (leave empty when unknown; the model imputes missing values)")
+                st.markdown(
+                    "**Clinical values** (leave empty when unknown). **\\*** marks the model's key inputs: "
+                    "its prediction rests mostly on them."
+                )
                 fcols = st.columns(4)
-                shown, binary = clinical_inputs(list(feats_needed))
+                shown, binary = clinical_inputs(feats_needed)
                 for i, f in enumerate(shown):
                     label, unit, lo, hi, step = ui.CLINICAL_FIELDS.get(f, (f, "", -1e9, 1e9, 0.1))
                     ss.setdefault(f"case_clin_{f}", None)
                     fcols[i % 4].number_input(
-                        f"{label} ({unit})" if unit else label,
+                        f"{label} ({unit})" + (" *" if f in keys else "")
+                        if unit
+                        else label + (" *" if f in keys else ""),
                         min_value=lo,
                         max_value=hi,
                         step=step,
@@ -352,47 +397,80 @@ if tab_pred.open:
                     )
                 for j, f in enumerate(binary):
                     fcols[(len(shown) + j) % 4].selectbox(
-                        ui.BINARY_FIELDS[f], ui.binary_options(f), key=f"case_clin_{f}"
+                        ui.BINARY_FIELDS[f] + (" *" if f in keys else ""), ui.binary_options(f), key=f"case_clin_{f}"
                     )
                 st.form_submit_button("Update prediction")
             thresholds = entry["thresholds"]
-            if ss.get("case_op_point") not in thresholds:
-                ss["case_op_point"] = next(iter(thresholds))
-            op = st.selectbox(
-                "Operating point",
-                list(thresholds),
-                key="case_op_point",
-                format_func=lambda k: f"{k} (threshold {thresholds[k]:.2f})",
-            )
+            op = None
+            if not summ.is_rule:
+                okey = op_point_key(choice)
+                if ss.get(okey) not in thresholds:
+                    ss[okey] = next(iter(thresholds))
+                op = st.selectbox(
+                    "Operating point",
+                    list(thresholds),
+                    key=okey,
+                    format_func=lambda k: f"{k} (threshold {100 * thresholds[k]:.1f} %)",
+                )
             _, prediction, given = current_prediction()
             features = {**bm, **given}
             if prediction is not None and prediction.get("status") == "not predictable":
-                st.warning(f"No prediction from {entry['label']}: {prediction['message']}")
+                st.warning(
+                    f"No prediction from {entry['label']}: enter at least one of its key inputs "
+                    f"({key_input_names(entry)}). Without them it would only restate its training cohort."
+                )
+            elif prediction is not None and summ.is_rule:
+                c1, c2 = st.columns([1, 3])
+                c1.metric(f"Rule class ({summ.outcome_words})", prediction["rule_class"])
+                c2.markdown(f"**Branch taken:** {prediction['rule_path']}")
+                decision = rule_decision(model, features)
+                if decision is not None and decision.filled:
+                    st.warning(
+                        f"Not given: {', '.join(decision.filled)}. The rule used the training median instead, so "
+                        "its branch may not be this patient's."
+                    )
+                st.caption(f"The rule: {summ.description}")
             elif prediction is not None:
                 p = prediction["probability"]
                 c1, c2, c3 = st.columns(3)
-                c1.metric(f"Predicted risk of {entry['outcome']} outcome", f"{100 * p:.1f} %")
+                c1.metric(f"Predicted risk of {summ.outcome_words}", f"{100 * p:.1f} %")
                 c2.metric("Operating threshold", f"{100 * thresholds[op]:.1f} %", help=op)
                 c3.metric("Classification", "high risk" if p >= thresholds[op] else "low risk")
-                if entry.get("cv_auc") is not None:
-                    st.caption(f"Model: {entry['label']} · cross-validated AUC {float(entry['cv_auc']):.3f}")
                 if prediction.get("status") == "incomplete":
                     st.warning(prediction["message"])
                 n_inputs = len(prediction["feature_values"])
-                st.caption(
-                    f"Model inputs given: {n_inputs - len(prediction['missing'])} of {n_inputs}"
-                    + (f"; filled by the model: {', '.join(prediction['missing'])}" if prediction["missing"] else "")
-                )
+                st.caption(f"Model inputs given: {n_inputs - len(prediction['missing'])} of {n_inputs}.")
                 if prediction["contributions"]:
                     st.markdown("**Why this prediction** (SHAP attributions of this patient)")
+                    scale = prediction["scale"]
+                    as_prob = scale == "log-odds" and (
+                        st.radio(
+                            "Scale",
+                            ["probability", "log-odds"],
+                            key="case_shap_scale",
+                            horizontal=True,
+                            format_func={"probability": "predicted risk (%)", "log-odds": "log-odds"}.get,
+                        )
+                        == "probability"
+                    )
+                    names = display_names(prediction["contributions"])
+                    values = prediction["feature_values"]
                     st.altair_chart(
                         charts.waterfall_chart(
                             prediction["contributions"],
                             prediction["base_value"] or 0.0,
-                            feature_values=prediction["feature_values"],
-                            scale=prediction["scale"],
+                            labels={f: f"{names[f]} = {format_value(f, values.get(f))}" for f in names},
+                            not_provided=prediction["missing"],
+                            probability=as_prob,
+                            scale=scale,
+                            outcome=summ.outcome_words,
                         )
                     )
+                    if prediction["missing"]:
+                        st.caption(
+                            "Not provided (imputed by the model, drawn grey, not evidence about this patient): "
+                            + ", ".join(names[f] for f in prediction["missing"] if f in names)
+                        )
                 elif prediction.get("explain_note"):
                     st.info(prediction["explain_note"])
 
@@ -400,17 +478,17 @@ if tab_pred.open:
                     editable = [f for f in feats_needed]
                     if ss.get("case_whatif_feature") not in editable:
                         ss["case_whatif_feature"] = editable[0]
-                    wf = st.selectbox("Feature", editable, key="case_whatif_feature")
+                    wf = st.selectbox("Feature", editable, key="case_whatif_feature", format_func=display_name)
                     cur = prediction["feature_values"].get(wf)
                     cur = cur if cur is not None and math.isfinite(cur) else None
                     if wf in ui.BINARY_FIELDS:
-                        names = ["female", "male"] if wf == "sex" else ["no", "yes"]
+                        names01 = ui.binary_options(wf)[1:]
                         new = float(
                             st.radio(
-                                f"{wf}",
+                                display_name(wf),
                                 [0, 1],
                                 index=int(cur) if cur in (0.0, 1.0) else 0,
-                                format_func=names.__getitem__,
+                                format_func=names01.__getitem__,
                                 horizontal=True,
                                 key=f"case_whatif_{wf}",
                             )
@@ -434,27 +512,18 @@ if tab_pred.open:
                         kept = ss.get(f"case_whatif_{wf}")
                         if not isinstance(kept, float) or not lo <= kept <= hi:
                             ss[f"case_whatif_{wf}"] = float(start)
-                        new = st.slider(f"{wf}", lo, hi, step=(hi - lo) / 100, key=f"case_whatif_{wf}")
+                        new = st.slider(display_name(wf), lo, hi, step=(hi - lo) / 100, key=f"case_whatif_{wf}")
                     alt_pred = ui.run_safely(
                         lambda: ui.explain_cached(choice, ui.feature_key({**features, wf: new})), "What if"
                     )
-                    if alt_pred is not None:
+                    if alt_pred is not None and math.isfinite(alt_pred["probability"]):
                         d = alt_pred["probability"] - p
                         st.metric(
-                            f"Predicted risk with {wf} = {new:.4g}",
+                            f"Predicted risk with {display_name(wf, unit=False)} = {format_value(wf, new)}",
                             f"{100 * alt_pred['probability']:.1f} %",
                             delta=f"{100 * d:+.1f} points",
                             delta_color="inverse",
                         )
-                        if alt_pred["contributions"]:
-                            st.altair_chart(
-                                charts.waterfall_chart(
-                                    alt_pred["contributions"],
-                                    alt_pred["base_value"] or 0.0,
-                                    feature_values=alt_pred["feature_values"],
-                                    scale=alt_pred["scale"],
-                                )
-                            )
 
 
 # ----------------------------------------------------------------------------- follow-up

@@ -6,6 +6,7 @@ AppTest cannot upload files, so files are injected as if uploaded through
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -162,7 +163,7 @@ def test_prediction_and_what_if_move(case_app):
     at = _tab(case_app, "Prediction")
     risk0 = _metric(at, "Predicted risk of severe")
     assert risk0.endswith("%") and 0 <= float(risk0[:-2]) <= 100
-    assert len(at.get("vega_lite_chart")) == 2  # the SHAP waterfall and the what-if one
+    assert len(at.get("vega_lite_chart")) == 1  # the SHAP waterfall
     # entering clinical values changes the prediction (older age, high CRP, low lymphocytes)
     at.number_input(key="case_clin_age_years").set_value(85.0)
     at.number_input(key="case_clin_crp_mg_l").set_value(150.0)
@@ -174,7 +175,7 @@ def test_prediction_and_what_if_move(case_app):
     # the what-if slider moves the prediction for one feature
     at.selectbox(key="case_whatif_feature").set_value("age_years").run()
     at.slider(key="case_whatif_age_years").set_value(30.0).run()
-    what_if = next(m for m in at.metric if m.label.startswith("Predicted risk with age_years"))
+    what_if = next(m for m in at.metric if m.label.startswith("Predicted risk with Age"))
     assert float(what_if.value[:-2]) < float(risk1[:-2])
     assert what_if.delta.startswith("-")
     # the values entered survive the tab being closed (lazy tabs forget undrawn widgets otherwise)
@@ -217,11 +218,77 @@ def test_shipped_tongji_model_explains_labs(case_app):
 def test_lab_model_without_labs_says_it_cannot_predict(files):
     """A scan alone gives none of a lab model's key inputs: the page says so instead of guessing."""
     path = REPO / "workbench" / "models" / "tongji_3labs_logistic.skops"
-    at = _case_app(files["phantom"], case_model_choice=f"file:{path}")
+    at = _case_app(files["phantom"], case_model_choice=f"file:{path}", case_tab="Prediction")
     _no_exception(at)
     warning = next(w.value for w in at.warning if w.value.startswith("No prediction from"))
-    assert "None of the model's key inputs" in warning
+    assert "enter at least one of its key inputs" in warning and "Lactate dehydrogenase" in warning
     assert not any(m.label.startswith("Predicted risk") for m in at.metric)
+
+
+def _waterfall(at: AppTest) -> tuple[list[str], dict]:
+    """The bar labels (top to bottom) and the spec of the SHAP waterfall (Streamlit sends the
+    data apart from the spec)."""
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    return spec["layer"][0]["encoding"]["y"]["sort"], spec
+
+
+def test_tongji_rule_is_shown_as_a_rule(files):
+    """Finding 2: a 0/1 rule is not a risk %; no labs -> no prediction but 'enter at least ...';
+    with labs -> its class and the branch that fired."""
+    path = MODELS / "tongji_rule.skops"
+    at = _case_app(files["phantom"], case_model_choice=f"file:{path}", case_tab="Prediction")
+    _no_exception(at)
+    card = " ".join(m.value for m in at.markdown)
+    assert "death in hospital" in card and "laboratory values only" in card and "the CT is not used" in card
+    assert "Tongji Hospital 2020" in card and "Cross-validated AUC:** 0.849 (95 % CI" in card
+    assert "not applicable (the rule gives a class" in card
+    assert any("enter at least one of its key inputs" in w.value for w in at.warning)
+    assert not any(m.label.startswith(("Predicted risk", "Rule class")) for m in at.metric)
+    at.number_input(key="case_clin_ldh_u_l").set_value(420.0)
+    at.button[0].click().run()
+    _no_exception(at)
+    assert _metric(at, "Rule class (death in hospital)") == "high risk"
+    assert any("LDH 420 U/L ≥ 365 U/L" in m.value for m in at.markdown)
+    assert not any(m.label.startswith(("Predicted risk", "Operating threshold")) for m in at.metric)  # no risk %
+    assert any("training median" in w.value for w in at.warning)  # CRP and lymphocytes not given
+    assert not at.get("selectbox") or all(s.key != "case_op_point" for s in at.selectbox)
+
+
+def test_labels_follow_the_selected_model(files):
+    """Finding 2: after switching model the operating point and its threshold are the new model's."""
+    path = MODELS / "tongji_lightgbm.skops"
+    at = _case_app(files["phantom"], case_tab="Prediction")
+    synthetic_ops = next(s for s in at.selectbox if s.key.startswith("case_op_point")).options
+    at.selectbox(key="case_model_choice").set_value(f"file:{path}").run()
+    at.number_input(key="case_clin_ldh_u_l").set_value(500.0)
+    at.number_input(key="case_clin_age_years").set_value(70.0)
+    at.button[0].click().run()
+    _no_exception(at)
+    op = next(s for s in at.selectbox if s.key.startswith("case_op_point"))
+    assert op.options != synthetic_ops and op.value.startswith("Pre-specified")
+    from webapp.ui import shipped_case_model
+
+    thr = shipped_case_model(str(path))["thresholds"][op.value]
+    assert _metric(at, "Operating threshold") == f"{100 * thr:.1f} %"
+    assert _metric(at, "Predicted risk of death in hospital").endswith("%")
+
+
+def test_explanations_are_readable(files):
+    """Finding 3: clinical labels with units, inputs not given as one grey 'not provided (imputed)'
+    bar (never evidence), a probability scale."""
+    at = _case_app(files["phantom"], case_tab="Prediction")
+    at.number_input(key="case_clin_age_years").set_value(70.0)
+    at.button[0].click().run()
+    bars, spec = _waterfall(at)
+    features = " | ".join(bars)
+    assert "Age, years = 70 years" in features and "age_years" not in features
+    assert "ldh_u_l" not in features and "missing" not in features
+    assert sum(b.startswith("not provided (imputed)") for b in bars) == 1  # one grey bar for all
+    colours = spec["layer"][0]["encoding"]["color"]["scale"]
+    assert dict(zip(colours["domain"], colours["range"]))["not provided (imputed)"] == "#b0b0b0"
+    assert "predicted risk (%)" in json.dumps(spec)  # probability scale by default
+    at.radio(key="case_shap_scale").set_value("log-odds").run()
+    assert "model output (log-odds)" in json.dumps(_waterfall(at)[1])
 
 
 def test_followup_gives_volume_change(files):

@@ -133,6 +133,28 @@ def test_waterfall_ends_at_model_output():
     assert set(df["direction"]) == {"towards severe", "away from severe"}
 
 
+def test_waterfall_for_people_labels_imputed_and_probability():
+    contrib = {"age_years": 0.8, "crp_mg_l": 0.5, "sex": 0.4, "ldh_u_l": -0.3}
+    ch = charts.waterfall_chart(
+        contrib,
+        -1.0,
+        labels={"age_years": "Age, years = 71 years", "crp_mg_l": "hs-CRP, mg/L = 80 mg/L"},
+        not_provided=["sex", "ldh_u_l"],
+        probability=True,
+        outcome="death in hospital",
+    )
+    df = pd.DataFrame(next(iter(ch.to_dict()["datasets"].values())))
+    # inputs not given are one grey bar, never drawn as evidence towards or away from the outcome
+    imputed = df[df["direction"] == "not provided (imputed)"]
+    assert len(imputed) == 1 and imputed["feature"].iloc[0] == "not provided (imputed): 2 inputs"
+    assert not df["feature"].str.contains("sex|Sex|ldh").any()
+    assert set(df["direction"]) == {"towards death in hospital", "not provided (imputed)"}
+    assert "Age, years = 71 years" in set(df["feature"])
+    # the probability path ends at the model's predicted risk
+    assert df["end"].iloc[-1] == pytest.approx(100 / (1 + np.exp(-(-1.0 + sum(contrib.values())))))
+    assert df["start"].iloc[0] == pytest.approx(100 / (1 + np.exp(1.0)))
+
+
 def test_distribution_chart_and_percentile():
     values = np.arange(100.0)
     assert charts.percentile_of(values, 50.0) == pytest.approx(50.5)  # 50 below + half a tie

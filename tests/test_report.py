@@ -152,3 +152,19 @@ def test_report_warns_when_the_follow_up_may_be_another_patient(result):
     fu = dataclasses.replace(result, notes=[warning])
     doc = case_report_html(result, followup=fu, label="case A")
     assert "may be of a different patient" in doc.split("<h2>Follow-up</h2>")[1]
+
+
+def test_report_shows_a_rule_as_a_rule(result):
+    rule = {
+        "probability": 1.0,
+        "outcome": "death",
+        "model_name": "tongji_rule · Tongji Hospital 2020",
+        "rule_class": "high risk",
+        "rule_path": "LDH 420 U/L ≥ 365 U/L → high risk",
+        "cv_auc": 0.849,
+        "contributions": {"ldh_u_l": 0.5},
+        "feature_values": {"ldh_u_l": 420.0},
+    }
+    doc = case_report_html(result, prediction=rule, label="a")
+    assert "high risk" in doc and "LDH 420 U/L ≥ 365 U/L" in doc and "0.849" in doc
+    assert "100.0 %" not in doc and "SHAP" not in doc

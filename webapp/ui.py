@@ -311,16 +311,32 @@ def synthetic_case_model(name: str = "logistic_l2") -> dict:
     df = load_sample_cohort()
     feats = [f for f in CASE_MODEL_FEATURES if f in df.columns]
     cohort = Cohort.from_table(df, outcome="severe", features=feats)
+    from workbench.evaluation import auc_ci, calibration
+    from workbench.model_info import model_summary
+
     cv = fit_cv(name, cohort, folds=5, seed=0, keep_models=False)
     fitted = fit_model(name, cohort, random_state=0)
+    oof = cv.oof.to_numpy()
+    ci = auc_ci(cohort.y, oof, n_bootstrap=500, seed=0)
+    cal = calibration(cohort.y, oof)
+    summary = model_summary(
+        fitted,
+        synthetic=True,
+        cohort=f"sample synthetic cohort, {len(cohort.y)} patients ({int(cohort.y.sum())} with the outcome)",
+        auc=ci.auc,
+        auc_ci=(ci.ci_low, ci.ci_high),
+        calibration={"slope": cal.slope, "intercept": cal.intercept, "brier": cal.brier},
+        calibration_note="5-fold cross-validation",
+    )
     return {
         "model": fitted,
         "label": f"{SYNTHETIC_MODELS.get(name, name)} · sample synthetic cohort",
         "outcome": "severe",
         "cv_auc": cv.auc,
-        "thresholds": operating_points(cohort.y, cv.oof.to_numpy()),
+        "thresholds": operating_points(cohort.y, oof),
         "background": cohort.X,
         "synthetic": True,
+        "summary": summary,
     }
 
 
@@ -331,7 +347,7 @@ def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(models_dir().glob("*.skops"))}
 
 
-@st.cache_resource(show_spinner="Loading the model …")
+@st.cache_resource(show_spinner="Loading the model and its cross-validated calibration …")
 def shipped_case_model(path: str) -> dict:
     """A model shipped in workbench/models with its operating points and SHAP background."""
     from workbench.models import load_model
@@ -352,6 +368,14 @@ def shipped_case_model(path: str) -> dict:
         except (TypeError, ValueError, KeyError):
             continue
     thresholds["0.5"] = 0.5
+    from workbench.model_info import model_summary, training_calibration
+
+    cal = training_calibration(fitted)
+    summary = model_summary(
+        fitted,
+        calibration=cal,
+        calibration_note="10-fold cross-validation on the training cohort" if cal else "",
+    )
     return {
         "model": fitted,
         "label": f"{fitted.name} · {meta.get('cohort', Path(path).stem)}",
@@ -360,6 +384,7 @@ def shipped_case_model(path: str) -> dict:
         "thresholds": thresholds,
         "background": default_background(fitted),
         "synthetic": False,
+        "summary": summary,
     }
 
 

@@ -348,63 +348,86 @@ def waterfall_chart(
     max_display: int = 10,
     scale: str = "log-odds",
     width: int = 520,
+    labels: Mapping[str, str] | None = None,
+    not_provided: Sequence[str] = (),
+    probability: bool = False,
+    outcome: str = "severe",
 ) -> alt.Chart:
     """SHAP waterfall of one patient: bars from the base value to the model output.
 
     ``contributions`` maps feature -> SHAP value (in ``scale`` units); the largest
     ``max_display - 1`` by magnitude are shown, the rest are summed into one bar.
-    Red bars push towards severe, blue bars away from it.
+    Red bars push towards ``outcome``, blue bars away from it.
+
+    Args:
+        labels: feature -> text shown instead of ``name = value`` (e.g. clinical names with units).
+        not_provided: features whose value was not given (the model filled it in): summed into one
+            grey bar "not provided (imputed)" -- what the model assumed, not evidence about the patient.
+        probability: with ``scale="log-odds"``, draw the path on the probability scale (each bar
+            the change in predicted risk, in %, along the same path; the last bar ends at the
+            model's predicted risk).
     """
     c = pd.Series(contributions, dtype=float).dropna()
+    missing = [k for k in not_provided if k in c.index]
+    imputed = float(c[missing].sum()) if missing else None
+    c = c.drop(missing)
     order = c.abs().sort_values(ascending=False).index
-    keep = list(order[: max(1, max_display - 1)])
+    keep = list(order[: max(1, max_display - 1 - (imputed is not None))])
     rest = c.drop(keep)
-    rows = [(k, float(c[k])) for k in keep]
+    rows = [(k, float(c[k]), None) for k in keep]
     if len(rest):
-        rows.append((f"{len(rest)} other features", float(rest.sum())))
+        rows.append((f"{len(rest)} other features", float(rest.sum()), None))
+    if imputed is not None:
+        rows.append((f"not provided (imputed): {len(missing)} input{'s' * (len(missing) > 1)}", imputed, "imputed"))
     rows = rows[::-1]  # smallest first so the cumulative path ends at the top
+    to_axis = (lambda v: 100.0 / (1.0 + np.exp(-v))) if probability and scale == "log-odds" else (lambda v: v)
+    towards, away, grey = f"towards {outcome}", f"away from {outcome}", "not provided (imputed)"
     start = float(base_value)
     recs = []
-    for i, (name, v) in enumerate(rows):
+    for i, (name, v, kind) in enumerate(rows):
         label = name
-        if feature_values is not None and name in feature_values:
+        if labels is not None and name in labels:
+            label = labels[name]
+        elif feature_values is not None and name in feature_values:
             fv = feature_values[name]
             label = f"{name} = {fv:.4g}" if isinstance(fv, (int, float)) and np.isfinite(fv) else f"{name} = missing"
+        a, b = to_axis(start), to_axis(start + v)
         recs.append(
             {
                 "feature": label,
-                "start": start,
-                "end": start + v,
-                "shap": v,
+                "start": a,
+                "end": b,
+                "shap": b - a,
                 "order": len(rows) - i,
-                "direction": "towards severe" if v >= 0 else "away from severe",
+                "direction": grey if kind == "imputed" else (towards if v >= 0 else away),
             }
         )
         start += v
     df = pd.DataFrame(recs)
     sort = df.sort_values("order")["feature"].tolist()
+    axis_title = "predicted risk (%)" if probability and scale == "log-odds" else f"model output ({scale})"
     bars = (
         alt.Chart(df)
         .mark_bar()
         .encode(
-            y=alt.Y("feature:N", sort=sort, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=260)),
-            x=alt.X("start:Q", title=f"model output ({scale})", scale=alt.Scale(zero=False)),
+            y=alt.Y("feature:N", sort=sort, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=320)),
+            x=alt.X("start:Q", title=axis_title, scale=alt.Scale(zero=False)),
             x2="end:Q",
             color=alt.Color(
                 "direction:N",
-                scale=alt.Scale(domain=["towards severe", "away from severe"], range=["#d62728", "#1f77b4"]),
+                scale=alt.Scale(domain=[towards, away, grey], range=["#d62728", "#1f77b4", "#b0b0b0"]),
                 title=None,
             ),
-            tooltip=["feature:N", alt.Tooltip("shap:Q", format="+.3f")],
+            tooltip=["feature:N", alt.Tooltip("shap:Q", format="+.3f", title="change")],
         )
     )
     base = (
-        alt.Chart(pd.DataFrame({"x": [float(base_value)], "what": ["base value"]}))
+        alt.Chart(pd.DataFrame({"x": [to_axis(float(base_value))], "what": ["base value"]}))
         .mark_rule(strokeDash=[4, 3], color="grey")
         .encode(x="x:Q", tooltip=["what:N", alt.Tooltip("x:Q", format=".3f")])
     )
     out = (
-        alt.Chart(pd.DataFrame({"x": [start], "what": ["this patient"]}))
+        alt.Chart(pd.DataFrame({"x": [to_axis(start)], "what": ["this patient"]}))
         .mark_rule(color="black")
         .encode(x="x:Q", tooltip=["what:N", alt.Tooltip("x:Q", format=".3f")])
     )

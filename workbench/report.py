@@ -153,6 +153,13 @@ def _prediction_html(pred: Mapping[str, Any]) -> str:
         )
     thr = pred.get("threshold")
     outcome = html.escape(outcome_words(pred.get("outcome")))
+    if pred.get("rule_class"):  # a rule gives a class and a branch, not a risk
+        return (
+            f"<div class=head><div class=kpi><b>{html.escape(str(pred['rule_class']))}</b><span>class of the rule "
+            f"for {outcome}</span></div><div class=kpi><b>{html.escape(str(pred.get('model_name', 'rule')))}</b>"
+            f"<span>model</span></div></div><p class=small><b>Branch taken:</b> "
+            f"{html.escape(str(pred.get('rule_path', '')))}</p>" + _model_caveats(pred)
+        )
     parts = [f"<div class=head><div class=kpi><b>{100 * p:.1f} %</b><span>predicted risk of {outcome}</span></div>"]
     if thr is not None:
         flag = "above" if p >= float(thr) else "below"
