@@ -357,22 +357,43 @@ def test_sample_case_selection_and_3d(files):
     assert at.subheader[0].value == small["case_id"]
 
 
+def _widget(items, label: str):
+    return next(w for w in items if w.label == label)
+
+
+def _set_models(at: AppTest, models: list[str]) -> AppTest:
+    """Choose the Cohort page's models (its key carries the table, so set it through the widget)."""
+    return _widget(at.multiselect, "Models").set_value(models).run()
+
+
+def _roc_spec(at: AppTest) -> dict:
+    return next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "params" in json.loads(c.proto.spec))
+
+
 @pytest.mark.slow
 def test_cohort_page_fits_and_threshold_updates():
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
-    at.session_state["cohort_models"] = ["logistic_l2", "lightgbm"]
     at.run()
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
     assert any("Research use only" in w.value for w in at.warning)
+    assert _widget(at.multiselect, "Models").value == ["logistic_l2", "lightgbm"]
     metrics = at.dataframe[-1].value
     assert list(metrics["model"]) == ["logistic_l2", "lightgbm"]
     # the synthetic cohort carries real signal: both models well above chance
     assert (metrics["auc"] > 0.75).all() and (metrics["auc_ci_low"] < metrics["auc"]).all()
-    sens0, spec0 = _metric(at, "Sensitivity"), _metric(at, "Specificity")
-    at.slider(key="cohort_threshold").set_value(0.9).run()
-    sens1, spec1 = _metric(at, "Sensitivity"), _metric(at, "Specificity")
-    assert float(sens1[:-2]) < float(sens0[:-2]) and float(spec1[:-2]) > float(spec0[:-2])
+    # the threshold is a slider of the ROC chart itself (moved in the browser), starting at Youden's optimum
+    spec = _roc_spec(at)
+    (param,) = spec["params"]
+    youden = metrics.set_index("model").loc["logistic_l2", "threshold"]
+    assert param["bind"]["input"] == "range" and param["value"] == pytest.approx(round(youden, 2))
+    assert not at.slider  # no server-side slider: nothing reruns when it moves
+    # outcome-aware confusion-matrix labels and a ROC legend
+    text = json.dumps(spec)
+    assert '"not severe"' in text and '"severe"' in text and "legend" in text
+    assert not any(
+        layer.get("encoding", {}).get("color", {}).get("legend", 1) is None for layer in spec["hconcat"][0]["layer"]
+    )
     assert len(at.get("download_button")) == 1
     # dependence plot follows the chosen feature
     at.selectbox(key="cohort_dep_feature").set_value("age_years").run()
@@ -442,9 +463,10 @@ def test_real_ct_sample_case_is_analysed():
 def test_cohort_page_on_the_real_tongji_cohort():
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
     at.session_state["cohort_source"] = "tongji"
-    at.session_state["cohort_models"] = ["logistic_l1", "lightgbm"]
     at.run()
+    _set_models(at, ["logistic_l1", "lightgbm"])
     _no_exception(at)
+    assert '"survived"' in json.dumps(_roc_spec(at)) and '"died"' in json.dumps(_roc_spec(at))  # outcome: death
     assert not at.error, [e.value for e in at.error]
     metrics = at.dataframe[-1].value
     # early-window labs predict in-hospital death well above the published rule's 0.85
@@ -461,9 +483,9 @@ def test_cohort_page_metrics_equal_workbench_fit(tmp_path):
     synthetic_cohort(300, seed=7).to_csv(path, index=False)
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
     at.session_state["cohort_inject"] = ("cohort.csv", path.read_bytes())
-    at.session_state["cohort_models"] = ["logistic_l2", "lightgbm"]
     at.session_state["cohort_folds"] = 5
     at.run()
+    assert _widget(at.multiselect, "Models").value == ["logistic_l2", "lightgbm"]
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
     page_csv = at.session_state["cohort_metrics_csv"]
@@ -477,7 +499,6 @@ def test_cohort_page_validates_a_saved_model(external_layout):
     table in the Tongji external-test layout (recognised and reduced to one row per patient)."""
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
     at.session_state["cohort_inject"] = ("external.csv", external_layout.to_csv(index=False).encode())
-    at.session_state["cohort_models"] = ["logistic_l2"]
     at.session_state["cohort_val_model"] = "tongji_3labs_logistic"
     at.run()
     _no_exception(at)

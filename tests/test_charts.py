@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -227,3 +228,30 @@ def test_beeswarm_stays_within_altairs_row_limit():
     chart.to_dict()  # raises MaxRowsError above the limit
     assert len(chart.data) <= ALTAIR_MAX_ROWS
     assert chart.data["feature"].nunique() == 12
+
+
+def test_threshold_explorer_moves_everything_with_one_parameter():
+    from workbench import evaluation as ev
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(0.5 * y + rng.normal(0.25, 0.2, 200), 0, 1)
+    table = ev.metrics_by_threshold(y, p)
+    assert len(table) == 101
+    at = ev.metrics_at_threshold(y, p, 0.37)
+    row = table.set_index("threshold").loc[0.37]
+    assert (row["tp"], row["fp"], row["tn"], row["fn"]) == (at.tp, at.fp, at.tn, at.fn)
+    curves = charts.roc_band_table(y, p, n_bootstrap=20, seed=0).assign(model="m: AUC 0.9")
+    spec = charts.threshold_explorer_chart(
+        curves, table, threshold=0.374, model="m: AUC 0.9", levels=("survived", "died")
+    ).to_dict()
+    (param,) = spec["params"]
+    assert param["name"] == charts.THRESHOLD_PARAM and param["value"] == 0.37 and param["bind"]["input"] == "range"
+    text = json.dumps(spec)
+    # the point, the rates and the confusion matrix all follow the parameter
+    assert text.count(f"abs(datum.threshold - {charts.THRESHOLD_PARAM}) < 0.005") >= 3
+    assert '"survived"' in text and '"died"' in text and "not severe" not in text
+    # the ROC keeps its legend (a band layer with legend null used to hide it)
+    roc_layers = spec["hconcat"][0]["layer"]
+    assert any("legend" in (layer.get("encoding", {}).get("color") or {}) for layer in roc_layers)
+    assert not any((layer.get("encoding", {}).get("color") or {}).get("legend", 1) is None for layer in roc_layers)

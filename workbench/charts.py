@@ -479,7 +479,7 @@ def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = No
                 x=alt.X("fpr:Q"),
                 y="tpr_lo:Q",
                 y2="tpr_hi:Q",
-                color=alt.Color("model:N", legend=None, scale=alt.Scale(scheme="category10")),
+                color=alt.Color("model:N", title=None, scale=alt.Scale(scheme="category10")),
             )
         )
     layers.append(
@@ -549,20 +549,33 @@ def roc_band_table(
     return pd.DataFrame({"fpr": fgrid, "tpr": main, "tpr_lo": np.minimum(lo, main), "tpr_hi": np.maximum(hi, main)})
 
 
-def confusion_matrix_chart(tn: int, fp: int, fn: int, tp: int, *, size: int = 120) -> alt.Chart:
-    """2x2 confusion matrix heat map (rows: truth, columns: prediction) with counts."""
+def confusion_matrix_chart(
+    tn: int,
+    fp: int,
+    fn: int,
+    tp: int,
+    *,
+    size: int = 120,
+    levels: tuple[str, str] = ("not severe", "severe"),
+) -> alt.Chart:
+    """2x2 confusion matrix heat map (rows: truth, columns: prediction) with counts.
+
+    ``levels`` names the negative and positive class (e.g. ``("survived", "died")``, see
+    :func:`workbench.feature_info.outcome_levels`).
+    """
+    neg, pos = levels
     df = pd.DataFrame(
         {
-            "truth": ["not severe", "not severe", "severe", "severe"],
-            "predicted": ["not severe", "severe", "not severe", "severe"],
+            "truth": [neg, neg, pos, pos],
+            "predicted": [neg, pos, neg, pos],
             "count": [int(tn), int(fp), int(fn), int(tp)],
             "kind": ["TN", "FP", "FN", "TP"],
         }
     )
     df["text"] = df["kind"] + ": " + df["count"].astype(str)
     base = alt.Chart(df).encode(
-        x=alt.X("predicted:N", sort=["not severe", "severe"], title="predicted"),
-        y=alt.Y("truth:N", sort=["not severe", "severe"], title="truth"),
+        x=alt.X("predicted:N", sort=[neg, pos], title="predicted"),
+        y=alt.Y("truth:N", sort=[neg, pos], title="truth"),
     )
     heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None))
     text = base.mark_text(fontSize=14).encode(
@@ -570,6 +583,92 @@ def confusion_matrix_chart(tn: int, fp: int, fn: int, tp: int, *, size: int = 12
         color=alt.condition(alt.datum.count > df["count"].max() / 2, alt.value("white"), alt.value("black")),
     )
     return (heat + text).properties(width=2 * size, height=2 * size)
+
+
+#: name of the threshold parameter of :func:`threshold_explorer_chart` (its slider is drawn by Vega)
+THRESHOLD_PARAM = "threshold"
+
+
+def threshold_explorer_chart(
+    curves: pd.DataFrame,
+    table: pd.DataFrame,
+    *,
+    threshold: float,
+    model: str,
+    levels: tuple[str, str] = ("not severe", "severe"),
+    width: int = 400,
+) -> alt.Chart:
+    """ROC curves with a live operating point: a threshold slider drawn by Vega moves the point on
+    the ROC, the sensitivity/specificity/PPV/NPV and the confusion matrix in the browser (no server
+    round trip).
+
+    Args:
+        curves: as for :func:`roc_chart` (columns ``model, fpr, tpr`` and optionally a band).
+        table: :func:`workbench.evaluation.metrics_by_threshold` of the model of the operating point.
+        threshold: where the slider starts (e.g. Youden's optimum), rounded to the table's grid.
+        model: the legend label of that model (its curve carries the point).
+        levels: names of the negative and positive class, for the confusion matrix.
+    """
+    thr = alt.param(
+        name=THRESHOLD_PARAM,
+        value=float(np.round(threshold, 2)),
+        bind=alt.binding_range(min=0, max=1, step=0.01, name="Threshold (predicted risk) "),
+    )
+    at_thr = f"abs(datum.threshold - {THRESHOLD_PARAM}) < 0.005"
+    t = table.copy()
+    t["fpr"], t["tpr"] = 1 - t["specificity"], t["sensitivity"]
+
+    def pct(v: float) -> str:
+        return f"{100 * v:.1f} %" if np.isfinite(v) else "n/a"
+
+    point = (
+        alt.Chart(t.assign(model=model))
+        .mark_point(size=140, filled=True, color="black")
+        .encode(
+            x="fpr:Q",
+            y="tpr:Q",
+            tooltip=["model:N", "threshold:Q", alt.Tooltip("fpr:Q", format=".2f"), alt.Tooltip("tpr:Q", format=".2f")],
+        )
+        .transform_filter(at_thr)
+    )
+    roc = alt.layer(*roc_chart(curves, width=width).layer, point).properties(width=width, height=width)
+    names = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV"}
+    rows = [
+        {"threshold": r.threshold, "metric": label, "value": pct(getattr(r, key)), "order": i}
+        for r in t.itertuples()
+        for i, (key, label) in enumerate(names.items())
+    ]
+    metrics = (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_text(align="left", fontSize=15)
+        .encode(
+            y=alt.Y("order:O", axis=None),
+            text=alt.Text("line:N"),
+        )
+        .transform_filter(at_thr)
+        .transform_calculate(line="datum.metric + ': ' + datum.value")
+        .properties(width=220, height=110, title="At this threshold")
+    )
+    neg, pos = levels
+    cells = [
+        {"threshold": r.threshold, "truth": truth, "predicted": pred, "count": int(getattr(r, k)), "kind": k.upper()}
+        for r in t.itertuples()
+        for truth, pred, k in ((neg, neg, "tn"), (neg, pos, "fp"), (pos, neg, "fn"), (pos, pos, "tp"))
+    ]
+    cm = (
+        alt.Chart(pd.DataFrame(cells))
+        .transform_filter(at_thr)
+        .transform_calculate(text="datum.kind + ': ' + datum.count")
+    )
+    enc = {
+        "x": alt.X("predicted:N", sort=[neg, pos], title="predicted"),
+        "y": alt.Y("truth:N", sort=[neg, pos], title="truth"),
+    }
+    matrix = alt.layer(
+        cm.mark_rect().encode(**enc, color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None)),
+        cm.mark_text(fontSize=13).encode(**enc, text="text:N"),
+    ).properties(width=180, height=150)
+    return alt.hconcat(roc, alt.vconcat(metrics, matrix)).add_params(thr)
 
 
 def calibration_chart(table: pd.DataFrame, *, width: int = 360) -> alt.Chart:
