@@ -155,26 +155,30 @@ def slider_latency_s(page, n: int = 5) -> list[float]:
     return out
 
 
-_RUNS = """() => { const app = document.querySelector('[data-testid="stApp"]'); window.__wbRuns = [];
-  if (window.__wbObs) window.__wbObs.disconnect();
-  window.__wbObs = new MutationObserver((ms) => { for (const m of ms) window.__wbRuns.push([m.oldValue, performance.now()]); });
-  window.__wbObs.observe(app, {attributes: true, attributeFilter: ["data-test-script-state"], attributeOldValue: true});
-  return performance.now(); }"""
+_RATES = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"] svg text')]
+  .map((t) => t.textContent).filter((t) => /^(Sensitivity|Specificity|PPV|NPV): /.test(t)).join(' | ')"""
 
 
-def rerun_s(page, action, settle_ms: int = 250) -> float:
-    """Seconds from ``action()`` (a widget interaction) to the end of the script run it causes,
-    seen by a MutationObserver on Streamlit's script state (no run at all raises a timeout)."""
-    t0 = page.evaluate(_RUNS)
-    action()
-    page.wait_for_function(
-        "() => window.__wbRuns.some((r) => r[0] === 'running') && "
-        "document.querySelector('[data-testid=\"stApp\"]').getAttribute('data-test-script-state') === 'notRunning'",
-        timeout=120_000,
-    )
-    page.wait_for_timeout(settle_ms)  # a second run right after the first counts too
-    end = page.evaluate("() => Math.max(...window.__wbRuns.filter((r) => r[0] === 'running').map((r) => r[1]))")
-    return (end - t0) / 1000.0
+def cohort_threshold_latency_s(page, n: int = 5) -> list[float]:
+    """Seconds from a key press on the ROC chart's threshold slider (drawn by Vega) to the rates at
+    the new threshold drawn; the slider must not make Streamlit run anything."""
+    slider = page.locator('[data-testid="stVegaLiteChart"] input[type="range"]').first
+    out = []
+    for i in range(n):
+        before = page.evaluate(_RATES)
+        slider.focus()
+        t0 = time.perf_counter()
+        slider.press("ArrowRight" if i % 2 == 0 else "ArrowLeft")
+        page.wait_for_function(f"() => ({_RATES})() !== {before!r}", timeout=30_000)
+        out.append(time.perf_counter() - t0)
+        assert script_state(page) == "notRunning"
+    return out
+
+
+def open_cohort(page, url: str, timeout_ms: int = 600_000) -> None:
+    page.goto(f"{url}/Cohort")
+    page.wait_for_selector('[data-testid="stVegaLiteChart"] input[type="range"]', timeout=timeout_ms)
+    wait_idle(page, timeout_ms)
 
 
 def cached_case_render_s(browser, url: str, case_id: str, method: str = "threshold") -> float:
@@ -376,6 +380,55 @@ def test_case_biomarker_charts_are_readable(tmp_path):
         browser.close()
 
 
+@pytest.mark.browser
+@pytest.mark.slow
+def test_cohort_page_after_a_csv_upload(tmp_path):
+    """Finding 4: after a CSV upload the Features and Models boxes show what was fitted and the
+    threshold slider shows the threshold in use (they were empty and 0.00); the ROC has a legend;
+    the confusion matrix names the outcome's classes; the threshold moves without a rerun."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    from workbench.synthetic_cohort import synthetic_cohort
+
+    table = synthetic_cohort(300, seed=3)
+    table["death"] = table["death"].astype(int)
+    csv = tmp_path / "my_cohort.csv"
+    table.drop(columns=["severe", "icu", "intubation"]).to_csv(csv, index=False)  # outcome: death
+    with streamlit_server() as url, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        open_cohort(page, url)
+        page.get_by_text("Upload a table (CSV, Excel, Parquet)").click()
+        wait_idle(page)
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(csv))
+        page.wait_for_timeout(1000)
+        wait_idle(page, 600_000)
+        page.wait_for_selector('[data-testid="stVegaLiteChart"] input[type="range"]', timeout=600_000)
+        page.wait_for_timeout(1500)
+        boxes = {
+            m.locator("label").first.inner_text(): m.inner_text()
+            for m in page.locator('[data-testid="stMultiSelect"]').all()
+        }
+        assert "logistic_l2" in boxes["Models"] and "lightgbm" in boxes["Models"], boxes
+        assert "Age" in boxes["Features"], boxes
+        slider = page.locator('[data-testid="stVegaLiteChart"] input[type="range"]').first
+        assert 0.05 < float(slider.input_value()) < 0.95
+        svg = page.locator('[data-testid="stVegaLiteChart"] svg').first
+        assert svg.locator("g.role-legend").count() >= 1  # the ROC legend
+        labels = page.evaluate(
+            "() => [...document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] svg text')].map((t) => t.textContent)"
+        )
+        assert "died" in labels and "survived" in labels and "severe" not in labels
+        rates = page.evaluate(_RATES)
+        lat = cohort_threshold_latency_s(page, n=3)
+        assert page.evaluate(_RATES) != rates and max(lat) < 2.0, lat
+        page.screenshot(path=str(tmp_path / "cohort_upload.png"))
+        browser.close()
+
+
 # ----------------------------------------------------------------------------- script mode
 def save_screenshots(out_dir: Path, method: str = "threshold") -> dict[str, float]:
     """Screenshots of each page into ``out_dir``; returns slider latencies (s)."""
@@ -405,22 +458,39 @@ def save_screenshots(out_dir: Path, method: str = "threshold") -> dict[str, floa
                 ("Prediction", "case_prediction.png"),
             ):
                 click_tab(page, tab)
-                page.get_by_text("CT severity score").first.scroll_into_view_if_needed()
                 if tab == "3D":
                     page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=120_000)
+                if tab == "Prediction":  # a patient with some clinical values: the rest is shown as not provided
+                    for label, value in (
+                        ("Age (years)", "71"),
+                        ("hs-CRP (mg/L)", "80"),
+                        ("Lactate dehydrogenase", "420"),
+                    ):
+                        page.get_by_label(label).first.fill(value)
+                    page.get_by_role("button", name="Update prediction").click()
+                    page.wait_for_timeout(300)
+                    wait_idle(page)
+                    page.get_by_text("Why this prediction").first.scroll_into_view_if_needed()
+                    page.mouse.wheel(0, -250)
+                elif tab == "Biomarkers":
+                    page.get_by_text("This case against the sample").first.scroll_into_view_if_needed()
+                else:
+                    page.get_by_text("CT severity score").first.scroll_into_view_if_needed()
                 page.wait_for_timeout(2500)
                 page.screenshot(path=str(out_dir / name))
-        page.goto(f"{url}/Cohort")
-        page.wait_for_selector('[data-testid="stVegaLiteChart"]', timeout=300_000)
-        page.wait_for_timeout(3000)
+        open_cohort(page, url)
+        page.wait_for_timeout(2000)
         page.get_by_role("tab", name="ROC & threshold").scroll_into_view_if_needed()
         page.mouse.move(800, 600)
         page.mouse.wheel(0, 300)
         page.wait_for_timeout(800)
         page.screenshot(path=str(out_dir / "cohort_roc.png"))
-        click_tab(page, "Explanations (SHAP)")
-        page.wait_for_timeout(4000)
-        page.mouse.wheel(0, 200)
+        page.get_by_role("tab", name="Explanations (SHAP)").click()
+        page.get_by_text("Global importance").first.wait_for(timeout=300_000)
+        wait_idle(page, 300_000)
+        page.wait_for_timeout(3000)
+        page.get_by_text("Global importance").first.scroll_into_view_if_needed()
+        page.mouse.wheel(0, -120)
         page.wait_for_timeout(800)
         page.screenshot(path=str(out_dir / "cohort_shap.png"))
         page.goto(f"{url}/About")
