@@ -198,6 +198,13 @@ class RuleDecision:
         return " → ".join(self.steps) + f" → {'high' if self.high_risk else 'low'} risk"
 
 
+def _number(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def rule_decision(fitted: Any, values: Mapping[str, Any]) -> RuleDecision | None:
     """The branch of the Tongji rule a patient takes (None for a model that is not a rule)."""
     import numpy as np
@@ -207,12 +214,11 @@ def rule_decision(fitted: Any, values: Mapping[str, Any]) -> RuleDecision | None
     if rule is None:
         return None
     cols = list(rule.FEATURES)
-    raw = [values.get(c) for c in cols]
-    given = [v is not None and math.isfinite(float(v)) for v in raw]
+    raw = [_number(values.get(c)) for c in cols]
+    given = [math.isfinite(v) for v in raw]
     fill = getattr(rule, "medians_", np.array([250.0, 10.0, 20.0]))
-    used = [float(v) if ok else float(m) for v, ok, m in zip(raw, given, fill)]
+    used = [v if ok else float(m) for v, ok, m in zip(raw, given, fill)]
     leaf = int(rule.leaf(pd.DataFrame([dict(zip(cols, used))]))[0])
-    ldh, crp, lym = used
 
     def val(i: int) -> str:
         text = format_value(cols[i], used[i])
