@@ -66,8 +66,8 @@ EMBED_OPTIONS = {"renderer": "svg", "actions": {"export": True, "source": False,
 def vegalite_version() -> str:
     """The Vega-Lite version of the installed Altair in vl-convert's spelling (``"6.4"`` -> ``"v6_4"``),
     falling back to vl-convert's newest version of the same major release."""
-    import altair as alt
-    import vl_convert as vlc
+    alt = require("altair", "Notebook charts")
+    vlc = require("vl_convert", "Offline notebook charts")
 
     major, minor = alt.SCHEMA_VERSION.lstrip("v").split(".")[:2]
     have = list(vlc.get_vegalite_versions())
@@ -86,7 +86,7 @@ def vegalite_version() -> str:
 def _vega_bundle_b64(vl_version: str) -> str:
     """vl-convert's vega + vega-lite + vega-embed bundle (a classic script that sets
     ``window.vegaEmbed``), gzip-compressed and base64-encoded (~0.4 MB instead of 0.9 MB)."""
-    import vl_convert as vlc
+    vlc = require("vl_convert", "Offline notebook charts")
 
     bundle = vlc.javascript_bundle(vl_version=vl_version).encode("utf-8")  # type: ignore[call-arg]
     return base64.b64encode(gzip.compress(bundle, compresslevel=9, mtime=0)).decode("ascii")
@@ -142,7 +142,7 @@ def offline_chart_html(spec: dict, *, static_fallback: bool = True, embed_option
     div = f"wbchart-{uuid.uuid4().hex[:12]}"
     static = ""
     if static_fallback:
-        import vl_convert as vlc
+        vlc = require("vl_convert", "Offline notebook charts")
 
         try:
             svg = vlc.vegalite_to_svg(spec, vl_version=version)
@@ -176,7 +176,7 @@ def setup_offline_charts(*, static_fallback: bool = True) -> str:
     ``static_fallback=False`` skips the static SVG (smaller outputs, nothing shown in untrusted
     notebooks).
     """
-    import altair as alt
+    alt = require("altair", "Notebook charts")
 
     if OFFLINE_RENDERER not in alt.renderers.names():
         alt.renderers.register(OFFLINE_RENDERER, offline_chart_renderer)
