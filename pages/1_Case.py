@@ -437,7 +437,11 @@ if tab_pred.open:
                 c2.metric("Operating threshold", f"{100 * thresholds[op]:.1f} %", help=op)
                 c3.metric("Classification", "high risk" if p >= thresholds[op] else "low risk")
                 if prediction.get("status") == "incomplete":
-                    st.warning(prediction["message"])
+                    st.warning(
+                        "Key input(s) not given: "
+                        + ", ".join(display_name(f, unit=False) for f in prediction.get("missing_key", []))
+                        + ". The model fills them from its training data, so this risk is less reliable."
+                    )
                 n_inputs = len(prediction["feature_values"])
                 st.caption(f"Model inputs given: {n_inputs - len(prediction['missing'])} of {n_inputs}.")
                 if prediction["contributions"]:

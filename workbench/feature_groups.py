@@ -30,7 +30,9 @@ def correlated_groups(X: pd.DataFrame, *, min_abs_rho: float = MIN_ABS_RHO) -> l
 
     Distance ``1 - |Spearman rho|`` (pairwise complete observations; a pair without enough
     overlap counts as uncorrelated), average-linkage clustering cut at ``1 - min_abs_rho``.
-    Groups are returned largest first, members in ``X``'s column order.
+    Groups are returned largest first; each group's first member is its most central one (the
+    highest mean |rho| with the others: the feature that best stands for the group), the others
+    follow in ``X``'s column order.
     """
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
@@ -48,7 +50,12 @@ def correlated_groups(X: pd.DataFrame, *, min_abs_rho: float = MIN_ABS_RHO) -> l
     groups: dict[int, list[str]] = {}
     for col, lab in zip(cols, labels):
         groups.setdefault(int(lab), []).append(col)
-    return sorted(groups.values(), key=lambda g: (-len(g), cols.index(g[0])))
+    out = []
+    for g in groups.values():
+        idx = [cols.index(c) for c in g]
+        centre = g[int(np.argmax(rho[np.ix_(idx, idx)].mean(axis=1)))]
+        out.append([centre] + [c for c in g if c != centre])
+    return sorted(out, key=lambda g: (-len(g), cols.index(g[0])))
 
 
 def grouped_attributions(
@@ -62,9 +69,9 @@ def grouped_attributions(
         names: optional display names of features (used to name the groups).
 
     Returns:
-        ``(table, members)``: ``table`` has one column per group, named after the group's member
-        with the largest mean |SHAP| (``"<name> + 3 correlated"``), ordered by mean |group SHAP|;
-        ``members`` maps each column name to its features (most important first).
+        ``(table, members)``: ``table`` has one column per group, named after the group's first
+        (most central) member (``"<name> + 3 correlated"``), ordered by mean |group SHAP|;
+        ``members`` maps each column name to its features (that member, then the most important).
     """
     names = names or {}
     importance = values.abs().mean()
@@ -74,7 +81,8 @@ def grouped_attributions(
     out: dict[str, pd.Series] = {}
     members: dict[str, list[str]] = {}
     for g in all_groups:
-        g = sorted((f for f in g if f in values.columns), key=lambda f: -importance[f])
+        g = [f for f in g if f in values.columns]
+        g = g[:1] + sorted(g[1:], key=lambda f: -importance[f])
         lead = names.get(g[0], g[0])
         name = lead if len(g) == 1 else f"{lead} + {len(g) - 1} correlated"
         out[name] = values[g].sum(axis=1)
@@ -85,7 +93,7 @@ def grouped_attributions(
 
 
 def group_data(data: pd.DataFrame, members: dict[str, list[str]]) -> pd.DataFrame:
-    """A value per patient and group for colouring grouped beeswarms: the lead member's values."""
+    """A value per patient and group for colouring grouped beeswarms: the first member's values."""
     return pd.DataFrame({name: data[feats[0]] for name, feats in members.items()}, index=data.index)
 
 
