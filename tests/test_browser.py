@@ -473,7 +473,11 @@ def save_screenshots(out_dir: Path, method: str = "threshold") -> dict[str, floa
                     page.get_by_text("Why this prediction").first.scroll_into_view_if_needed()
                     page.mouse.wheel(0, -250)
                 elif tab == "Biomarkers":
-                    page.get_by_text("This case against the sample").first.scroll_into_view_if_needed()
+                    charts = page.locator('[data-testid="stVegaLiteChart"]')
+                    charts.first.wait_for(timeout=60_000)
+                    charts.last.scroll_into_view_if_needed()
+                    page.mouse.move(800, 500)
+                    page.mouse.wheel(0, 250)
                 else:
                     page.get_by_text("CT severity score").first.scroll_into_view_if_needed()
                 page.wait_for_timeout(2500)
