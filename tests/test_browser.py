@@ -43,6 +43,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_server(health_url: str, proc: subprocess.Popen, timeout_s: float, why) -> None:
+    """Wait until ``health_url`` answers 200; RuntimeError(``why()``) if ``proc`` exits or time runs out."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(health_url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
+            raise RuntimeError(why())
+        time.sleep(0.5)
+
+
 @contextmanager
 def streamlit_server(timeout_s: float = 90.0):
     """Start the app headless on a free localhost port; yield its base URL; stop it."""
@@ -73,18 +88,15 @@ def streamlit_server(timeout_s: float = 90.0):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        t0 = time.monotonic()
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                raise RuntimeError(f"streamlit did not start:\n{out[-3000:]}")
-            time.sleep(0.5)
+        wait_for_server(
+            f"{url}/_stcore/health",
+            proc,
+            timeout_s,
+            lambda: (
+                "streamlit did not start:\n"
+                + (proc.stdout.read().decode(errors="replace") if proc.stdout else "")[-3000:]
+            ),
+        )
         yield url
     finally:
         proc.terminate()
@@ -199,6 +211,29 @@ def launch(p):
 
 
 # ----------------------------------------------------------------------------- pytest
+@contextmanager
+def chromium_app():
+    """The app on a local server and Debian's chromium (skips when either is missing): (url, browser)."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with streamlit_server() as url, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            yield url, browser
+        finally:
+            browser.close()
+
+
+def sample_case_or_skip() -> str:
+    case_id = default_sample_case()
+    if case_id is None:
+        pytest.skip("no sample cases in sample_data/")
+    return case_id
+
+
 def _skip_reason() -> str | None:
     if not Path(CHROMIUM).exists():
         return f"Debian chromium not found at {CHROMIUM} (apt-get install chromium)"
@@ -212,16 +247,8 @@ def _skip_reason() -> str | None:
 @pytest.mark.slow
 @pytest.mark.browser
 def test_app_in_chromium(tmp_path):
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    case_id = default_sample_case()
-    if case_id is None:
-        pytest.skip("no sample cases in sample_data/")
-    with streamlit_server() as url, sync_playwright() as p:
-        browser = launch(p)
+    case_id = sample_case_or_skip()
+    with chromium_app() as (url, browser):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         offsite: list[str] = []
         page.on(
@@ -279,7 +306,6 @@ def test_app_in_chromium(tmp_path):
         assert not page.get_by_text("Traceback").count()
         assert not page.get_by_text("Traceback").count()
         assert offsite == [], f"requests left the machine: {offsite[:5]}"
-        browser.close()
     assert (tmp_path / "case.png").stat().st_size > 10_000
 
 
@@ -315,17 +341,11 @@ def test_downloads_in_quick_succession(tmp_path):
     """Every download button of the Case page (a DICOM case: masks, biomarkers, report, DICOM SEG)
     clicked in quick succession, three rounds: every click gives its complete file (a rerun after
     each click used to invalidate the files of the other buttons: "Deferred file not found")."""
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
     from workbench.sample_data import sample_cases
 
     if "phantom_dicom" not in set(sample_cases()["case_id"]):
         pytest.skip("the sample DICOM case is missing")
-    with streamlit_server() as url, sync_playwright() as p:
-        browser = launch(p)
+    with chromium_app() as (url, browser):
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         open_case(page, url, "phantom_dicom")
         click_tab(page, "Downloads")
@@ -349,7 +369,6 @@ def test_downloads_in_quick_succession(tmp_path):
                 got.append(target.name)
         assert len(got) == 3 * len(labels)
         assert not page.get_by_text("Traceback").count()
-        browser.close()
 
 
 @pytest.mark.browser
@@ -357,18 +376,9 @@ def test_downloads_in_quick_succession(tmp_path):
 def test_case_biomarker_charts_are_readable(tmp_path):
     """The cohort distribution charts of the Biomarkers tab are tall enough to read (they were
     110 px including the axes, about 30 px of bars, with a clipped axis title)."""
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    case_id = default_sample_case()
-    if case_id is None:
-        pytest.skip("no sample cases in sample_data/")
-    with streamlit_server() as url, sync_playwright() as p:
-        browser = launch(p)
+    with chromium_app() as (url, browser):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        open_case(page, url, case_id)
+        open_case(page, url, sample_case_or_skip())
         click_tab(page, "Biomarkers")
         charts = page.locator('[data-testid="stVegaLiteChart"]')
         charts.first.wait_for(timeout=60_000)
@@ -377,7 +387,6 @@ def test_case_biomarker_charts_are_readable(tmp_path):
         for i in range(charts.count()):
             box = charts.nth(i).bounding_box()
             assert box and box["height"] >= 180, box
-        browser.close()
 
 
 @pytest.mark.browser
@@ -386,19 +395,13 @@ def test_cohort_page_after_a_csv_upload(tmp_path):
     """Finding 4: after a CSV upload the Features and Models boxes show what was fitted and the
     threshold slider shows the threshold in use (they were empty and 0.00); the ROC has a legend;
     the confusion matrix names the outcome's classes; the threshold moves without a rerun."""
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
     from workbench.synthetic_cohort import synthetic_cohort
 
     table = synthetic_cohort(300, seed=3)
     table["death"] = table["death"].astype(int)
     csv = tmp_path / "my_cohort.csv"
     table.drop(columns=["severe", "icu", "intubation"]).to_csv(csv, index=False)  # outcome: death
-    with streamlit_server() as url, sync_playwright() as p:
-        browser = launch(p)
+    with chromium_app() as (url, browser):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         open_cohort(page, url)
         page.get_by_text("Upload a table (CSV, Excel, Parquet)").click()
@@ -426,7 +429,6 @@ def test_cohort_page_after_a_csv_upload(tmp_path):
         lat = cohort_threshold_latency_s(page, n=3)
         assert page.evaluate(_RATES) != rates and max(lat) < 2.0, lat
         page.screenshot(path=str(tmp_path / "cohort_upload.png"))
-        browser.close()
 
 
 # ----------------------------------------------------------------------------- script mode

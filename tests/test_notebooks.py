@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -180,7 +179,7 @@ def _chart_outputs(nb: nbformat.NotebookNode) -> int:
 def jupyterlab_server(root: Path, state: Path, timeout_s: float = 120.0):
     """JupyterLab on a free 127.0.0.1 port, token off, all state (notary, settings, workspaces,
     runtime) under ``state``; yields the base URL."""
-    from test_browser import free_port
+    from test_browser import free_port, wait_for_server
 
     port = free_port()
     env = {
@@ -211,17 +210,12 @@ def jupyterlab_server(root: Path, state: Path, timeout_s: float = 120.0):
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        t0 = time.monotonic()
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/status", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
-                raise RuntimeError("JupyterLab did not start:\n" + (state / "jupyterlab.log").read_text()[-3000:])
-            time.sleep(0.5)
+        wait_for_server(
+            f"{url}/api/status",
+            proc,
+            timeout_s,
+            lambda: "JupyterLab did not start:\n" + (state / "jupyterlab.log").read_text()[-3000:],
+        )
         yield url
     finally:
         proc.terminate()
