@@ -31,8 +31,9 @@ browser:
 	      || echo "chromium could not be installed: the browser test will be skipped"; \
 	  else echo "no apt/root: the browser test will be skipped"; fi; }
 
+# the file watcher stays off (also in .streamlit/config.toml): nothing to reload while the app runs
 app: $(VENV)/.installed-app
-	$(BIN)/streamlit run app.py
+	$(BIN)/streamlit run app.py --server.fileWatcherType none
 
 test: install browser lint
 	$(BIN)/python -m pytest

@@ -29,7 +29,18 @@ c3.page_link("pages/3_About.py", label="About, definitions, limits", icon=":mate
 st.subheader("Sample cases")
 cases = sample_cases()
 if len(cases):
-    st.dataframe(cases[["case_id", "kind", "description", "followup_of"]], hide_index=True)
+    st.caption("Click a case to open it on the Case page.")
+    widths = [2, 1, 5, 2]
+    for col, head in zip(st.columns(widths), ["case", "kind", "description", "follow-up of"]):
+        col.markdown(f"**{head}**")
+    for row in cases.itertuples():
+        c1, c2, c3, c4 = st.columns(widths, vertical_alignment="center")
+        c1.page_link(
+            "pages/1_Case.py", label=row.case_id, query_params={"case": row.case_id}, icon=":material/radiology:"
+        )
+        c2.markdown(row.kind)
+        c3.markdown(row.description)
+        c4.markdown(row.followup_of or "")
     st.caption(
         "'synthetic' cases are computer-generated phantoms with exact ground truth; 'real' cases are "
         "public CT scans (see sample_data/README.md and the licences there)."

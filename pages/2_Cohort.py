@@ -11,6 +11,8 @@ Tests inject a table through ``st.session_state["cohort_inject"] = (file_name, b
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -18,10 +20,15 @@ import streamlit as st
 from webapp import ui
 from workbench import charts, paths
 from workbench.errors import CohortError
+from workbench.feature_groups import MIN_ABS_RHO, correlated_groups, group_data, grouped_attributions
+from workbench.feature_info import display_name, display_names, outcome_levels, outcome_words
 from workbench.outputs import csv_text
 
 ui.page_header("Cohort modelling")
 ss = st.session_state
+
+#: the models fitted when a table is opened
+DEFAULT_MODELS = ("logistic_l2", "lightgbm")
 
 SOURCES = {
     "synthetic": "Sample synthetic cohort (500 patients, 4 centres, known truth)",
@@ -79,6 +86,12 @@ def metrics_cached(key: tuple, _cvs: dict) -> pd.DataFrame:
     from workbench.fitting import metrics_table
 
     return metrics_table(_cvs, n_bootstrap=1000, seed=0)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def groups_cached(key: tuple, _data: pd.DataFrame) -> list[list[str]]:
+    """Correlated feature groups of the explained patients (:func:`workbench.feature_groups.correlated_groups`)."""
+    return correlated_groups(_data)
 
 
 @st.cache_data(show_spinner="Computing SHAP values …", max_entries=16)
@@ -183,19 +196,28 @@ try:
 except Exception as exc:  # noqa: BLE001
     ui.show_error(exc, "Invalid cohort")
     st.stop()
+# Widgets take their starting value from their own argument, never from session state written
+# before them: what they show is what the results below use. Their keys carry the table (and
+# outcome), so a new table starts from its defaults.
 with c2:
-    key_f = f"features_{table_hash[:8]}_{outcome}"
-    if key_f not in ss:
-        ss[key_f] = list(auto.features)
-    features = st.multiselect("Features", auto.features, key=key_f)
+    features = st.multiselect(
+        "Features",
+        auto.features,
+        default=list(auto.features),
+        key=f"cohort_features_{table_hash[:8]}_{outcome}",
+        format_func=display_name,
+    )
     if auto.dropped:
         st.caption("Left out: " + ", ".join(f"{k} ({v})" for k, v in list(auto.dropped.items())[:12]))
 with c3:
     # models that declare their own inputs (e.g. the published Tongji rule) only when the table has them
     zoo = [m for m, e in MODEL_ZOO.items() if e.required_features is None or set(e.required_features) <= set(df)]
-    ss.setdefault("cohort_models", ["logistic_l2", "lightgbm"])
     models = st.multiselect(
-        "Models", zoo, key="cohort_models", help="\n".join(f"- **{k}**: {v[0]}" for k, v in MODEL_ZOO.items())
+        "Models",
+        zoo,
+        default=[m for m in DEFAULT_MODELS if m in zoo],
+        key=f"cohort_models_{table_hash[:8]}",
+        help="\n".join(f"- **{k}**: {v[0]}" for k, v in MODEL_ZOO.items()),
     )
 
 if not features or not models:
@@ -251,48 +273,49 @@ tab_roc, tab_cal, tab_shap, tab_sub, tab_tab, tab_val = st.tabs(
 from workbench import evaluation as ev  # noqa: E402
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def threshold_table_cached(key: tuple, model: str, _y: np.ndarray, _p: np.ndarray) -> tuple[pd.DataFrame, float]:
+    """Metrics at every threshold (0.00-1.00) and Youden's optimum of one model (cached on the fit)."""
+    return ev.metrics_by_threshold(_y, _p), float(ev.operating_point(_y, _p).threshold)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def delong_caption(key: tuple, _results: dict) -> str:
+    if len(_results) < 2:
+        return ""
+    ma, mb = list(_results)[:2]
+    d = ev.delong_test(y, _results[ma]["p"], _results[mb]["p"])
+    return (
+        f"DeLong test {ma} vs {mb}: ΔAUC {d.difference:+.3f} "
+        f"(95 % CI {d.ci_low:+.3f} to {d.ci_high:+.3f}), p = {d.p_value:.3g}"
+    )
+
+
 @st.fragment
 def roc_and_threshold() -> None:
-    """ROC curves + live threshold metrics (a fragment: moving the slider reruns only this)."""
-    a, b = st.columns([3, 2])
-    with b:
-        ss.setdefault("cohort_op_model", models[0])
-        if ss["cohort_op_model"] not in results:
-            ss["cohort_op_model"] = next(iter(results))
-        op_model = st.selectbox("Model for the operating point", list(results), key="cohort_op_model")
-        r = results[op_model]
-        youden = ev.operating_point(r["y"], r["p"]).threshold
-        ss.setdefault("cohort_threshold", round(float(youden), 2))
-        thr = st.slider(
-            "Threshold (predicted risk)",
-            0.0,
-            1.0,
-            step=0.01,
-            key="cohort_threshold",
-            help=f"Youden's optimum for {op_model}: {youden:.2f}",
+    """ROC curves with a live operating point. The threshold slider is part of the chart: moving
+    it redraws the point, the rates and the confusion matrix in the browser, without a rerun;
+    choosing another model reruns only this fragment."""
+    op_model = st.selectbox(
+        "Model for the operating point",
+        list(results),
+        key="cohort_op_model_" + hashlib.sha1(repr(fit_key).encode()).hexdigest()[:10],
+    )
+    r = results[op_model]
+    table, youden = threshold_table_cached(fit_key, op_model, r["y"], r["p"])
+    curves = pd.concat([r_["band"].assign(model=legend(m)) for m, r_ in results.items()], ignore_index=True)
+    st.altair_chart(
+        charts.threshold_explorer_chart(
+            curves, table, threshold=youden, model=legend(op_model), levels=outcome_levels(outcome)
         )
-        op = ev.metrics_at_threshold(r["y"], r["p"], thr)
-        m1, m2 = st.columns(2)
-        m1.metric("Sensitivity", f"{100 * op.sensitivity:.1f} %")
-        m2.metric("Specificity", f"{100 * op.specificity:.1f} %")
-        m1.metric("PPV", f"{100 * op.ppv:.1f} %" if np.isfinite(op.ppv) else "n/a")
-        m2.metric("NPV", f"{100 * op.npv:.1f} %" if np.isfinite(op.npv) else "n/a")
-        st.altair_chart(charts.confusion_matrix_chart(op.tn, op.fp, op.fn, op.tp, size=90))
-    with a:
-        curves = pd.concat([r["band"].assign(model=legend(m)) for m, r in results.items()], ignore_index=True)
-        point = pd.DataFrame({"model": [legend(op_model)], "fpr": [1 - op.specificity], "tpr": [op.sensitivity]})
-        st.altair_chart(charts.roc_chart(curves, threshold_point=point))
-        st.caption(
-            "Shaded: pointwise 95 % bootstrap band; legend: AUC with 95 % bootstrap CI. "
-            "Black dot: the chosen threshold."
-        )
-        if len(results) >= 2:
-            ma, mb = list(results)[:2]
-            d = ev.delong_test(y, results[ma]["p"], results[mb]["p"])
-            st.caption(
-                f"DeLong test {ma} vs {mb}: ΔAUC {d.difference:+.3f} "
-                f"(95 % CI {d.ci_low:+.3f} to {d.ci_high:+.3f}), p = {d.p_value:.3g}"
-            )
+    )
+    st.caption(
+        f"Legend: each model's cross-validated AUC with its 95 % bootstrap CI; shaded: pointwise 95 % bootstrap "
+        f"band. Black dot: {op_model} at the threshold of the slider under the chart (it starts at Youden's "
+        f"optimum, {youden:.2f}). Outcome: {outcome_words(outcome)}."
+    )
+    if caption := delong_caption(fit_key, results):
+        st.caption(caption)
 
 
 with tab_roc:
@@ -350,29 +373,60 @@ with tab_shap:
             f"SHAP ({sh['method']}), attributions on the {sh['output'].replace('_', '-')} scale, "
             f"{len(sh['values'])} patients explained."
         )
+        names = display_names(sh["values"].columns)
+        group = st.toggle(
+            f"Group correlated features (|Spearman ρ| ≥ {MIN_ABS_RHO})",
+            value=True,
+            key="cohort_shap_grouped",
+            help="SHAP splits the credit of shared information between correlated features, so per feature a "
+            "strong driver can rank low and collinear features can cancel. Grouped, each patient's SHAP values "
+            "of a group are summed (still additive): the group gets its whole credit.",
+        )
+        if group:
+            values, members = grouped_attributions(
+                sh["values"], groups_cached((table_hash, outcome, tuple(features), sm), sh["data"]), names=names
+            )
+            shown_data = group_data(sh["data"], members).set_axis(values.columns, axis=1)
+            multi = {k: v for k, v in members.items() if len(v) > 1}
+            if multi:
+                with st.expander(f"{len(multi)} groups of correlated features", expanded=False):
+                    for k, v in multi.items():
+                        st.markdown(f"- **{k}**: " + ", ".join(names[f] for f in v))
+        else:
+            values = sh["values"].rename(columns=names)
+            shown_data = sh["data"].rename(columns=names)
+            st.caption(
+                "Per feature, correlated features share their credit: read the ranking with the groups in mind "
+                "(turn grouping on)."
+            )
         a, b = st.columns(2)
         with a:
-            st.markdown("**Global importance**")
-            st.altair_chart(charts.importance_chart(sh["values"].abs().mean()))
+            st.markdown("**Global importance** (mean |SHAP|)")
+            st.altair_chart(charts.importance_chart(values.abs().mean()))
         with b:
             st.markdown("**Beeswarm** (each dot a patient; colour: the feature's value, low blue → high red)")
-            st.altair_chart(charts.beeswarm_chart(sh["values"], sh["data"]))
+            st.altair_chart(charts.beeswarm_chart(values, shown_data))
         ranked = list(sh["values"].abs().mean().sort_values(ascending=False).index)
         d1, d2 = st.columns(2)
         if ss.get("cohort_dep_feature") not in ranked:
             ss["cohort_dep_feature"] = ranked[0]
-        dep = d1.selectbox("Dependence plot of", ranked, key="cohort_dep_feature")
+        dep = d1.selectbox("Dependence plot of", ranked, key="cohort_dep_feature", format_func=display_name)
         colour_opts = ["none"] + [f for f in ranked if f != dep]
         if ss.get("cohort_dep_colour") not in colour_opts:
             ss["cohort_dep_colour"] = colour_opts[1] if len(colour_opts) > 1 else "none"
-        col = d2.selectbox("Colour by", colour_opts, key="cohort_dep_colour")
+        col = d2.selectbox(
+            "Colour by",
+            colour_opts,
+            key="cohort_dep_colour",
+            format_func=lambda f: f if f == "none" else display_name(f),
+        )
         st.altair_chart(
             charts.dependence_chart(
                 sh["data"][dep],
                 sh["values"][dep],
-                feature=dep,
+                feature=display_name(dep),
                 colour=None if col == "none" else sh["data"][col],
-                colour_name=col,
+                colour_name=col if col == "none" else display_name(col),
             )
         )
 

@@ -6,6 +6,7 @@ AppTest cannot upload files, so files are injected as if uploaded through
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -79,8 +80,19 @@ def _metric(at: AppTest, label_start: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label_start))
 
 
-def _image_url(at: AppTest) -> str:
-    return at.get("image")[0].proto.imgs[0].url
+def _viewer(at: AppTest) -> dict:
+    """The data of the browser slice viewer shown on the Slices tab (workbench.slice_viewer)."""
+    import json
+    import re
+
+    (frame,) = at.get("iframe")
+    return json.loads(re.search(r"const D = (\{.*?\});\n", frame.proto.srcdoc, re.S).group(1).replace("<\\/", "</"))
+
+
+def _tab(at: AppTest, name: str) -> AppTest:
+    """Open a tab of the Case page (its tabs are lazy: only the open one runs)."""
+    at.session_state["case_tab"] = name
+    return at.run()
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +118,14 @@ def test_case_page_analyses_an_upload(case_app, files):
     assert _metric(at, "Lesion volume") == f"{bm['lesion_volume_ml']:.0f} ml"
     assert bm["lesion_volume_ml"] > 5 and bm["ct_severity_score"] >= 2  # a moderate phantom
     assert result.case_id == "uploaded case"  # the file name is not used as a label
-    assert len(at.get("image")) == 1
-    assert len(at.get("download_button")) == 4
-    assert at.dataframe[0].value["label"].notna().all()
+    assert _viewer(at)["view"] == "axial" and len(_viewer(at)["grey"]) == 48
+    # lazy tabs: only the open tab ran (no download buttons, no charts yet)
+    assert not at.get("download_button") and not at.get("vega_lite_chart")
+    _tab(at, "Biomarkers")
+    assert at.dataframe[0].value["label"].notna().all() and len(at.get("vega_lite_chart")) == 6
+    _tab(at, "Downloads")
+    assert len(at.get("download_button")) == 4  # a NIfTI upload: no DICOM SEG
+    _tab(at, "Slices")
 
 
 def test_mask_download_round_trips(case_app):
@@ -120,34 +137,33 @@ def test_mask_download_round_trips(case_app):
     assert data[:2] == b"\x1f\x8b"  # gzip
     back = load_mask(data, result.ct)
     assert np.array_equal(back, result.lesions) and set(np.unique(back)) <= {0, 1, 2}
-    labels = [b.label for b in case_app.get("download_button")]
+    at = _tab(case_app, "Downloads")
+    labels = [b.label for b in at.get("download_button")]
     assert labels == ["Lesion mask (.nii.gz)", "Lung mask (.nii.gz)", "Biomarkers (.csv)", "Case report (.html)"]
+    _tab(at, "Slices")
 
 
-def test_viewer_widgets_change_the_image(case_app):
+def test_viewer_view_and_window_change_the_slices(case_app):
+    """View and window come from the server; slice, opacity and layers are drawn in the browser
+    (tests/test_browser.py moves through the slices)."""
     at = case_app
-    url0 = _image_url(at)
-    n_axial = at.slider(key="case_slice_axial").max
-    assert n_axial == 47
-    at.slider(key="case_slice_axial").set_value(5).run()
-    url1 = _image_url(at)
-    assert url1 != url0
-    at.slider(key="case_opacity").set_value(0.0).run()
-    url2 = _image_url(at)
-    assert url2 != url1
+    axial = _viewer(at)
+    assert len(axial["grey"]) == 47 + 1 and axial["lesions"][axial["index"]] is not None
     at.radio(key="case_window").set_value("mediastinal").run()
-    assert _image_url(at) != url2
+    assert _viewer(at)["grey"] != axial["grey"] and _viewer(at)["lesions"] == axial["lesions"]
     at.radio(key="case_view").set_value("coronal").run()
     _no_exception(at)
-    assert at.slider(key="case_slice_coronal").max == 79
-    assert "coronal slice" in at.get("image")[0].proto.imgs[0].caption
+    coronal = _viewer(at)
+    assert coronal["view"] == "coronal" and len(coronal["grey"]) == 80
+    at.radio(key="case_view").set_value("axial").run()
+    at.radio(key="case_window").set_value("lung").run()
 
 
 def test_prediction_and_what_if_move(case_app):
-    at = case_app
+    at = _tab(case_app, "Prediction")
     risk0 = _metric(at, "Predicted risk of severe")
     assert risk0.endswith("%") and 0 <= float(risk0[:-2]) <= 100
-    assert len(at.get("vega_lite_chart")) >= 2  # distribution charts + SHAP waterfall
+    assert len(at.get("vega_lite_chart")) == 1  # the SHAP waterfall
     # entering clinical values changes the prediction (older age, high CRP, low lymphocytes)
     at.number_input(key="case_clin_age_years").set_value(85.0)
     at.number_input(key="case_clin_crp_mg_l").set_value(150.0)
@@ -159,9 +175,13 @@ def test_prediction_and_what_if_move(case_app):
     # the what-if slider moves the prediction for one feature
     at.selectbox(key="case_whatif_feature").set_value("age_years").run()
     at.slider(key="case_whatif_age_years").set_value(30.0).run()
-    what_if = next(m for m in at.metric if m.label.startswith("Predicted risk with age_years"))
+    what_if = next(m for m in at.metric if m.label.startswith("Predicted risk with Age"))
     assert float(what_if.value[:-2]) < float(risk1[:-2])
     assert what_if.delta.startswith("-")
+    # the values entered survive the tab being closed (lazy tabs forget undrawn widgets otherwise)
+    _tab(at, "Slices")
+    _tab(at, "Prediction")
+    assert at.number_input(key="case_clin_crp_mg_l").value == 150.0 and _metric(at, "Predicted risk of severe") == risk1
 
 
 @pytest.mark.slow
@@ -169,7 +189,7 @@ def test_shipped_tongji_model_explains_labs(case_app):
     path = MODELS / "tongji_logistic_l1.skops"
     if not path.exists():
         pytest.skip("the shipped Tongji model is not installed")
-    at = case_app
+    at = _tab(case_app, "Prediction")
     at.selectbox(key="case_model_choice").set_value(f"file:{path}").run()
     _no_exception(at)
     assert not at.error
@@ -198,15 +218,81 @@ def test_shipped_tongji_model_explains_labs(case_app):
 def test_lab_model_without_labs_says_it_cannot_predict(files):
     """A scan alone gives none of a lab model's key inputs: the page says so instead of guessing."""
     path = REPO / "workbench" / "models" / "tongji_3labs_logistic.skops"
-    at = _case_app(files["phantom"], case_model_choice=f"file:{path}")
+    at = _case_app(files["phantom"], case_model_choice=f"file:{path}", case_tab="Prediction")
     _no_exception(at)
     warning = next(w.value for w in at.warning if w.value.startswith("No prediction from"))
-    assert "None of the model's key inputs" in warning
+    assert "enter at least one of its key inputs" in warning and "Lactate dehydrogenase" in warning
     assert not any(m.label.startswith("Predicted risk") for m in at.metric)
 
 
+def _waterfall(at: AppTest) -> tuple[list[str], dict]:
+    """The bar labels (top to bottom) and the spec of the SHAP waterfall (Streamlit sends the
+    data apart from the spec)."""
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    return spec["layer"][0]["encoding"]["y"]["sort"], spec
+
+
+def test_tongji_rule_is_shown_as_a_rule(files):
+    """Finding 2: a 0/1 rule is not a risk %; no labs -> no prediction but 'enter at least ...';
+    with labs -> its class and the branch that fired."""
+    path = MODELS / "tongji_rule.skops"
+    at = _case_app(files["phantom"], case_model_choice=f"file:{path}", case_tab="Prediction")
+    _no_exception(at)
+    card = " ".join(m.value for m in at.markdown)
+    assert "death in hospital" in card and "laboratory values only" in card and "the CT is not used" in card
+    assert "Tongji Hospital 2020" in card and "Cross-validated AUC:** 0.849 (95 % CI" in card
+    assert "not applicable (the rule gives a class" in card
+    assert any("enter at least one of its key inputs" in w.value for w in at.warning)
+    assert not any(m.label.startswith(("Predicted risk", "Rule class")) for m in at.metric)
+    at.number_input(key="case_clin_ldh_u_l").set_value(420.0)
+    at.button[0].click().run()
+    _no_exception(at)
+    assert _metric(at, "Rule class (death in hospital)") == "high risk"
+    assert any("LDH 420 U/L ≥ 365 U/L" in m.value for m in at.markdown)
+    assert not any(m.label.startswith(("Predicted risk", "Operating threshold")) for m in at.metric)  # no risk %
+    assert any("training median" in w.value for w in at.warning)  # CRP and lymphocytes not given
+    assert not at.get("selectbox") or all(s.key != "case_op_point" for s in at.selectbox)
+
+
+def test_labels_follow_the_selected_model(files):
+    """Finding 2: after switching model the operating point and its threshold are the new model's."""
+    path = MODELS / "tongji_lightgbm.skops"
+    at = _case_app(files["phantom"], case_tab="Prediction")
+    synthetic_ops = next(s for s in at.selectbox if s.key.startswith("case_op_point")).options
+    at.selectbox(key="case_model_choice").set_value(f"file:{path}").run()
+    at.number_input(key="case_clin_ldh_u_l").set_value(500.0)
+    at.number_input(key="case_clin_age_years").set_value(70.0)
+    at.button[0].click().run()
+    _no_exception(at)
+    op = next(s for s in at.selectbox if s.key.startswith("case_op_point"))
+    assert op.options != synthetic_ops and op.value.startswith("Pre-specified")
+    from webapp.ui import shipped_case_model
+
+    thr = shipped_case_model(str(path))["thresholds"][op.value]
+    assert _metric(at, "Operating threshold") == f"{100 * thr:.1f} %"
+    assert _metric(at, "Predicted risk of death in hospital").endswith("%")
+
+
+def test_explanations_are_readable(files):
+    """Finding 3: clinical labels with units, inputs not given as one grey 'not provided (imputed)'
+    bar (never evidence), a probability scale."""
+    at = _case_app(files["phantom"], case_tab="Prediction")
+    at.number_input(key="case_clin_age_years").set_value(70.0)
+    at.button[0].click().run()
+    bars, spec = _waterfall(at)
+    features = " | ".join(bars)
+    assert "Age, years = 70 years" in features and "age_years" not in features
+    assert "ldh_u_l" not in features and "missing" not in features
+    assert sum(b.startswith("not provided (imputed)") for b in bars) == 1  # one grey bar for all
+    colours = spec["layer"][0]["encoding"]["color"]["scale"]
+    assert dict(zip(colours["domain"], colours["range"]))["not provided (imputed)"] == "#b0b0b0"
+    assert "predicted risk (%)" in json.dumps(spec)  # probability scale by default
+    at.radio(key="case_shap_scale").set_value("log-odds").run()
+    assert "model output (log-odds)" in json.dumps(_waterfall(at)[1])
+
+
 def test_followup_gives_volume_change(files):
-    at = _case_app(files["phantom"], case_inject_followup=files["followup"])
+    at = _case_app(files["phantom"], case_inject_followup=files["followup"], case_tab="Follow-up")
     _no_exception(at)
     assert not at.error
     change = _metric(at, "Lesion volume change")
@@ -233,7 +319,7 @@ def test_bad_uploads_show_a_clear_error(files, kind, words):
     at.session_state["case_inject_upload"] = files["phantom"]
     at.run()
     _no_exception(at)
-    assert not at.error and len(at.get("image")) == 1
+    assert not at.error and len(at.get("iframe")) == 1
 
 
 def test_missing_unet_weights_show_the_common_message(files, monkeypatch, tmp_path):
@@ -250,7 +336,7 @@ def test_missing_unet_weights_show_the_common_message(files, monkeypatch, tmp_pa
     assert "'Lesion segmentation' menu" in at.error[0].value
     at.selectbox(key="case_lesion_method").set_value("threshold").run()
     _no_exception(at)
-    assert not at.error and len(at.get("image")) == 1
+    assert not at.error and len(at.get("iframe")) == 1
 
 
 def test_sample_case_selection_and_3d(files):
@@ -263,6 +349,7 @@ def test_sample_case_selection_and_3d(files):
     at = AppTest.from_file(CASE, default_timeout=TIMEOUT)
     at.session_state["case_lesion_method"] = "threshold"
     at.session_state["case_sample"] = small["case_id"]
+    at.session_state["case_tab"] = "3D"
     at.run()
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
@@ -270,22 +357,43 @@ def test_sample_case_selection_and_3d(files):
     assert at.subheader[0].value == small["case_id"]
 
 
+def _widget(items, label: str):
+    return next(w for w in items if w.label == label)
+
+
+def _set_models(at: AppTest, models: list[str]) -> AppTest:
+    """Choose the Cohort page's models (its key carries the table, so set it through the widget)."""
+    return _widget(at.multiselect, "Models").set_value(models).run()
+
+
+def _roc_spec(at: AppTest) -> dict:
+    return next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "params" in json.loads(c.proto.spec))
+
+
 @pytest.mark.slow
 def test_cohort_page_fits_and_threshold_updates():
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
-    at.session_state["cohort_models"] = ["logistic_l2", "lightgbm"]
     at.run()
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
     assert any("Research use only" in w.value for w in at.warning)
+    assert _widget(at.multiselect, "Models").value == ["logistic_l2", "lightgbm"]
     metrics = at.dataframe[-1].value
     assert list(metrics["model"]) == ["logistic_l2", "lightgbm"]
     # the synthetic cohort carries real signal: both models well above chance
     assert (metrics["auc"] > 0.75).all() and (metrics["auc_ci_low"] < metrics["auc"]).all()
-    sens0, spec0 = _metric(at, "Sensitivity"), _metric(at, "Specificity")
-    at.slider(key="cohort_threshold").set_value(0.9).run()
-    sens1, spec1 = _metric(at, "Sensitivity"), _metric(at, "Specificity")
-    assert float(sens1[:-2]) < float(sens0[:-2]) and float(spec1[:-2]) > float(spec0[:-2])
+    # the threshold is a slider of the ROC chart itself (moved in the browser), starting at Youden's optimum
+    spec = _roc_spec(at)
+    (param,) = spec["params"]
+    youden = metrics.set_index("model").loc["logistic_l2", "threshold"]
+    assert param["bind"]["input"] == "range" and param["value"] == pytest.approx(round(youden, 2))
+    assert not at.slider  # no server-side slider: nothing reruns when it moves
+    # outcome-aware confusion-matrix labels and a ROC legend
+    text = json.dumps(spec)
+    assert '"not severe"' in text and '"severe"' in text and "legend" in text
+    assert not any(
+        layer.get("encoding", {}).get("color", {}).get("legend", 1) is None for layer in spec["hconcat"][0]["layer"]
+    )
     assert len(at.get("download_button")) == 1
     # dependence plot follows the chosen feature
     at.selectbox(key="cohort_dep_feature").set_value("age_years").run()
@@ -311,12 +419,30 @@ def test_cohort_upload_without_outcome_shows_error():
     assert len(at.error) == 1 and "Could not load the cohort" in at.error[0].value
 
 
+def test_file_watcher_is_off_for_make_app():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["fileWatcherType"] == "none"
+    make_app = (REPO / "Makefile").read_text().split("\napp:", 1)[1].split("\n\n", 1)[0]
+    assert "streamlit run app.py --server.fileWatcherType none" in make_app
+
+
 @pytest.mark.parametrize("page", ["app.py", "pages/3_About.py"])  # app.py runs the Home page
 def test_home_and_about_pages(page):
     at = AppTest.from_file(str(REPO / page), default_timeout=TIMEOUT).run()
     _no_exception(at)
     assert not at.error
     assert any("Research use only" in w.value for w in at.warning)
+
+
+def test_home_sample_cases_open_the_case_page():
+    from workbench.sample_data import sample_cases
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+    links = {p.proto.label: p.proto for p in at.get("page_link") if p.proto.query_string}
+    assert set(links) == set(sample_cases()["case_id"])
+    assert all(p.page == "Case" and p.query_string == f"case={cid}" for cid, p in links.items())
 
 
 def test_real_ct_sample_case_is_analysed():
@@ -337,9 +463,10 @@ def test_real_ct_sample_case_is_analysed():
 def test_cohort_page_on_the_real_tongji_cohort():
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
     at.session_state["cohort_source"] = "tongji"
-    at.session_state["cohort_models"] = ["logistic_l1", "lightgbm"]
     at.run()
+    _set_models(at, ["logistic_l1", "lightgbm"])
     _no_exception(at)
+    assert '"survived"' in json.dumps(_roc_spec(at)) and '"died"' in json.dumps(_roc_spec(at))  # outcome: death
     assert not at.error, [e.value for e in at.error]
     metrics = at.dataframe[-1].value
     # early-window labs predict in-hospital death well above the published rule's 0.85
@@ -356,9 +483,9 @@ def test_cohort_page_metrics_equal_workbench_fit(tmp_path):
     synthetic_cohort(300, seed=7).to_csv(path, index=False)
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
     at.session_state["cohort_inject"] = ("cohort.csv", path.read_bytes())
-    at.session_state["cohort_models"] = ["logistic_l2", "lightgbm"]
     at.session_state["cohort_folds"] = 5
     at.run()
+    assert _widget(at.multiselect, "Models").value == ["logistic_l2", "lightgbm"]
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
     page_csv = at.session_state["cohort_metrics_csv"]
@@ -372,7 +499,6 @@ def test_cohort_page_validates_a_saved_model(external_layout):
     table in the Tongji external-test layout (recognised and reduced to one row per patient)."""
     at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
     at.session_state["cohort_inject"] = ("external.csv", external_layout.to_csv(index=False).encode())
-    at.session_state["cohort_models"] = ["logistic_l2"]
     at.session_state["cohort_val_model"] = "tongji_3labs_logistic"
     at.run()
     _no_exception(at)

@@ -432,7 +432,9 @@ def test_real_pipeline_batch(phantom_cohort, tmp_path, client):
 
     folder, truth = phantom_cohort
     out = tmp_path / "out"
-    s = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold", write_masks=True)
+    s = run_batch(
+        folder, out, scheduler=client, progress=False, lesion_method="threshold", write_masks=True, write_dicom_seg=True
+    )
     assert (s.n_ok, s.n_failed) == (5, 1), s.failed
     assert s.failed["corrupt"] and "Traceback" not in s.failed["corrupt"]
 
@@ -467,15 +469,36 @@ def test_real_pipeline_batch(phantom_cohort, tmp_path, client):
         seg, gt = lungs > 0, ph.lungs > 0
         assert 2 * np.count_nonzero(seg & gt) / (seg.sum() + gt.sum()) > 0.95, cid
 
+    # a DICOM SEG for each DICOM case (folder and zip), on its source series; NIfTI cases get a note
+    import pydicom
+
+    assert sorted(p.name for p in (out / "dicom_seg").iterdir()) == ["ph3_seg.dcm", "ph4_seg.dcm"]
+    for cid in ("ph3", "ph4"):
+        seg = pydicom.dcmread(out / "dicom_seg" / f"{cid}_seg.dcm")
+        ct = load_ct(sources[cid])
+        assert seg.Modality == "SEG" and seg.FrameOfReferenceUID == ct.dicom_reference.frame_of_reference_uid
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct.dicom_reference.series_uid
+    notes = results_table(out).set_index("case_id")["notes"]
+    assert "No DICOM SEG" in str(notes["ph0"]) and "No DICOM SEG" not in str(notes["ph3"])
+
     s2 = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold", retry_failed=False)
     assert s2.n_skipped == 6 and s2.n_processed == 0
 
-    # a case whose masks were asked for but are missing is redone (and only that one)
+    # a case whose masks (or DICOM SEG) were asked for but are missing is redone (and only that one)
     (out / "masks" / "ph1_lesions.nii.gz").unlink()
+    (out / "dicom_seg" / "ph4_seg.dcm").unlink()
     s3 = run_batch(
-        folder, out, scheduler=client, progress=False, lesion_method="threshold", retry_failed=False, write_masks=True
+        folder,
+        out,
+        scheduler=client,
+        progress=False,
+        lesion_method="threshold",
+        retry_failed=False,
+        write_masks=True,
+        write_dicom_seg=True,
     )
-    assert (s3.n_ok, s3.n_skipped) == (1, 5) and (out / "masks" / "ph1_lesions.nii.gz").exists()
+    assert (s3.n_ok, s3.n_skipped) == (2, 4) and (out / "masks" / "ph1_lesions.nii.gz").exists()
+    assert (out / "dicom_seg" / "ph4_seg.dcm").exists()
 
     # no patient identifier from the DICOM headers anywhere in the output
     for f in out.rglob("*"):
@@ -498,12 +521,14 @@ def test_cli_arguments_and_bad_input(tmp_path, capsys):
             "--workers",
             "3",
             "--masks",
+            "--dicom-seg",
             "--lesion-method",
             "threshold",
             "--no-retry",
             "--hash-ids",
         ]
     )
+    assert args.dicom_seg
     assert (args.scheduler, args.workers, args.masks, args.lesion_method, args.retry_failed, args.hash_ids) == (
         "tcp://h:8786",
         3,

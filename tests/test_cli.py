@@ -21,6 +21,7 @@ def test_analyze_prints_and_saves_biomarkers_with_units(tmp_path, capsys):
             "--lesion-method",
             "threshold",
             "--masks",
+            "--dicom-seg",
             "--case-id",
             "study-007",
         ]
@@ -35,6 +36,10 @@ def test_analyze_prints_and_saves_biomarkers_with_units(tmp_path, capsys):
     assert 0 <= values["ct_severity_score"] <= 25
     payload = json.loads((tmp_path / "study-007_biomarkers.json").read_text())
     assert payload["biomarkers"]["lesion_volume_ml"]["unit"] == "mL"
+    import pydicom
+
+    seg = pydicom.dcmread(tmp_path / "study-007_seg.dcm")
+    assert seg.Modality == "SEG" and len(seg.SegmentSequence) == 4
     # no identifier of the DICOM headers reaches any written file
     for path in tmp_path.iterdir():
         data = path.read_bytes()
@@ -49,6 +54,14 @@ def test_corrupt_input_gives_a_message_and_status_2(tmp_path, capsys):
     assert main(["analyze", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_dicom_seg_of_a_nifti_scan_is_refused_with_a_message(tmp_path, capsys):
+    case = str(SAMPLE_DATA / "cases" / "phantom_none.nii.gz")
+    assert main(["analyze", case, "--out", str(tmp_path), "--dicom-seg", "--lesion-method", "threshold"]) == 2
+    err = capsys.readouterr().err
+    assert "needs a DICOM input" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # refused before any work
 
 
 def test_series_lists_the_dicom_series(capsys):

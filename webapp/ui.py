@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from workbench import feature_info
 from workbench.errors import ServerBusy, WorkbenchError
 
 #: upload limit in MB; keep in step with .streamlit/config.toml (server.maxUploadSize)
@@ -33,37 +34,36 @@ RESEARCH_NOTICE = (
     "Automated segmentations and predictions can be wrong."
 )
 
-#: clinical inputs offered on the Case page: name -> (label, unit, min, max, step)
-CLINICAL_FIELDS: dict[str, tuple[str, str, float, float, float]] = {
-    "age_years": ("Age", "years", 0.0, 110.0, 1.0),
-    "ldh_u_l": ("Lactate dehydrogenase (LDH)", "U/L", 0.0, 5000.0, 1.0),
-    "crp_mg_l": ("hs-CRP", "mg/L", 0.0, 500.0, 0.1),
-    "lymphocytes_pct": ("Lymphocytes", "% of leukocytes", 0.0, 100.0, 0.1),
-    "neutrophils_pct": ("Neutrophils", "% of leukocytes", 0.0, 100.0, 0.1),
-    "leukocytes_1e9_l": ("Leukocytes", "10^9/L", 0.0, 100.0, 0.1),
-    "platelets_1e9_l": ("Platelets", "10^9/L", 0.0, 2000.0, 1.0),
-    "albumin_g_l": ("Albumin", "g/L", 0.0, 80.0, 0.1),
-    "pao2_mmhg": ("PaO2", "mmHg", 0.0, 700.0, 1.0),
-    "neutrophils_1e9_l": ("Neutrophils", "10^9/L", 0.0, 100.0, 0.01),
-    "lymphocytes_1e9_l": ("Lymphocytes", "10^9/L", 0.0, 50.0, 0.01),
-    "monocytes_1e9_l": ("Monocytes", "10^9/L", 0.0, 20.0, 0.01),
-    "eosinophils_1e9_l": ("Eosinophils", "10^9/L", 0.0, 20.0, 0.01),
-    "monocytes_pct": ("Monocytes", "% of leukocytes", 0.0, 100.0, 0.1),
-    "eosinophils_pct": ("Eosinophils", "% of leukocytes", 0.0, 100.0, 0.1),
-    "nlr": ("Neutrophil/lymphocyte ratio", "", 0.0, 500.0, 0.1),
-    "red_cells_1e12_l": ("Red blood cells", "10^12/L", 0.0, 10.0, 0.01),
-    "haemoglobin_g_l": ("Haemoglobin", "g/L", 0.0, 250.0, 1.0),
-    "haematocrit_pct": ("Haematocrit", "%", 0.0, 80.0, 0.1),
-    "alt_u_l": ("ALT", "U/L", 0.0, 5000.0, 1.0),
-    "ast_u_l": ("AST", "U/L", 0.0, 5000.0, 1.0),
-}
-BINARY_FIELDS: dict[str, str] = {
-    "sex": "Sex",
-    "diabetes": "Diabetes",
-    "hypertension": "Hypertension",
-    "cardiovascular_disease": "Cardiovascular disease",
-    "copd": "COPD",
-}
+#: clinical inputs offered on the Case page (numeric: label, unit, min, max, step; 0/1: label),
+#: from the library's feature registry
+CLINICAL_FIELDS = feature_info.CLINICAL_FIELDS
+BINARY_FIELDS = feature_info.BINARY_FIELDS
+#: biomarkers compared with the cohort by default on the Case page
+COMPARED_BIOMARKERS = (
+    "ct_severity_score",
+    "lesion_pct_lung",
+    "lesion_volume_ml",
+    "consolidation_share_pct",
+    "lung_volume_ml",
+    "lesion_mean_hu",
+)
+
+
+def binary_options(name: str) -> list[str]:
+    """Menu of a 0/1 clinical input: "unknown", then the words for 0 and 1."""
+    return ["unknown", *feature_info.BINARY_LEVELS.get(name, ("no", "yes"))]
+
+
+def keep_state(prefixes: tuple[str, ...]) -> None:
+    """Keep the values of widgets whose keys start with one of ``prefixes`` while they are not drawn.
+
+    Streamlit forgets a widget's value when a run does not draw it (a closed lazy tab); storing the
+    value again as plain session state keeps it (the widget picks it up when drawn again).
+    """
+    ss = st.session_state
+    for key in list(ss.keys()):
+        if isinstance(key, str) and key.startswith(prefixes):
+            ss[key] = ss[key]
 
 
 #: favicon: an emoji (a Material icon name would make the browser fetch it from Google's font CDN)
@@ -235,6 +235,13 @@ def mask_nifti_bytes(mask: Any, ct: Any) -> bytes:
         return path.read_bytes()
 
 
+def dicom_seg_bytes(result: Any) -> bytes:
+    """The DICOM SEG of an analysed DICOM case (see :mod:`workbench.dicom_seg`)."""
+    from workbench.dicom_seg import dicom_seg_bytes as seg_bytes
+
+    return seg_bytes(result.ct, result.lungs, result.lesions, lesion_method=result.lesion_method)
+
+
 def hash_table(df: pd.DataFrame) -> str:
     """Stable content hash of a table (cache key for fits)."""
     return hashlib.sha256(
@@ -304,16 +311,32 @@ def synthetic_case_model(name: str = "logistic_l2") -> dict:
     df = load_sample_cohort()
     feats = [f for f in CASE_MODEL_FEATURES if f in df.columns]
     cohort = Cohort.from_table(df, outcome="severe", features=feats)
+    from workbench.evaluation import auc_ci, calibration
+    from workbench.model_info import model_summary
+
     cv = fit_cv(name, cohort, folds=5, seed=0, keep_models=False)
     fitted = fit_model(name, cohort, random_state=0)
+    oof = cv.oof.to_numpy()
+    ci = auc_ci(cohort.y, oof, n_bootstrap=500, seed=0)
+    cal = calibration(cohort.y, oof)
+    summary = model_summary(
+        fitted,
+        synthetic=True,
+        cohort=f"sample synthetic cohort, {len(cohort.y)} patients ({int(cohort.y.sum())} with the outcome)",
+        auc=ci.auc,
+        auc_ci=(ci.ci_low, ci.ci_high),
+        calibration={"slope": cal.slope, "intercept": cal.intercept, "brier": cal.brier},
+        calibration_note="5-fold cross-validation",
+    )
     return {
         "model": fitted,
         "label": f"{SYNTHETIC_MODELS.get(name, name)} · sample synthetic cohort",
         "outcome": "severe",
         "cv_auc": cv.auc,
-        "thresholds": operating_points(cohort.y, cv.oof.to_numpy()),
+        "thresholds": operating_points(cohort.y, oof),
         "background": cohort.X,
         "synthetic": True,
+        "summary": summary,
     }
 
 
@@ -324,7 +347,7 @@ def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(models_dir().glob("*.skops"))}
 
 
-@st.cache_resource(show_spinner="Loading the model …")
+@st.cache_resource(show_spinner="Loading the model and its cross-validated calibration …")
 def shipped_case_model(path: str) -> dict:
     """A model shipped in workbench/models with its operating points and SHAP background."""
     from workbench.models import load_model
@@ -345,6 +368,14 @@ def shipped_case_model(path: str) -> dict:
         except (TypeError, ValueError, KeyError):
             continue
     thresholds["0.5"] = 0.5
+    from workbench.model_info import model_summary, training_calibration
+
+    cal = training_calibration(fitted)
+    summary = model_summary(
+        fitted,
+        calibration=cal,
+        calibration_note="10-fold cross-validation on the training cohort" if cal else "",
+    )
     return {
         "model": fitted,
         "label": f"{fitted.name} · {meta.get('cohort', Path(path).stem)}",
@@ -353,6 +384,7 @@ def shipped_case_model(path: str) -> dict:
         "thresholds": thresholds,
         "background": default_background(fitted),
         "synthetic": False,
+        "summary": summary,
     }
 
 

@@ -292,6 +292,10 @@ def surface_figure(
 
 
 # --------------------------------------------------------------------------- case charts
+#: total height of a distribution chart (axes included)
+DISTRIBUTION_HEIGHT_PX = 200
+
+
 def distribution_chart(
     cohort_values: Sequence[float] | pd.Series,
     value: float | None,
@@ -299,9 +303,13 @@ def distribution_chart(
     title: str = "",
     unit: str = "",
     width: int = 260,
-    height: int = 110,
+    height: int = DISTRIBUTION_HEIGHT_PX,
 ) -> alt.Chart:
-    """Histogram of a cohort's values with a red rule at this case's value."""
+    """Histogram of a cohort's values with a red rule at this case's value.
+
+    ``height`` is the whole chart's (front ends that fit charts to their container, like
+    Streamlit, count the axes in it): the default leaves about 130 px for the bars.
+    """
     s = pd.to_numeric(pd.Series(cohort_values), errors="coerce").dropna()
     df = pd.DataFrame({"value": s.to_numpy()})
     axis_title = f"{title} ({unit})" if unit else title
@@ -310,7 +318,7 @@ def distribution_chart(
         .mark_bar(color="#9db4d0")
         .encode(
             x=alt.X("value:Q", bin=alt.Bin(maxbins=30), title=axis_title),
-            y=alt.Y("count():Q", title="patients"),
+            y=alt.Y("count():Q", title="patients", axis=alt.Axis(tickCount=3, titlePadding=4)),
         )
     )
     layers = [hist]
@@ -340,63 +348,86 @@ def waterfall_chart(
     max_display: int = 10,
     scale: str = "log-odds",
     width: int = 520,
+    labels: Mapping[str, str] | None = None,
+    not_provided: Sequence[str] = (),
+    probability: bool = False,
+    outcome: str = "severe",
 ) -> alt.Chart:
     """SHAP waterfall of one patient: bars from the base value to the model output.
 
     ``contributions`` maps feature -> SHAP value (in ``scale`` units); the largest
     ``max_display - 1`` by magnitude are shown, the rest are summed into one bar.
-    Red bars push towards severe, blue bars away from it.
+    Red bars push towards ``outcome``, blue bars away from it.
+
+    Args:
+        labels: feature -> text shown instead of ``name = value`` (e.g. clinical names with units).
+        not_provided: features whose value was not given (the model filled it in): summed into one
+            grey bar "not provided (imputed)" -- what the model assumed, not evidence about the patient.
+        probability: with ``scale="log-odds"``, draw the path on the probability scale (each bar
+            the change in predicted risk, in %, along the same path; the last bar ends at the
+            model's predicted risk).
     """
     c = pd.Series(contributions, dtype=float).dropna()
+    missing = [k for k in not_provided if k in c.index]
+    imputed = float(c[missing].sum()) if missing else None
+    c = c.drop(missing)
     order = c.abs().sort_values(ascending=False).index
-    keep = list(order[: max(1, max_display - 1)])
+    keep = list(order[: max(1, max_display - 1 - (imputed is not None))])
     rest = c.drop(keep)
-    rows = [(k, float(c[k])) for k in keep]
+    rows = [(k, float(c[k]), None) for k in keep]
     if len(rest):
-        rows.append((f"{len(rest)} other features", float(rest.sum())))
+        rows.append((f"{len(rest)} other features", float(rest.sum()), None))
+    if imputed is not None:
+        rows.append((f"not provided (imputed): {len(missing)} input{'s' * (len(missing) > 1)}", imputed, "imputed"))
     rows = rows[::-1]  # smallest first so the cumulative path ends at the top
+    to_axis = (lambda v: 100.0 / (1.0 + np.exp(-v))) if probability and scale == "log-odds" else (lambda v: v)
+    towards, away, grey = f"towards {outcome}", f"away from {outcome}", "not provided (imputed)"
     start = float(base_value)
     recs = []
-    for i, (name, v) in enumerate(rows):
+    for i, (name, v, kind) in enumerate(rows):
         label = name
-        if feature_values is not None and name in feature_values:
+        if labels is not None and name in labels:
+            label = labels[name]
+        elif feature_values is not None and name in feature_values:
             fv = feature_values[name]
             label = f"{name} = {fv:.4g}" if isinstance(fv, (int, float)) and np.isfinite(fv) else f"{name} = missing"
+        a, b = to_axis(start), to_axis(start + v)
         recs.append(
             {
                 "feature": label,
-                "start": start,
-                "end": start + v,
-                "shap": v,
+                "start": a,
+                "end": b,
+                "shap": b - a,
                 "order": len(rows) - i,
-                "direction": "towards severe" if v >= 0 else "away from severe",
+                "direction": grey if kind == "imputed" else (towards if v >= 0 else away),
             }
         )
         start += v
     df = pd.DataFrame(recs)
     sort = df.sort_values("order")["feature"].tolist()
+    axis_title = "predicted risk (%)" if probability and scale == "log-odds" else f"model output ({scale})"
     bars = (
         alt.Chart(df)
         .mark_bar()
         .encode(
-            y=alt.Y("feature:N", sort=sort, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=260)),
-            x=alt.X("start:Q", title=f"model output ({scale})", scale=alt.Scale(zero=False)),
+            y=alt.Y("feature:N", sort=sort, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=320)),
+            x=alt.X("start:Q", title=axis_title, scale=alt.Scale(zero=False)),
             x2="end:Q",
             color=alt.Color(
                 "direction:N",
-                scale=alt.Scale(domain=["towards severe", "away from severe"], range=["#d62728", "#1f77b4"]),
+                scale=alt.Scale(domain=[towards, away, grey], range=["#d62728", "#1f77b4", "#b0b0b0"]),
                 title=None,
             ),
-            tooltip=["feature:N", alt.Tooltip("shap:Q", format="+.3f")],
+            tooltip=["feature:N", alt.Tooltip("shap:Q", format="+.3f", title="change")],
         )
     )
     base = (
-        alt.Chart(pd.DataFrame({"x": [float(base_value)], "what": ["base value"]}))
+        alt.Chart(pd.DataFrame({"x": [to_axis(float(base_value))], "what": ["base value"]}))
         .mark_rule(strokeDash=[4, 3], color="grey")
         .encode(x="x:Q", tooltip=["what:N", alt.Tooltip("x:Q", format=".3f")])
     )
     out = (
-        alt.Chart(pd.DataFrame({"x": [start], "what": ["this patient"]}))
+        alt.Chart(pd.DataFrame({"x": [to_axis(start)], "what": ["this patient"]}))
         .mark_rule(color="black")
         .encode(x="x:Q", tooltip=["what:N", alt.Tooltip("x:Q", format=".3f")])
     )
@@ -448,7 +479,7 @@ def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = No
                 x=alt.X("fpr:Q"),
                 y="tpr_lo:Q",
                 y2="tpr_hi:Q",
-                color=alt.Color("model:N", legend=None, scale=alt.Scale(scheme="category10")),
+                color=alt.Color("model:N", title=None, scale=alt.Scale(scheme="category10")),
             )
         )
     layers.append(
@@ -518,20 +549,33 @@ def roc_band_table(
     return pd.DataFrame({"fpr": fgrid, "tpr": main, "tpr_lo": np.minimum(lo, main), "tpr_hi": np.maximum(hi, main)})
 
 
-def confusion_matrix_chart(tn: int, fp: int, fn: int, tp: int, *, size: int = 120) -> alt.Chart:
-    """2x2 confusion matrix heat map (rows: truth, columns: prediction) with counts."""
+def confusion_matrix_chart(
+    tn: int,
+    fp: int,
+    fn: int,
+    tp: int,
+    *,
+    size: int = 120,
+    levels: tuple[str, str] = ("not severe", "severe"),
+) -> alt.Chart:
+    """2x2 confusion matrix heat map (rows: truth, columns: prediction) with counts.
+
+    ``levels`` names the negative and positive class (e.g. ``("survived", "died")``, see
+    :func:`workbench.feature_info.outcome_levels`).
+    """
+    neg, pos = levels
     df = pd.DataFrame(
         {
-            "truth": ["not severe", "not severe", "severe", "severe"],
-            "predicted": ["not severe", "severe", "not severe", "severe"],
+            "truth": [neg, neg, pos, pos],
+            "predicted": [neg, pos, neg, pos],
             "count": [int(tn), int(fp), int(fn), int(tp)],
             "kind": ["TN", "FP", "FN", "TP"],
         }
     )
     df["text"] = df["kind"] + ": " + df["count"].astype(str)
     base = alt.Chart(df).encode(
-        x=alt.X("predicted:N", sort=["not severe", "severe"], title="predicted"),
-        y=alt.Y("truth:N", sort=["not severe", "severe"], title="truth"),
+        x=alt.X("predicted:N", sort=[neg, pos], title="predicted"),
+        y=alt.Y("truth:N", sort=[neg, pos], title="truth"),
     )
     heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None))
     text = base.mark_text(fontSize=14).encode(
@@ -539,6 +583,92 @@ def confusion_matrix_chart(tn: int, fp: int, fn: int, tp: int, *, size: int = 12
         color=alt.condition(alt.datum.count > df["count"].max() / 2, alt.value("white"), alt.value("black")),
     )
     return (heat + text).properties(width=2 * size, height=2 * size)
+
+
+#: name of the threshold parameter of :func:`threshold_explorer_chart` (its slider is drawn by Vega)
+THRESHOLD_PARAM = "threshold"
+
+
+def threshold_explorer_chart(
+    curves: pd.DataFrame,
+    table: pd.DataFrame,
+    *,
+    threshold: float,
+    model: str,
+    levels: tuple[str, str] = ("not severe", "severe"),
+    width: int = 400,
+) -> alt.Chart:
+    """ROC curves with a live operating point: a threshold slider drawn by Vega moves the point on
+    the ROC, the sensitivity/specificity/PPV/NPV and the confusion matrix in the browser (no server
+    round trip).
+
+    Args:
+        curves: as for :func:`roc_chart` (columns ``model, fpr, tpr`` and optionally a band).
+        table: :func:`workbench.evaluation.metrics_by_threshold` of the model of the operating point.
+        threshold: where the slider starts (e.g. Youden's optimum), rounded to the table's grid.
+        model: the legend label of that model (its curve carries the point).
+        levels: names of the negative and positive class, for the confusion matrix.
+    """
+    thr = alt.param(
+        name=THRESHOLD_PARAM,
+        value=float(np.round(threshold, 2)),
+        bind=alt.binding_range(min=0, max=1, step=0.01, name="Threshold (predicted risk) "),
+    )
+    at_thr = f"abs(datum.threshold - {THRESHOLD_PARAM}) < 0.005"
+    t = table.copy()
+    t["fpr"], t["tpr"] = 1 - t["specificity"], t["sensitivity"]
+
+    def pct(v: float) -> str:
+        return f"{100 * v:.1f} %" if np.isfinite(v) else "n/a"
+
+    point = (
+        alt.Chart(t.assign(model=model))
+        .mark_point(size=140, filled=True, color="black")
+        .encode(
+            x="fpr:Q",
+            y="tpr:Q",
+            tooltip=["model:N", "threshold:Q", alt.Tooltip("fpr:Q", format=".2f"), alt.Tooltip("tpr:Q", format=".2f")],
+        )
+        .transform_filter(at_thr)
+    )
+    roc = alt.layer(*roc_chart(curves, width=width).layer, point).properties(width=width, height=width)
+    names = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV"}
+    rows = [
+        {"threshold": r.threshold, "metric": label, "value": pct(getattr(r, key)), "order": i}
+        for r in t.itertuples()
+        for i, (key, label) in enumerate(names.items())
+    ]
+    metrics = (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_text(align="left", fontSize=15)
+        .encode(
+            y=alt.Y("order:O", axis=None),
+            text=alt.Text("line:N"),
+        )
+        .transform_filter(at_thr)
+        .transform_calculate(line="datum.metric + ': ' + datum.value")
+        .properties(width=220, height=110, title="At this threshold")
+    )
+    neg, pos = levels
+    cells = [
+        {"threshold": r.threshold, "truth": truth, "predicted": pred, "count": int(getattr(r, k)), "kind": k.upper()}
+        for r in t.itertuples()
+        for truth, pred, k in ((neg, neg, "tn"), (neg, pos, "fp"), (pos, neg, "fn"), (pos, pos, "tp"))
+    ]
+    cm = (
+        alt.Chart(pd.DataFrame(cells))
+        .transform_filter(at_thr)
+        .transform_calculate(text="datum.kind + ': ' + datum.count")
+    )
+    enc = {
+        "x": alt.X("predicted:N", sort=[neg, pos], title="predicted"),
+        "y": alt.Y("truth:N", sort=[neg, pos], title="truth"),
+    }
+    matrix = alt.layer(
+        cm.mark_rect().encode(**enc, color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None)),
+        cm.mark_text(fontSize=13).encode(**enc, text="text:N"),
+    ).properties(width=180, height=150)
+    return alt.hconcat(roc, alt.vconcat(metrics, matrix)).add_params(thr)
 
 
 def calibration_chart(table: pd.DataFrame, *, width: int = 360) -> alt.Chart:

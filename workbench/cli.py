@@ -78,7 +78,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         from .models import load_model
 
         model = load_model(args.model)
-    source = load_ct(args.case, series_uid=args.series_uid) if args.series_uid else args.case
+    if args.dicom_seg and not out_dir:
+        raise InvalidInput("--dicom-seg writes a file: give a folder with --out.")
+    source = load_ct(args.case, series_uid=args.series_uid) if args.series_uid or args.dicom_seg else args.case
+    if args.dicom_seg and source.dicom_reference is None:
+        raise InvalidInput(
+            "--dicom-seg needs a DICOM input (a folder or .zip of a DICOM series): a DICOM SEG points at "
+            "its source series. For a NIfTI scan use --masks."
+        )
     result = analyze_case(
         source,
         case_id=case_id,
@@ -125,6 +132,16 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             if args.masks:
                 save_mask(result.lungs, result.ct, path_inside(out_dir, f"{stem}_lungs.nii.gz"))
                 save_mask(result.lesions, result.ct, path_inside(out_dir, f"{stem}_lesions.nii.gz"))
+            if args.dicom_seg:
+                from .dicom_seg import write_dicom_seg
+
+                write_dicom_seg(
+                    result.ct,
+                    result.lungs,
+                    result.lesions,
+                    path_inside(out_dir, f"{stem}_seg.dcm"),
+                    lesion_method=result.lesion_method,
+                )
         print(f"\nSaved to {out_dir}")
     return 0
 
@@ -191,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--previous", help="earlier scan of the same patient, for lesion volume change")
     p.add_argument("--masks", action="store_true", help="also write lung and lesion masks (NIfTI)")
+    p.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help="also write CASE_seg.dcm, a DICOM SEG of lungs, GGO and consolidation on the source series (DICOM inputs)",
+    )
     p.add_argument("--model", help="fitted model file (.skops) to predict severe outcome")
     p.add_argument("--series-uid", help="which DICOM series to use (see `workbench series`)")
     p.add_argument("--clinical", help='clinical values as JSON, e.g. \'{"age_years": 64, "sex": 1}\'')

@@ -176,6 +176,25 @@ def metrics_at_threshold(y, p, threshold: float) -> OperatingPoint:
     )
 
 
+def metrics_by_threshold(y, p, thresholds=None) -> pd.DataFrame:
+    """:func:`metrics_at_threshold` at every threshold (default 0.00, 0.01, ..., 1.00): one row per
+    threshold with ``tn, fp, fn, tp, sensitivity, specificity, ppv, npv, f1, balanced_accuracy``
+    (what an interactive threshold needs, computed once)."""
+    if thresholds is None:
+        thresholds = np.round(np.linspace(0.0, 1.0, 101), 2)
+    rows = [metrics_at_threshold(y, p, float(t)) for t in thresholds]
+    return pd.DataFrame(
+        {
+            "threshold": [r.threshold for r in rows],
+            **{k: [getattr(r, k) for r in rows] for k in ("tn", "fp", "fn", "tp")},
+            **{
+                k: [getattr(r, k) for r in rows]
+                for k in ("sensitivity", "specificity", "ppv", "npv", "f1", "balanced_accuracy")
+            },
+        }
+    )
+
+
 def threshold_metrics_ci(
     y,
     p,

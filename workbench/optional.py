@@ -9,7 +9,8 @@ group          packages                                       needed by
 ``[app]``      streamlit, altair, plotly                      the Streamlit app; Altair charts and 3D
                                                               surfaces of :mod:`workbench.charts`
 ``[notebooks]`` jupyterlab, itkwidgets, nbclient, nbformat,   the teaching notebooks,
-               ipykernel, matplotlib, altair, plotly          :mod:`workbench.notebook_view`
+               ipykernel, matplotlib, altair, plotly,         :mod:`workbench.notebook_view`
+               vl-convert-python (offline charts)
 ``[batch]``    dask[distributed]                              :func:`workbench.batch.run_batch`
 ``[test]``     all of the above plus pytest, ruff, mypy, ...  ``make test``
 =============  =============================================  ==========================================
@@ -38,6 +39,7 @@ GROUP_OF: dict[str, str] = {
     "ipykernel": "notebooks",
     "IPython": "notebooks",
     "matplotlib": "notebooks",
+    "vl_convert": "notebooks",
     "dask": "batch",
     "distributed": "batch",
 }

@@ -92,7 +92,9 @@ def analyze_case(
         clinical: optional clinical values (age_years, sex, labs ...) added to the features.
         model: optional fitted model (workbench.models) used to predict severe outcome.
         lesion_method: "unet" (shipped MONAI network) or "threshold" (HU bands).
-        previous: the earlier time point's result, for lesion volume change.
+        previous: the earlier time point's result, for lesion volume change; when the two scans'
+            body sizes do not match, ``notes`` warns that they may be of different patients
+            (:func:`workbench.followup.followup_warnings`).
         progress: called as ``progress(step_key, step_label, fraction_done)``.
 
     Raises:
@@ -138,6 +140,10 @@ def analyze_case(
         timings_s=timings,
         notes=_as_list(ct.metadata.get("notes")) + coverage_notes,
     )
+    if previous is not None:
+        from .followup import followup_warnings
+
+        result.notes += followup_warnings(previous, result)
     if model is not None:
         result.prediction = run(5, lambda: predict_case(model, result.features()))
     if progress:

@@ -108,25 +108,43 @@ def key_images(ct: Any, lungs: np.ndarray, lesions: np.ndarray, opacity: float =
     return out
 
 
-def _biomarker_rows(values: Mapping[str, float]) -> str:
-    try:
-        from .biomarkers import biomarker_table
+#: biomarkers that compare two scans: the report takes them from the follow-up when there is one
+CHANGE_BIOMARKERS = ("lesion_volume_change_pct",)
 
-        table = biomarker_table(values)
-        rows = table.to_dict("records")
-    except ImportError:  # pragma: no cover - biomarkers module always present in a full install
-        rows = [{"name": k, "label": k, "value": v, "unit": "", "description": ""} for k, v in values.items()]
+
+def _biomarker_rows(values: Mapping[str, float], followup: Mapping[str, float] | None = None) -> str:
+    """Table rows of every biomarker. A change biomarker (:data:`CHANGE_BIOMARKERS`) is the
+    follow-up's change against this scan when a follow-up is given, so that the table and the
+    follow-up section show the same number; without one it says that it needs a second scan."""
+    from .biomarkers import biomarker_table
+
+    rows = biomarker_table(values).to_dict("records")
     out = []
     for r in rows:
+        value, note = r["value"], ""
+        if r["name"] in CHANGE_BIOMARKERS:
+            if followup is not None and r["name"] in followup:
+                value, note = followup[r["name"]], " (follow-up against this scan)"
+            elif not _finite(value):
+                note = " (needs a follow-up scan)"
         out.append(
-            f"<tr><td>{html.escape(str(r['label']))}<br><span class=small><code>{html.escape(r['name'])}"
-            f"</code></span></td><td class=num>{_fmt(r['value'])}</td><td>{html.escape(str(r['unit']))}</td>"
-            f"<td class=small>{html.escape(str(r.get('description', '')))}</td></tr>"
+            f"<tr><td>{html.escape(str(r['label']))}{html.escape(note)}<br><span class=small><code>"
+            f"{html.escape(r['name'])}</code></span></td><td class=num>{_fmt(value)}</td>"
+            f"<td>{html.escape(str(r['unit']))}</td><td class=small>{html.escape(str(r.get('description', '')))}</td></tr>"
         )
     return "".join(out)
 
 
+def _finite(v: Any) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
 def _prediction_html(pred: Mapping[str, Any]) -> str:
+    from .feature_info import outcome_words
+
     p = float(pred["probability"])
     if not math.isfinite(p):  # not predictable: the model's key inputs are missing
         return (
@@ -134,10 +152,15 @@ def _prediction_html(pred: Mapping[str, Any]) -> str:
             f"{html.escape(str(pred.get('message') or 'the model cannot predict for this patient'))}</p>"
         )
     thr = pred.get("threshold")
-    parts = [
-        f"<div class=head><div class=kpi><b>{100 * p:.1f} %</b><span>predicted risk of "
-        f"{html.escape(str(pred.get('outcome', 'severe outcome')))}</span></div>"
-    ]
+    outcome = html.escape(outcome_words(pred.get("outcome")))
+    if pred.get("rule_class"):  # a rule gives a class and a branch, not a risk
+        return (
+            f"<div class=head><div class=kpi><b>{html.escape(str(pred['rule_class']))}</b><span>class of the rule "
+            f"for {outcome}</span></div><div class=kpi><b>{html.escape(str(pred.get('model_name', 'rule')))}</b>"
+            f"<span>model</span></div></div><p class=small><b>Branch taken:</b> "
+            f"{html.escape(str(pred.get('rule_path', '')))}</p>" + _model_caveats(pred)
+        )
+    parts = [f"<div class=head><div class=kpi><b>{100 * p:.1f} %</b><span>predicted risk of {outcome}</span></div>"]
     if thr is not None:
         flag = "above" if p >= float(thr) else "below"
         parts.append(
@@ -150,30 +173,61 @@ def _prediction_html(pred: Mapping[str, Any]) -> str:
     )
     if pred.get("status") == "incomplete" and pred.get("message"):
         parts.append(f"<p class=small><b>Incomplete inputs.</b> {html.escape(str(pred['message']))}</p>")
+    parts.append(_model_caveats(pred))
     contrib = pred.get("contributions") or {}
     if contrib:
+        from .feature_info import display_names, format_value
+
         values = pred.get("feature_values") or {}
-        items = sorted(contrib.items(), key=lambda kv: -abs(float(kv[1])))[:12]
-        vmax = max(abs(float(v)) for _, v in items) or 1.0
+        given = {k: v for k, v in contrib.items() if _finite(values.get(k))}
+        not_given = [k for k in contrib if k not in given]
+        names = display_names(contrib)
+        items = sorted(given.items(), key=lambda kv: -abs(float(kv[1])))[:12]
+        vmax = max((abs(float(v)) for _, v in items), default=0.0) or 1.0
         rows = []
         for name, v in items:
             v = float(v)
             w = int(round(120 * abs(v) / vmax))
-            fv = values.get(name)
-            shown = _fmt(fv) if fv is not None and math.isfinite(float(fv)) else "missing (imputed)"
             rows.append(
-                f"<tr><td>{html.escape(name)}</td><td class=num>{shown}</td>"
-                f"<td class=num>{v:+.3f}</td><td><span class='bar {'pos' if v >= 0 else 'neg'}' "
+                f"<tr><td>{html.escape(names[name])}</td><td class=num>{html.escape(format_value(name, values.get(name)))}"
+                f"</td><td class=num>{v:+.3f}</td><td><span class='bar {'pos' if v >= 0 else 'neg'}' "
                 f"style='width:{w}px'></span></td></tr>"
             )
         base = pred.get("base_value")
         parts.append(
-            f"<p class=small>Feature attributions (SHAP, {html.escape(str(pred.get('scale', 'log-odds')))}"
-            f"{'; base value ' + _fmt(base) if base is not None else ''}): red pushes towards the severe "
-            "outcome, blue away from it. Largest 12 shown.</p>"
-            "<table><tr><th>feature</th><th>value</th><th>SHAP</th><th></th></tr>" + "".join(rows) + "</table>"
+            f"<p class=small>Why this prediction: SHAP attributions of the values given "
+            f"({html.escape(str(pred.get('scale', 'log-odds')))}"
+            f"{'; base value ' + _fmt(base) if base is not None else ''}). Red pushes towards {outcome}, "
+            "blue away from it; largest 12 shown.</p>"
+            "<table><tr><th>input</th><th>value</th><th>SHAP</th><th></th></tr>" + "".join(rows) + "</table>"
         )
+        if not_given:
+            parts.append(
+                "<p class=small><b>Not provided (imputed by the model, not evidence about this patient):</b> "
+                + html.escape(", ".join(names[k] for k in not_given))
+                + f". Together they shift the model's output by {sum(float(contrib[k]) for k in not_given):+.3f}.</p>"
+            )
     return "".join(parts)
+
+
+def _model_caveats(pred: Mapping[str, Any]) -> str:
+    """What the model is: synthetic demonstration or real cohort, its cross-validated AUC."""
+    lines = []
+    if pred.get("synthetic"):
+        lines.append(
+            "<b>Synthetic demonstration model</b>: trained on computer-generated patients from a documented "
+            "generative model, not on real outcomes. Its risk is a teaching example, not a clinical estimate."
+        )
+    elif pred.get("cohort"):
+        lines.append(f"Trained on: {html.escape(str(pred['cohort']))}.")
+    auc = pred.get("cv_auc")
+    if _finite(auc):
+        ci = pred.get("cv_auc_ci") or ()
+        ci_text = (
+            f" (95 % CI {float(ci[0]):.3f}&ndash;{float(ci[1]):.3f})" if len(ci) == 2 and all(map(_finite, ci)) else ""
+        )
+        lines.append(f"Cross-validated AUC on its training cohort: {float(auc):.3f}{ci_text}.")
+    return "".join(f"<p class=small>{line}</p>" for line in lines)
 
 
 def case_report_html(
@@ -228,14 +282,24 @@ def case_report_html(
                 val = f"{_fmt(bm[k])} / 25"
             heads.append(f"<div class=kpi><b>{html.escape(val)}</b><span>{html.escape(lab)}</span></div>")
     clinical = dict(clinical) if clinical is not None else (getattr(result, "clinical", {}) or {})
-    clin_rows = "".join(f"<tr><td>{html.escape(k)}</td><td class=num>{_fmt(v)}</td></tr>" for k, v in clinical.items())
+    from .feature_info import labelled_values
+
+    clin_rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td class=num>{html.escape(v)}</td></tr>"
+        for k, v in labelled_values(clinical).items()
+    )
     fu_html = ""
     if followup is not None:
         v0 = bm.get("lesion_volume_ml", float("nan"))
         v1 = followup.biomarkers.get("lesion_volume_ml", float("nan"))
         change = followup.biomarkers.get("lesion_volume_change_pct", 100.0 * (v1 - v0) / v0 if v0 else float("nan"))
+        warn = "".join(
+            f"<div class=ruo>{html.escape(str(n))}</div>"
+            for n in (getattr(followup, "notes", None) or [])
+            if "different patient" in str(n)
+        )
         fu_html = (
-            f"<h2>Follow-up</h2><table><tr><th></th><th>baseline</th><th>follow-up</th></tr>"
+            f"<h2>Follow-up</h2>{warn}<table><tr><th></th><th>baseline</th><th>follow-up</th></tr>"
             f"<tr><td>lesion volume (ml)</td><td class=num>{_fmt(v0)}</td><td class=num>{_fmt(v1)}</td></tr>"
             f"<tr><td>GGO volume (ml)</td><td class=num>{_fmt(bm.get('ggo_volume_ml'))}</td>"
             f"<td class=num>{_fmt(followup.biomarkers.get('ggo_volume_ml'))}</td></tr>"
@@ -269,7 +333,7 @@ Automated segmentation and predictions can be wrong; review the images.</div>
 <h2>Clinical values given</h2>
 {"<table>" + clin_rows + "</table>" if clin_rows else "<p class=small>None given.</p>"}
 <h2>Imaging biomarkers</h2>
-<table><tr><th>biomarker</th><th>value</th><th>unit</th><th>definition</th></tr>{_biomarker_rows(bm)}</table>
+<table><tr><th>biomarker</th><th>value</th><th>unit</th><th>definition</th></tr>{_biomarker_rows(bm, followup.biomarkers if followup is not None else None)}</table>
 {("<h2>Scan metadata (non-identifying)</h2><table>" + meta_rows + "</table>") if meta_rows else ""}
 </body></html>
 """

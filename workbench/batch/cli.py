@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--masks", action="store_true", help="also write lung and lesion masks as NIfTI into RESULTS/masks"
     )
     parser.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help="also write a DICOM SEG (lungs, GGO, consolidation) per DICOM input into RESULTS/dicom_seg",
+    )
+    parser.add_argument(
         "--lesion-method",
         choices=LESION_METHODS,
         default=DEFAULT_LESION_METHOD,
@@ -70,6 +75,7 @@ def main_args(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         n_workers=args.workers,
         write_masks=args.masks,
+        write_dicom_seg=args.dicom_seg,
         lesion_method=args.lesion_method,
         progress=not args.quiet and sys.stderr.isatty(),
         retry_failed=args.retry_failed,

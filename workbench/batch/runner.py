@@ -17,7 +17,17 @@ from ..errors import InvalidInput
 from ..optional import require
 from .inputs import CaseInput, discover_cases, is_regular_input, prepare_ids
 from .store import STORE_NAME, TABLE_CSV_NAME, CaseOutcome, ResultsStore, write_table_csv
-from .worker import MASK_NAMES, MASKS_DIR, THREAD_ENV_VARS, CaseFn, limit_threads, plain_message, process_case
+from .worker import (
+    DICOM_SEG_DIR,
+    MASK_NAMES,
+    MASKS_DIR,
+    THREAD_ENV_VARS,
+    CaseFn,
+    dicom_seg_path,
+    limit_threads,
+    plain_message,
+    process_case,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +133,7 @@ def run_batch(
     scheduler: Any = None,
     n_workers: int | None = None,
     write_masks: bool = False,
+    write_dicom_seg: bool = False,
     lesion_method: str = DEFAULT_LESION_METHOD,
     progress: bool = True,
     retry_failed: bool = True,
@@ -143,6 +154,8 @@ def run_batch(
             workers must see the input paths and ``out`` at the same paths.
         n_workers: LocalCluster worker processes (default: the usable CPU cores).
         write_masks: also write ``masks/<case_id>_lungs.nii.gz`` and ``_lesions.nii.gz``.
+        write_dicom_seg: also write ``dicom_seg/<case_id>_seg.dcm`` for each DICOM input, a DICOM
+            SEG referencing its source series (:mod:`workbench.dicom_seg`); NIfTI inputs get a note.
         lesion_method: one of :data:`workbench.conventions.LESION_METHODS`; checked (with the
             network weights for "unet") before anything runs.
         progress: show a progress bar (cases done / failed / ETA) on stderr.
@@ -178,6 +191,7 @@ def run_batch(
         out = store.out
         summary = BatchSummary(out=out, n_cases=len(cases))
         masks_dir = out / MASKS_DIR if write_masks else None
+        seg_dir = out / DICOM_SEG_DIR if write_dicom_seg else None
         todo: list[tuple[CaseInput, str]] = []
         checking = tqdm(
             cases, desc="Checking inputs", unit="case", leave=False, disable=not progress or len(cases) < 20
@@ -205,6 +219,13 @@ def run_batch(
                 and not all((masks_dir / f"{case.case_id}_{name}.nii.gz").exists() for name in MASK_NAMES)
             ):
                 todo.append((case, digest))  # done before without (all) its masks
+            elif (
+                status == "ok"
+                and seg_dir is not None
+                and not case.path.name.lower().endswith((".nii", ".nii.gz"))
+                and not dicom_seg_path(seg_dir, case.case_id).exists()
+            ):
+                todo.append((case, digest))  # a DICOM case done before without its SEG
             elif status == "ok" or (status == "failed" and not retry_failed):
                 summary.n_skipped += 1
             else:
@@ -220,6 +241,7 @@ def run_batch(
                 n_workers=n_workers,
                 lesion_method=lesion_method,
                 masks_dir=masks_dir,
+                seg_dir=seg_dir,
                 pipeline_version=pipeline_version,
                 progress=progress,
                 tqdm=tqdm,
@@ -231,7 +253,19 @@ def run_batch(
 
 
 def _run_on_dask(
-    todo, store, summary, *, case_fn, scheduler, n_workers, lesion_method, masks_dir, pipeline_version, progress, tqdm
+    todo,
+    store,
+    summary,
+    *,
+    case_fn,
+    scheduler,
+    n_workers,
+    lesion_method,
+    masks_dir,
+    seg_dir,
+    pipeline_version,
+    progress,
+    tqdm,
 ) -> None:
     as_completed = require("distributed", "Batch processing on Dask").as_completed
 
@@ -245,11 +279,19 @@ def _run_on_dask(
         else:
             client.run(limit_threads)  # import this module and set thread limits on every worker
         masks = None if masks_dir is None else str(masks_dir)
+        segs = None if seg_dir is None else str(seg_dir)
 
         def submit(case: CaseInput, digest: str, attempt: int):
             key = f"case-{case.case_id}-{digest[:12]}" + (f"-retry{attempt}" if attempt else "")
             fut = client.submit(
-                process_case, case, case_fn=case_fn, lesion_method=lesion_method, masks_dir=masks, key=key, pure=False
+                process_case,
+                case,
+                case_fn=case_fn,
+                lesion_method=lesion_method,
+                masks_dir=masks,
+                seg_dir=segs,
+                key=key,
+                pure=False,
             )
             futures[fut] = (case, digest, attempt)
             return fut

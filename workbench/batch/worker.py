@@ -20,6 +20,8 @@ from .store import CaseOutcome
 
 MASKS_DIR = "masks"
 MASK_NAMES = ("lungs", "lesions")  # masks/<case_id>_<name>.nii.gz
+DICOM_SEG_DIR = "dicom_seg"  # dicom_seg/<case_id>_seg.dcm (DICOM inputs only)
+NO_DICOM_SEG_NOTE = "No DICOM SEG: the input is not a DICOM series."
 #: environment variables that cap the thread pools of the numerical libraries
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 _MAX_ERROR_CHARS = 400
@@ -107,12 +109,33 @@ def write_masks(result: Any, case_id: str, masks_dir: Path) -> None:
                 tmp.unlink()
 
 
+def dicom_seg_path(seg_dir: Path, case_id: str) -> Path:
+    return seg_dir / f"{case_id}_seg.dcm"
+
+
+def write_case_dicom_seg(result: Any, case_id: str, seg_dir: Path) -> bool:
+    """Write the DICOM SEG of a DICOM case (atomically); False when the input was not DICOM."""
+    from ..dicom_seg import write_dicom_seg
+
+    ct = getattr(result, "ct", None)
+    if ct is None or getattr(ct, "dicom_reference", None) is None:
+        return False
+    seg_dir.mkdir(parents=True, exist_ok=True)
+    tmp = seg_dir / f".{case_id}_seg.{os.getpid()}.tmp.dcm"
+    write_dicom_seg(
+        ct, result.lungs, result.lesions, tmp, lesion_method=getattr(result, "lesion_method", DEFAULT_LESION_METHOD)
+    )
+    os.replace(tmp, dicom_seg_path(seg_dir, case_id))
+    return True
+
+
 def process_case(
     case: CaseInput,
     *,
     case_fn: CaseFn | None = None,
     lesion_method: str = DEFAULT_LESION_METHOD,
     masks_dir: str | Path | None = None,
+    seg_dir: str | Path | None = None,
 ) -> CaseOutcome:
     """Run ``case_fn`` on one case and return a small outcome; never raises for a bad case.
 
@@ -135,6 +158,8 @@ def process_case(
             version = getattr(result, "pipeline_version", None)
             if masks_dir is not None:
                 write_masks(result, case.case_id, Path(masks_dir))
+            if seg_dir is not None and not write_case_dicom_seg(result, case.case_id, Path(seg_dir)):
+                notes.append(NO_DICOM_SEG_NOTE)
         return CaseOutcome(
             case.case_id,
             "ok",

@@ -25,7 +25,11 @@ dates) never leave this module: the returned image is built fresh from the pixel
 array (no DICOM/NIfTI metadata dictionary) and ``ct.metadata`` holds only the
 whitelisted technical fields listed in :data:`SAFE_METADATA_KEYS` (no UIDs).
 ``list_series`` returns each series' SeriesInstanceUID and description so a caller
-can choose a series; nothing else from the headers leaves the module.
+can choose a series. A scan read from DICOM also carries ``ct.dicom_reference``
+(:class:`DicomSeriesReference`): the source's study/series/instance/frame-of-reference UIDs
+and slice geometry, which a DICOM SEG needs to point at its source series
+(:mod:`workbench.dicom_seg`); it holds no patient attribute. Nothing else from the headers
+leaves the module.
 
 Validation (each problem raises its own :class:`~workbench.errors.WorkbenchError`)
 -------------------------------------------------------------------------------
@@ -70,7 +74,7 @@ from .limits import (
     MIN_SPACING_MM,
 )
 from .load import list_series, load_ct, load_mask
-from .scan import CANONICAL_ORIENTATION, SAFE_METADATA_KEYS, CTScan, SeriesInfo, check_same_grid
+from .scan import CANONICAL_ORIENTATION, SAFE_METADATA_KEYS, CTScan, DicomSeriesReference, SeriesInfo, check_same_grid
 from .sources import Source
 from .validation import (
     AIR_P1_MAX_HU,
@@ -84,6 +88,7 @@ from .validation import (
 __all__ = [
     "CANONICAL_ORIENTATION",
     "CTScan",
+    "DicomSeriesReference",
     "SeriesInfo",
     "SAFE_METADATA_KEYS",
     "MIN_SLICES",

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from ..errors import CorruptFile, InconsistentSeries, InvalidInput, NotAVolume, TooLarge, UnsupportedModality
 from .limits import MAX_SCAN_VOXELS, check_declared_size, check_orthonormal, check_spacing
-from .scan import CTScan
+from .scan import CTScan, DicomSeriesReference
 from .sniff import has_dicom_preamble
 from .validation import MIN_SLICES, canonical_scan
 
@@ -236,9 +236,22 @@ def load_dicom_series(files: list[Path], source_type: str, series_uid: str | Non
 
     first = pydicom.dcmread(slices[0].path, stop_before_pixels=True, force=True)
     metadata = safe_dicom_metadata(first)
+    reference = DicomSeriesReference(
+        study_uid=str(first.get("StudyInstanceUID", "") or ""),
+        series_uid=slices[0].series_uid,
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "") or ""),
+        sop_class_uid=slices[0].sop_class,
+        sop_instance_uids=tuple(s.sop_uid for s in slices),
+        positions_mm=tuple((float(p[0]), float(p[1]), float(p[2])) for p in (s.geometry()[0] for s in slices)),
+        orientation=tuple(float(v) for v in orientation),
+        pixel_spacing_mm=(float(pixel_spacing[0]), float(pixel_spacing[1])),
+        rows=slices[0].rows,
+        columns=slices[0].cols,
+        slice_thickness_mm=metadata.get("slice_thickness_mm"),
+    )
     del first
     metadata.update(n_slices=len(slices), source_type=source_type)
-    return canonical_scan(image, metadata, notes)
+    return canonical_scan(image, metadata, notes, reference)
 
 
 def sort_and_check_geometry(slices: list[DicomSlice]) -> tuple[list[DicomSlice], float]:

@@ -1,5 +1,6 @@
-"""The CT scan record (:class:`CTScan`), the series record (:class:`SeriesInfo`) and the check that a
-mask lies on a scan's voxel grid."""
+"""The CT scan record (:class:`CTScan`), the series record (:class:`SeriesInfo`), the source-series
+reference of a DICOM input (:class:`DicomSeriesReference`) and the check that a mask lies on a
+scan's voxel grid."""
 
 from __future__ import annotations
 
@@ -39,6 +40,30 @@ class _ImageView:
         self.__array_interface__ = sitk.GetArrayViewFromImage(image).__array_interface__
 
 
+@dataclass(frozen=True)
+class DicomSeriesReference:
+    """Where a scan read from DICOM came from: UIDs and geometry only, no patient attributes.
+
+    A DICOM SEG needs them to point at its source series (:mod:`workbench.dicom_seg`); they are
+    never written to tables, reports or logs. ``sop_instance_uids`` and ``positions_mm`` follow
+    the source slices sorted along the slice normal (the native order, before reorientation to
+    LPS); ``orientation`` is the ImageOrientationPatient (row, then column direction cosines),
+    ``pixel_spacing_mm`` the PixelSpacing (between rows, between columns).
+    """
+
+    study_uid: str
+    series_uid: str
+    frame_of_reference_uid: str
+    sop_class_uid: str
+    sop_instance_uids: tuple[str, ...]
+    positions_mm: tuple[tuple[float, float, float], ...]
+    orientation: tuple[float, ...]
+    pixel_spacing_mm: tuple[float, float]
+    rows: int
+    columns: int
+    slice_thickness_mm: float | None = None
+
+
 @dataclass
 class CTScan:
     """A CT volume in Hounsfield units on a known physical grid.
@@ -48,10 +73,13 @@ class CTScan:
         metadata: non-identifying metadata only (modality, manufacturer, kVp,
             slice thickness, convolution kernel, source type, notes). Never names,
             IDs, dates of birth, accession numbers or institution names.
+        dicom_reference: for a DICOM input, the source series' UIDs and slice geometry
+            (for a DICOM SEG of the result); None otherwise.
     """
 
     image: sitk.Image
     metadata: dict[str, Any] = field(default_factory=dict)
+    dicom_reference: DicomSeriesReference | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return (

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from ..errors import ImplausibleIntensities, InvalidGeometry
 from .limits import check_orthonormal, check_spacing
-from .scan import CANONICAL_ORIENTATION, SAFE_METADATA_KEYS, CTScan
+from .scan import CANONICAL_ORIENTATION, SAFE_METADATA_KEYS, CTScan, DicomSeriesReference
 
 #: Fewest slices accepted as a CT volume (a chest CT has dozens to hundreds).
 MIN_SLICES = 10
@@ -82,7 +82,9 @@ def check_geometry(image: sitk.Image, what: str = "The scan") -> None:
         raise InvalidGeometry(f"{what} has an undefined position (NaN or infinity in its origin).")
 
 
-def canonical_scan(image: sitk.Image, metadata: dict[str, Any], notes: list[str]) -> CTScan:
+def canonical_scan(
+    image: sitk.Image, metadata: dict[str, Any], notes: list[str], reference: DicomSeriesReference | None = None
+) -> CTScan:
     """The common tail of every reader: geometry checks, reorientation to LPS, HU plausibility, the
     image's metadata dictionary emptied (nothing from the file's header travels along) and the
     metadata whitelist. ``image`` (float32) is taken over, not copied: at most one more copy of the
@@ -102,4 +104,4 @@ def canonical_scan(image: sitk.Image, metadata: dict[str, Any], notes: list[str]
         notes = list(notes) + [f"Reoriented from {original} to {CANONICAL_ORIENTATION}."]
     metadata["notes"] = list(notes)
     metadata = {k: metadata.get(k) for k in SAFE_METADATA_KEYS}
-    return CTScan(image=oriented, metadata=metadata)
+    return CTScan(image=oriented, metadata=metadata, dicom_reference=reference)
