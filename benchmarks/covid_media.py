@@ -65,6 +65,7 @@ from workbench.covid_media_model import (  # noqa: E402
     outer_folds,
 )
 from workbench.errors import WorkbenchError  # noqa: E402
+from workbench.model_info import calibration_summary  # noqa: E402
 from workbench.paths import shared_dataset  # noqa: E402
 
 TASKS = ("Evolution", "Evolution_3classes")
@@ -141,12 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     # ---------------------------------------------------------------- binary table
     y2 = encode_outcome(table, "Evolution")
     binary: dict[str, TaskMetrics] = {}
+    p_severe: dict[str, np.ndarray] = {}  # out-of-fold P(severe) of each binary row
     for (name, task), p in results.items():
         if task == "Evolution":
             binary[name] = evaluate(name, "Evolution", p, y2, fold_ids, n_boot)
+            p_severe[name] = p[:, 1]
         elif not name.split("/")[0].endswith("member") and " member/" not in name:
             label = f"{name} (3-class, collapsed)"
             binary[label] = evaluate(label, "Evolution", collapse_to_severe(p), y2, fold_ids, n_boot)
+            p_severe[label] = collapse_to_severe(p)[:, 1]
     rows = [metrics_row(m) for m in binary.values() if " member/" not in m.name]
     print_table("Severe vs non-severe (Evolution), out-of-fold, 95 % CI", rows)
     members = [metrics_row(m) for m in binary.values() if " member/" in m.name]
@@ -247,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
                 for k in ranked
             ],
             "metrics": m.crossfit.as_dict(),
+            # what the product describes the model with (sidecar fields cv_auc, cv_auc_ci, cv_calibration)
+            "auc": m.default.auc["severe"],
+            "auc_ci": list(m.default.ci["auc[severe]"]),
+            "calibration": calibration_summary(y2, p_severe[best], f"{scheme}, out-of-fold probabilities"),
         }
         runner_up = ranked[1] if len(ranked) > 1 else None
         why = (

@@ -59,6 +59,7 @@ from workbench.evaluation import (  # noqa: E402
     threshold_metrics_ci,
 )
 from workbench.explain import explain  # noqa: E402
+from workbench.model_info import calibration_summary, is_rule  # noqa: E402
 from workbench.models import (  # noqa: E402
     CVResult,
     fit_cv,
@@ -300,6 +301,13 @@ def main() -> None:
                         f"max F1 at {100 * prev:g} % prevalence (pre-specified)": chosen.threshold,
                     },
                     "key_features": key_features_from_importance(ex.global_importance()),
+                    # the Case page describes the model from these, without refitting it (a rule's 0/1 output
+                    # has no calibration)
+                    "cv_calibration": None
+                    if is_rule(fitted)
+                    else calibration_summary(
+                        cv.y, cv.oof_repeats[0], f"{r['full_input']['validation']}, out-of-fold predictions"
+                    ),
                     "cv_metrics": r,
                     "deployment_prevalence": prev,
                     "threshold_rule_id": shipped_rule,

@@ -31,7 +31,7 @@ from workbench.conventions import (
     LESION_METHODS,
     window_label,
 )
-from workbench.feature_info import display_name, display_names, format_value
+from workbench.feature_info import display_name, display_names, format_value, outcome_levels
 from workbench.model_info import rule_decision
 from workbench.sample_data import sample_cases
 
@@ -264,10 +264,8 @@ def model_entries() -> dict[str, str]:
     entries = {"none": "No prediction"}
     for m, lab in ui.SYNTHETIC_MODELS.items():
         entries[f"synthetic:{m}"] = f"Severe outcome · {lab} fitted on the sample synthetic cohort (imaging + clinical)"
-    for stem, path in ui.shipped_models().items():
-        entries[f"file:{path}"] = (
-            f"Shipped model {stem} (real Tongji 2020 cohort)" if stem.startswith("tongji") else f"Shipped model {stem}"
-        )
+    for path in ui.shipped_models().values():
+        entries[f"file:{path}"] = ui.shipped_model_label(path)
     return entries
 
 
@@ -278,8 +276,16 @@ def model_choice() -> str:
     return ss["case_model_choice"]
 
 
+def input_names(model: Any) -> list[str]:
+    """A model's inputs by the product's names (its file's ``input_aliases``: ``Age`` -> ``age_years``, the
+    Covid-MedIA ``Disease_extent`` -> the scan's ``lesion_pct_lung``); predict_case maps them back."""
+    aliases = model.input_aliases
+    return [aliases.get(f, f) for f in model.features]
+
+
 def clinical_inputs(features: list[str]) -> tuple[list[str], list[str]]:
-    """The model's clinical inputs: numeric fields, then 0/1 fields (imaging comes from the scan)."""
+    """The model's clinical inputs (product names, :func:`input_names`): numeric fields, then 0/1
+    fields (imaging comes from the scan)."""
     numeric = [f for f in ui.CLINICAL_FIELDS if f in features] + [
         f for f in features if f not in ui.CLINICAL_FIELDS and f not in ui.BINARY_FIELDS and f not in bm
     ]
@@ -318,7 +324,7 @@ def current_prediction() -> tuple[dict | None, dict | None, dict[str, float]]:
     entry = ui.run_safely(lambda: ui.model_entry(choice), "Model")
     if entry is None:
         return None, None, {}
-    given = clinical_given(list(entry["model"].features))
+    given = clinical_given(input_names(entry["model"]))
     pred = ui.run_safely(lambda: dict(ui.explain_cached(choice, ui.feature_key({**bm, **given}))), "Prediction")
     if pred is not None:
         summary = entry["summary"]
@@ -333,6 +339,7 @@ def current_prediction() -> tuple[dict | None, dict | None, dict[str, float]]:
             cv_auc_ci=list(summary.auc_ci) if summary.auc_ci else None,
             cohort=summary.cohort,
             model_name=entry["label"],
+            caveats=[*summary.notes, *([summary.output_note] if summary.output_note else [])],
         )
         decision = rule_decision(entry["model"], {**bm, **given}) if summary.is_rule else None
         if decision is not None and pred.get("status") != "not predictable":
@@ -345,6 +352,8 @@ def model_card(entry: dict) -> None:
     summ = entry["summary"]
     with st.container(border=True):
         kind = "a class (a published rule: high or low risk)" if summ.is_rule else "a risk"
+        if summ.output_kind == "score":
+            kind = "a score read against its threshold (not a risk)"
         st.markdown(f"**{entry['label']}** predicts **{summ.outcome_words}** as {kind}.")
         st.markdown(
             f"- **Inputs:** {summ.inputs}\n"
@@ -359,10 +368,15 @@ def model_card(entry: dict) -> None:
             )
         if not summ.uses_ct:
             st.caption("This model does not use the scan: its prediction comes from the values entered below only.")
+        if summ.output_kind == "score" and summ.output_note:
+            st.caption(summ.output_note)
+        for note in summ.notes:
+            st.info(f"**Domain shift.** {note}", icon=":material/swap_horiz:")
 
 
 def key_input_names(entry: dict) -> str:
-    return ", ".join(display_name(f, unit=False) for f in entry["model"].key_features)
+    model = entry["model"]
+    return ", ".join(display_name(f, unit=False, aliases=model.input_aliases) for f in model.key_features)
 
 
 if tab_pred.open:
@@ -373,8 +387,9 @@ if tab_pred.open:
         entry = ui.run_safely(lambda: ui.model_entry(choice), "Model") if choice != "none" else None
         if entry is not None:
             model, summ = entry["model"], entry["summary"]
-            feats_needed = list(model.features)
-            keys = set(model.key_features)
+            aliases = model.input_aliases
+            feats_needed = input_names(model)
+            keys = {aliases.get(f, f) for f in model.key_features}
             model_card(entry)
             with st.form("clinical"):
                 st.markdown(
@@ -410,7 +425,10 @@ if tab_pred.open:
                     "Operating point",
                     list(thresholds),
                     key=okey,
-                    format_func=lambda k: f"{k} (threshold {100 * thresholds[k]:.1f} %)",
+                    format_func=lambda k: (
+                        f"{k} (threshold "
+                        + (f"{thresholds[k]:.3f})" if summ.output_kind == "score" else f"{100 * thresholds[k]:.1f} %)")
+                    ),
                 )
             _, prediction, given = current_prediction()
             features = {**bm, **given}
@@ -432,58 +450,95 @@ if tab_pred.open:
                 st.caption(f"The rule: {summ.description}")
             elif prediction is not None:
                 p = prediction["probability"]
+                score = summ.output_kind == "score"
                 c1, c2, c3 = st.columns(3)
-                c1.metric(f"Predicted risk of {summ.outcome_words}", f"{100 * p:.1f} %")
-                c2.metric("Operating threshold", f"{100 * thresholds[op]:.1f} %", help=op)
-                c3.metric("Classification", "high risk" if p >= thresholds[op] else "low risk")
+                if score:  # ranks patients against the threshold; not a probability of the outcome
+                    c1.metric(
+                        "Severity score (not a risk)",
+                        f"{p:.3f}",
+                        help="Read against the threshold; see the model card above for why it is not a risk.",
+                    )
+                    c2.metric("Operating threshold", f"{thresholds[op]:.3f}", help=op)
+                    c3.metric(
+                        "Classification",
+                        f"above threshold: {outcome_levels(model.outcome)[1]}"
+                        if p >= thresholds[op]
+                        else f"below threshold: {outcome_levels(model.outcome)[0]}",
+                    )
+                else:
+                    c1.metric(f"Predicted risk of {summ.outcome_words}", f"{100 * p:.1f} %")
+                    c2.metric("Operating threshold", f"{100 * thresholds[op]:.1f} %", help=op)
+                    c3.metric("Classification", "high risk" if p >= thresholds[op] else "low risk")
                 if prediction.get("status") == "incomplete":
                     st.warning(
                         "Key input(s) not given: "
-                        + ", ".join(display_name(f, unit=False) for f in prediction.get("missing_key", []))
-                        + ". The model fills them from its training data, so this risk is less reliable."
+                        + ", ".join(
+                            display_name(f, unit=False, aliases=aliases) for f in prediction.get("missing_key", [])
+                        )
+                        + f". The model fills them from its training data, so this {'score' if score else 'risk'} "
+                        "is less reliable."
+                    )
+                if prediction.get("set_aside"):
+                    st.warning(
+                        "Set aside by the model's data-quality rules (implausible, or in another unit than the "
+                        "model's) and filled like a missing value: "
+                        + ", ".join(
+                            f"{display_name(f, aliases=aliases)} = {format_value(f, prediction['feature_values'][f], aliases=aliases)}"
+                            for f in prediction["set_aside"]
+                        )
+                        + "."
                     )
                 n_inputs = len(prediction["feature_values"])
-                st.caption(f"Model inputs given: {n_inputs - len(prediction['missing'])} of {n_inputs}.")
+                imputed = display_names(prediction["missing"], unit=False, aliases=aliases)
+                st.caption(
+                    f"Model inputs given: {n_inputs - len(prediction['missing'])} of {n_inputs}."
+                    + (
+                        f" Imputed by the model (not given; drawn grey below, not evidence about this patient): "
+                        f"{', '.join(imputed.values())}."
+                        if imputed
+                        else ""
+                    )
+                )
                 if prediction["contributions"]:
                     st.markdown("**Why this prediction** (SHAP attributions of this patient)")
                     scale = prediction["scale"]
+                    value_name = "score" if score else "predicted risk"
                     as_prob = scale == "log-odds" and (
                         st.radio(
                             "Scale",
                             ["probability", "log-odds"],
                             key="case_shap_scale",
                             horizontal=True,
-                            format_func={"probability": "predicted risk (%)", "log-odds": "log-odds"}.get,
+                            format_func={"probability": f"{value_name} (%)", "log-odds": "log-odds"}.get,
                         )
                         == "probability"
                     )
-                    names = display_names(prediction["contributions"])
+                    names = display_names(prediction["contributions"], aliases=aliases)
                     values = prediction["feature_values"]
                     st.altair_chart(
                         charts.waterfall_chart(
                             prediction["contributions"],
                             prediction["base_value"] or 0.0,
-                            labels={f: f"{names[f]} = {format_value(f, values.get(f))}" for f in names},
+                            labels={
+                                f: f"{names[f]} = {format_value(f, values.get(f), aliases=aliases)}" for f in names
+                            },
                             not_provided=prediction["missing"],
                             probability=as_prob,
-                            scale=scale,
+                            scale="score" if score and scale == "probability" else scale,
                             outcome=summ.outcome_words,
+                            value_name=value_name,
                         )
                     )
-                    if prediction["missing"]:
-                        st.caption(
-                            "Not provided (imputed by the model, drawn grey, not evidence about this patient): "
-                            + ", ".join(names[f] for f in prediction["missing"] if f in names)
-                        )
                 elif prediction.get("explain_note"):
                     st.info(prediction["explain_note"])
 
                 with st.expander("What if … (change one value and see the prediction move)", expanded=False):
-                    editable = [f for f in feats_needed]
+                    editable = [f for f in feats_needed]  # product names; the model's own names below
+                    own = dict(zip(feats_needed, model.features))
                     if ss.get("case_whatif_feature") not in editable:
                         ss["case_whatif_feature"] = editable[0]
                     wf = st.selectbox("Feature", editable, key="case_whatif_feature", format_func=display_name)
-                    cur = prediction["feature_values"].get(wf)
+                    cur = prediction["feature_values"].get(own[wf])
                     cur = cur if cur is not None and math.isfinite(cur) else None
                     if wf in ui.BINARY_FIELDS:
                         names01 = ui.binary_options(wf)[1:]
@@ -500,8 +555,8 @@ if tab_pred.open:
                     else:
                         bg = entry.get("background")
                         col = (
-                            pd.to_numeric(bg[wf], errors="coerce").dropna()
-                            if bg is not None and wf in bg
+                            pd.to_numeric(bg[own[wf]], errors="coerce").dropna()
+                            if bg is not None and own[wf] in bg
                             else pd.Series(dtype=float)
                         )
                         if len(col):
@@ -523,9 +578,10 @@ if tab_pred.open:
                     if alt_pred is not None and math.isfinite(alt_pred["probability"]):
                         d = alt_pred["probability"] - p
                         st.metric(
-                            f"Predicted risk with {display_name(wf, unit=False)} = {format_value(wf, new)}",
-                            f"{100 * alt_pred['probability']:.1f} %",
-                            delta=f"{100 * d:+.1f} points",
+                            f"{'Score' if score else 'Predicted risk'} with {display_name(wf, unit=False)} = "
+                            f"{format_value(wf, new)}",
+                            f"{alt_pred['probability']:.3f}" if score else f"{100 * alt_pred['probability']:.1f} %",
+                            delta=f"{d:+.3f}" if score else f"{100 * d:+.1f} points",
                             delta_color="inverse",
                         )
 
@@ -695,6 +751,15 @@ if tab_dl.open:
                 "case_dl_report",
             ),
         ]
+        files.append(
+            (
+                "Radiomics, 535 features (.csv)",
+                lambda: ui.radiomics_csv(result, case_key),  # computed when clicked (~10-15 s), then cached
+                f"{stem}_radiomics.csv",
+                "text/csv",
+                "case_dl_radiomics",
+            )
+        )
         if ct.dicom_reference is not None:
             files.append(
                 (
@@ -707,6 +772,12 @@ if tab_dl.open:
             )
         for col, (label, data, name, mime, key) in zip(st.columns(len(files)), files):
             col.download_button(label, data, file_name=name, mime=mime, key=key, on_click="ignore")
+        st.caption(
+            "Radiomics: PyRadiomics-definition features (shape, first order, GLCM, GLRLM, GLSZM, GLDM, NGTDM; bin "
+            "width 25, the whole scan z-scored as in the Covid-MedIA cohort) of the lesions and lungs (left/right) "
+            "and the heart, one row under the cohort's column names; computed when you click (about 10-15 s for a "
+            "full-size scan), empty regions left empty."
+        )
         if ct.dicom_reference is not None:
             st.caption(
                 "DICOM SEG: lungs, ground-glass opacity and consolidation on the source series (its UIDs), "

@@ -33,6 +33,7 @@ DEFAULT_MODELS = ("logistic_l2", "lightgbm")
 SOURCES = {
     "synthetic": "Sample synthetic cohort (500 patients, 4 centres, known truth)",
     "tongji": "Tongji 2020 (real, 375 patients, labs of the first 2 days, outcome: death)",
+    "covid_media": "Covid-MedIA (real, 536 patients, clinical + CT disease extent, outcome: severe within 4 days)",
     "upload": "Upload a table (CSV, Excel, Parquet)",
 }
 
@@ -42,6 +43,15 @@ def load_tongji_cached(rule: str, window_days: float | None) -> pd.DataFrame:
     from workbench.cohort import load_tongji
 
     return load_tongji(rule=rule, window_days=window_days)
+
+
+@st.cache_data(show_spinner="Loading the Covid-MedIA cohort …")
+def load_covid_media_cached() -> pd.DataFrame:
+    """The Covid-MedIA training split from ../shared/data as a modelling table
+    (:func:`workbench.cohort.load_cohort`; a message saying where to obtain it when absent)."""
+    from workbench.cohort import load_cohort
+
+    return load_cohort("covid_media")
 
 
 @st.cache_data(show_spinner=False)
@@ -135,6 +145,9 @@ with st.sidebar:
             if leak:
                 st.warning(leak)
             df = load_tongji_cached(rule, window)
+        elif src == "covid_media":
+            df = load_covid_media_cached()
+            load_notes = list(df.attrs.get("notes") or [])
         else:
             up = st.file_uploader(
                 f"One row per patient with a 0/1 outcome column (max {ui.MAX_UPLOAD_MB} MB)",
@@ -160,9 +173,21 @@ binary = [
 outcomes = [c for c in ("severe", "death", "icu", "intubation") if c in binary] + [
     c for c in binary if c not in ("severe", "death", "icu", "intubation", "sex")
 ]
+if df.attrs.get("outcomes"):  # a cohort layout names its outcomes (its other 0/1 columns are inputs)
+    outcomes = [c for c in df.attrs["outcomes"] if c in binary]
+#: the cohort's column names -> the product's (e.g. Covid-MedIA's Age -> age_years), for labels and units
+aliases = dict(df.attrs.get("input_aliases") or {})
 st.caption(f"{len(df)} patients × {df.shape[1]} columns")
 for note in load_notes:
     st.info(note)
+if df.attrs.get("quality_report"):
+    report = pd.DataFrame(df.attrs["quality_report"])
+    with st.expander(f"Data-quality report: what the documented rules do ({len(report)} findings)", expanded=False):
+        st.caption(
+            "Every model fitted here starts with these rules (fitted on its training folds), as the shipped model "
+            "does; values set to missing are then imputed by the model like any missing value."
+        )
+        st.dataframe(report, hide_index=True)
 if not outcomes:
     ui.show_error(
         CohortError(
@@ -200,12 +225,13 @@ except Exception as exc:  # noqa: BLE001
 # before them: what they show is what the results below use. Their keys carry the table (and
 # outcome), so a new table starts from its defaults.
 with c2:
+    layout_default = [f for f in df.attrs.get("default_features") or [] if f in auto.features]
     features = st.multiselect(
         "Features",
         auto.features,
-        default=list(auto.features),
+        default=layout_default or list(auto.features),
         key=f"cohort_features_{table_hash[:8]}_{outcome}",
-        format_func=display_name,
+        format_func=lambda f: display_name(f, aliases=aliases),
     )
     if auto.dropped:
         st.caption("Left out: " + ", ".join(f"{k} ({v})" for k, v in list(auto.dropped.items())[:12]))
@@ -373,7 +399,7 @@ with tab_shap:
             f"SHAP ({sh['method']}), attributions on the {sh['output'].replace('_', '-')} scale, "
             f"{len(sh['values'])} patients explained."
         )
-        names = display_names(sh["values"].columns)
+        names = display_names(sh["values"].columns, aliases=aliases)
         group = st.toggle(
             f"Group correlated features (|Spearman ρ| ≥ {MIN_ABS_RHO})",
             value=True,
@@ -410,7 +436,12 @@ with tab_shap:
         d1, d2 = st.columns(2)
         if ss.get("cohort_dep_feature") not in ranked:
             ss["cohort_dep_feature"] = ranked[0]
-        dep = d1.selectbox("Dependence plot of", ranked, key="cohort_dep_feature", format_func=display_name)
+        dep = d1.selectbox(
+            "Dependence plot of",
+            ranked,
+            key="cohort_dep_feature",
+            format_func=lambda f: display_name(f, aliases=aliases),
+        )
         colour_opts = ["none"] + [f for f in ranked if f != dep]
         if ss.get("cohort_dep_colour") not in colour_opts:
             ss["cohort_dep_colour"] = colour_opts[1] if len(colour_opts) > 1 else "none"
@@ -418,15 +449,15 @@ with tab_shap:
             "Colour by",
             colour_opts,
             key="cohort_dep_colour",
-            format_func=lambda f: f if f == "none" else display_name(f),
+            format_func=lambda f: f if f == "none" else display_name(f, aliases=aliases),
         )
         st.altair_chart(
             charts.dependence_chart(
                 sh["data"][dep],
                 sh["values"][dep],
-                feature=display_name(dep),
+                feature=display_name(dep, aliases=aliases),
                 colour=None if col == "none" else sh["data"][col],
-                colour_name=col if col == "none" else display_name(col),
+                colour_name=col if col == "none" else display_name(col, aliases=aliases),
             )
         )
 
@@ -459,12 +490,13 @@ with tab_sub:
     )
     sub = data.loc[r["ids"]] if set(r["ids"]) <= set(data.index) else data
     groups = {}
+    product = {aliases.get(c, c): c for c in sub.columns}  # the product's names of this table's columns
     if "centre" in sub.columns:
         groups["centre"] = sub["centre"].astype(str).to_numpy()
-    if "sex" in sub.columns:
-        groups["sex"] = sub["sex"].map({0: "female", 1: "male"}).fillna("unknown").astype(str).to_numpy()
-    if "age_years" in sub.columns:
-        groups["age band"] = age_bands(sub["age_years"]).to_numpy()
+    if "sex" in product:
+        groups["sex"] = sub[product["sex"]].map({0: "female", 1: "male"}).fillna("unknown").astype(str).to_numpy()
+    if "age_years" in product:
+        groups["age band"] = age_bands(sub[product["age_years"]]).to_numpy()
     if not groups:
         st.info("No centre, sex or age column for subgroups.")
     else:
@@ -507,8 +539,9 @@ def validate_saved_model() -> None:
         "Also show a logistic recalibration on this cohort (an UPDATED model, not a validation)",
         key="cohort_val_recalibrate",
     )
-    # the Tongji source is re-read from the raw table with the model's own aggregation rule
-    source, source_key = ("tongji", "tongji") if src == "tongji" and "cohort_inject" not in ss else (df, table_hash)
+    # the named cohorts are re-read by name (the Tongji table with the model's own aggregation rule)
+    named = src in ("tongji", "covid_media") and "cohort_inject" not in ss
+    source, source_key = (src, src) if named else (df, table_hash)
     model_outcome = json.loads(Path(shipped[stem]).with_suffix(".json").read_text()).get("outcome")
     if ss.get("cohort_val_outcome") not in outcomes:
         ss["cohort_val_outcome"] = model_outcome if model_outcome in outcomes else outcome

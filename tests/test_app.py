@@ -124,7 +124,7 @@ def test_case_page_analyses_an_upload(case_app, files):
     _tab(at, "Biomarkers")
     assert at.dataframe[0].value["label"].notna().all() and len(at.get("vega_lite_chart")) == 6
     _tab(at, "Downloads")
-    assert len(at.get("download_button")) == 4  # a NIfTI upload: no DICOM SEG
+    assert len(at.get("download_button")) == 5  # a NIfTI upload: no DICOM SEG
     _tab(at, "Slices")
 
 
@@ -139,8 +139,35 @@ def test_mask_download_round_trips(case_app):
     assert np.array_equal(back, result.lesions) and set(np.unique(back)) <= {0, 1, 2}
     at = _tab(case_app, "Downloads")
     labels = [b.label for b in at.get("download_button")]
-    assert labels == ["Lesion mask (.nii.gz)", "Lung mask (.nii.gz)", "Biomarkers (.csv)", "Case report (.html)"]
+    assert labels == [
+        "Lesion mask (.nii.gz)",
+        "Lung mask (.nii.gz)",
+        "Biomarkers (.csv)",
+        "Case report (.html)",
+        "Radiomics, 535 features (.csv)",
+    ]
     _tab(at, "Slices")
+
+
+def test_radiomics_download_is_computed_once_per_case(case_app):
+    """The Radiomics download: the 535 cohort-named features of this case's masks, computed when asked for
+    (10-15 s on a full-size scan) and then served from the cache."""
+    import io
+
+    import pandas as pd
+
+    from webapp.ui import _case_store, radiomics_csv
+    from workbench.radiomics import COHORT_COLUMNS, region_radiomics
+
+    key, entry = next((k, e) for k, e in _case_store().items() if e["result"].ct.shape == (48, 80, 80))
+    result = entry["result"]
+    text = radiomics_csv(result, key)
+    table = pd.read_csv(io.StringIO(text))
+    assert list(table.columns) == ["case_id", *COHORT_COLUMNS] and table["case_id"].tolist() == ["uploaded case"]
+    direct = region_radiomics(result.ct, result.lungs, result.lesions, result.heart).features
+    np.testing.assert_allclose(table[list(COHORT_COLUMNS)].to_numpy(float)[0], [direct[c] for c in COHORT_COLUMNS])
+    result_before = result.radiomics
+    assert radiomics_csv(result, key) == text and result.radiomics is result_before  # cached; the result is unchanged
 
 
 def test_viewer_view_and_window_change_the_slices(case_app):
@@ -513,3 +540,135 @@ def test_cohort_page_validates_a_saved_model(external_layout):
     assert any("an updated model, not a validation" in w.value for w in at.warning)
     keys = {b.proto.id for b in at.get("download_button")}
     assert any("cohort_dl_val_json" in k for k in keys) and any("cohort_dl_val_html" in k for k in keys)
+
+
+COVID_MEDIA_MODEL = MODELS / "covid_media_severity.skops"
+
+
+def test_covid_media_model_on_the_case_page(files):
+    """The Covid-MedIA model offered beside the others: the scan gives its Disease_extent, entered values its
+    clinical inputs (product names, labels and units), a score against its threshold (not a risk), what was
+    imputed, and the domain shift."""
+    at = _case_app(files["phantom"], case_tab="Prediction")
+    assert "Severity — Covid-MedIA cohort model" in at.selectbox(key="case_model_choice").options
+    at.selectbox(key="case_model_choice").set_value(f"file:{COVID_MEDIA_MODEL}").run()
+    _no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    card = " ".join(m.value for m in at.markdown)
+    assert (
+        "**Severity — Covid-MedIA cohort model** predicts **severe evolution (intubation or death within 4 days)**"
+        in card
+    )
+    assert (
+        "as a score read against its threshold (not a risk)" in card
+        and "CT imaging + clinical values (1 from the CT" in card
+    )
+    assert "Covid-MedIA training split" in card and "Cross-validated AUC:** 0.775 (95 % CI 0.725–0.820)" in card
+    assert any(i.value.startswith("**Domain shift.**") and "runs lower than expert masks" in i.value for i in at.info)
+    # the scan alone gives a prediction (Disease_extent is a key input); the rest is said to be imputed
+    score = float(_metric(at, "Severity score (not a risk)"))
+    assert 0 <= score <= 1 and _metric(at, "Operating threshold") == "0.406"
+    assert "threshold" in _metric(at, "Classification")
+    imputed = next(c.value for c in at.caption if c.value.startswith("Model inputs given: 1 of 7."))
+    assert "Sex, Age, Hypertension, Diabetes, Lymphocytes, hs-CRP" in imputed
+    # the clinical fields are the product's own (age in years, lymphocytes in 10^9/L, CRP in mg/L)
+    assert {n.key for n in at.number_input} == {
+        "case_clin_age_years",
+        "case_clin_lymphocytes_1e9_l",
+        "case_clin_crp_mg_l",
+    }
+    at.number_input(key="case_clin_age_years").set_value(71.0)
+    at.number_input(key="case_clin_crp_mg_l").set_value(120.0)
+    at.button[0].click().run()
+    _no_exception(at)
+    assert float(_metric(at, "Severity score (not a risk)")) > score  # older, inflamed: a higher score
+    bars, spec = _waterfall(at)
+    labels = " | ".join(bars)
+    assert "Age, years = 71 years" in labels and "hs-CRP, mg/L = 120 mg/L" in labels
+    assert "Proportion of lung affected, %" in labels and "Disease_extent" not in labels and "CRP =" not in labels
+    axis = spec["layer"][0]["encoding"]["x"]["title"]
+    assert "score" in axis and "risk" not in axis  # not called a risk
+    # a value the model's rules set aside (a lymphocyte percentage entered as a count) is named
+    at.number_input(key="case_clin_lymphocytes_1e9_l").set_value(12.0)
+    at.button[0].click().run()
+    assert any(
+        "Set aside by the model's data-quality rules" in w.value and "Lymphocytes" in w.value for w in at.warning
+    )
+
+
+@pytest.mark.slow
+def test_covid_media_model_predicts_on_every_sample_case():
+    """Every sample case gets a Covid-MedIA score from its scan alone (its lesion % of lung is the model's
+    Disease_extent); where the scan cannot give the extent (a partial scan), the page says what to enter."""
+    import math
+
+    from webapp.ui import _case_store
+    from workbench.sample_data import sample_cases
+
+    cases = sample_cases()["case_id"].tolist()
+    assert len(cases) >= 7
+    at = AppTest.from_file(CASE, default_timeout=TIMEOUT)
+    at.session_state["case_lesion_method"] = "threshold"
+    at.session_state["case_tab"] = "Prediction"
+    at.session_state["case_model_choice"] = f"file:{COVID_MEDIA_MODEL}"
+    scored = []
+    for cid in cases:
+        at.session_state["case_sample"] = cid
+        at.run()
+        _no_exception(at)
+        assert not at.error, (cid, [e.value for e in at.error])
+        extent = next(
+            e["result"].biomarkers["lesion_pct_lung"] for e in _case_store().values() if e["result"].case_id == cid
+        )
+        if math.isfinite(extent):
+            assert 0 <= float(_metric(at, "Severity score (not a risk)")) <= 1, cid
+            scored.append(cid)
+        else:  # the extent is not computable on this scan: no score from imputed values alone
+            assert any("enter at least one of its key inputs" in w.value for w in at.warning), cid
+    assert {c for c in cases if c.startswith(("phantom", "followup"))} <= set(scored)
+
+
+@pytest.mark.slow
+def test_cohort_page_on_the_covid_media_cohort():
+    """The Covid-MedIA training split on the Cohort page: the data-quality report shown, outcome Evolution,
+    the shipped model's inputs by default, every model behind the cohort's data-quality rules, SHAP labelled
+    with the product's clinical names."""
+    from conftest import shared_path
+
+    shared_path("covid_media_train")
+    at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
+    at.session_state["cohort_source"] = "covid_media"
+    at.run()
+    _no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any(e.label.startswith("Data-quality report") for e in at.expander)
+    report = at.dataframe[0].value
+    assert {"Lymphocytes", "CRP"} <= set(report["column"]) and "set to missing" in set(report["action"])
+    assert at.selectbox(key="cohort_outcome").options == ["Evolution"]
+    assert _widget(at.multiselect, "Features").value == [
+        "Sex",
+        "Age",
+        "HBP",
+        "Diabetes",
+        "Lymphocytes",
+        "CRP",
+        "Disease_extent",
+    ]
+    metrics = at.dataframe[-1].value.set_index("model")
+    assert (metrics["auc"] > 0.68).all()  # clinical + extent: 0.74-0.78 cross-validated (benchmarks/covid_media.py)
+    assert '"non-severe"' in json.dumps(_roc_spec(at)) and '"severe"' in json.dumps(_roc_spec(at))
+    shap_text = " ".join(json.dumps(json.loads(c.proto.spec)) for c in at.get("vega_lite_chart"))
+    assert "Proportion of lung affected" in shap_text and "Age, years" in shap_text
+
+
+def test_cohort_page_says_where_to_get_the_covid_media_data(tmp_path, monkeypatch):
+    import streamlit as st
+
+    monkeypatch.setenv("WORKBENCH_SHARED_DATA", str(tmp_path))  # no covid_media_train there
+    st.cache_data.clear()  # the page caches the loaded cohort
+    at = AppTest.from_file(COHORT, default_timeout=TIMEOUT)
+    at.session_state["cohort_source"] = "covid_media"
+    at.run()
+    _no_exception(at)
+    (error,) = at.error
+    assert "ebattistella/Covid-MedIA" in error.value and str(tmp_path / "covid_media_train") in error.value

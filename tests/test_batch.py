@@ -507,6 +507,65 @@ def test_real_pipeline_batch(phantom_cohort, tmp_path, client):
             assert b"DOE" not in data and b"JOHN" not in data and b"MRN9" not in data, f.name
 
 
+@pytest.mark.slow
+def test_radiomics_in_the_results_and_resume(phantom_cohort, tmp_path, client):
+    """--radiomics adds the 535 cohort-named features to the results; a case finished without them is redone
+    when they are asked for, and a later run without --radiomics keeps them (nothing recomputed)."""
+    from workbench.pipeline import analyze_case, case_radiomics
+    from workbench.radiomics import COHORT_COLUMNS
+
+    folder, _ = phantom_cohort
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name in ("ph0.nii.gz", "ph1.nii.gz"):
+        (inp / name).write_bytes((folder / name).read_bytes())
+    out = tmp_path / "out"
+    kwargs = dict(scheduler=client, progress=False, lesion_method="threshold")
+    s1 = run_batch(inp, out, **kwargs)
+    assert s1.n_ok == 2 and not set(COHORT_COLUMNS) & set(results_table(out).columns)
+    s2 = run_batch(inp, out, radiomics=True, **kwargs)
+    assert (s2.n_ok, s2.n_skipped) == (2, 0)  # a run without the features is not a run with them
+    table = results_table(out).set_index("case_id")
+    assert list(table.columns[-len(COHORT_COLUMNS) :]) == list(COHORT_COLUMNS)
+    direct = case_radiomics(analyze_case(inp / "ph1.nii.gz", lesion_method="threshold")).features
+    np.testing.assert_allclose(
+        table.loc["ph1", list(COHORT_COLUMNS)].to_numpy(float), [direct[c] for c in COHORT_COLUMNS]
+    )
+    csv = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert csv[-len(COHORT_COLUMNS) :] == list(COHORT_COLUMNS)
+    s3 = run_batch(inp, out, **kwargs)  # without --radiomics: done, and the stored features are kept
+    assert (s3.n_ok, s3.n_skipped) == (0, 2)
+    s4 = run_batch(inp, out, radiomics=True, **kwargs)
+    assert (s4.n_ok, s4.n_skipped) == (0, 2)
+    assert results_table(out).set_index("case_id").loc["ph1", COHORT_COLUMNS[0]] == pytest.approx(
+        direct[COHORT_COLUMNS[0]]
+    )
+
+
+def test_a_store_of_an_earlier_version_gains_the_radiomics_column(tmp_path):
+    """A results.sqlite written before --radiomics existed is read as it is and extended when a batch opens it."""
+    from workbench.batch.store import ResultsStore
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        conn.executescript(
+            """CREATE TABLE cases (case_id TEXT NOT NULL, input_hash TEXT NOT NULL, pipeline_version TEXT NOT NULL,
+            lesion_method TEXT NOT NULL, status TEXT NOT NULL, error TEXT, seconds REAL,
+            biomarkers TEXT NOT NULL DEFAULT '{}', timings_s TEXT NOT NULL DEFAULT '{}',
+            notes TEXT NOT NULL DEFAULT '[]', finished_at TEXT NOT NULL,
+            PRIMARY KEY (case_id, input_hash, pipeline_version, lesion_method));
+            INSERT INTO cases VALUES ('c1', 'h', '0.1.0', 'unet', 'ok', NULL, 1.0, '{"lung_volume_ml": 5000.0}',
+            '{}', '[]', '2026-01-01T00:00:00');"""
+        )
+    assert results_table(out)["lung_volume_ml"].tolist() == [5000.0]  # read-only: the old layout as it is
+    with ResultsStore(out) as store:
+        assert not store.has_radiomics("c1", "h", "0.1.0", "unet")
+        assert store.lookup("c1", "h", "0.1.0", "unet") == "ok"
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        assert "radiomics" in {row[1] for row in conn.execute("PRAGMA table_info(cases)")}
+
+
 def test_cli_arguments_and_bad_input(tmp_path, capsys):
     import argparse
 
@@ -526,9 +585,10 @@ def test_cli_arguments_and_bad_input(tmp_path, capsys):
             "threshold",
             "--no-retry",
             "--hash-ids",
+            "--radiomics",
         ]
     )
-    assert args.dicom_seg
+    assert args.dicom_seg and args.radiomics
     assert (args.scheduler, args.workers, args.masks, args.lesion_method, args.retry_failed, args.hash_ids) == (
         "tcp://h:8786",
         3,

@@ -318,6 +318,14 @@ def _check_download(path: Path) -> None:
     if path.name.endswith(".nii.gz"):
         raw = gzip.decompress(data)
         assert int.from_bytes(raw[:4], "little") == 348 and raw[344:348] in (b"n+1\x00", b"ni1\x00"), path.name
+    elif path.name.endswith("_radiomics.csv"):  # one row: case_id + the 535 features under the cohort's names
+        import pandas as pd
+
+        from workbench.radiomics import COHORT_COLUMNS
+
+        table = pd.read_csv(path)
+        assert list(table.columns) == ["case_id", *COHORT_COLUMNS] and len(table) == 1
+        assert table[list(COHORT_COLUMNS)].notna().sum(axis=1).iloc[0] >= 3 * 107  # lungs and heart at least
     elif path.suffix == ".csv":
         import pandas as pd
 
@@ -338,8 +346,8 @@ def _check_download(path: Path) -> None:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_downloads_in_quick_succession(tmp_path):
-    """Every download button of the Case page (a DICOM case: masks, biomarkers, report, DICOM SEG)
-    clicked in quick succession, three rounds: every click gives its complete file (a rerun after
+    """Every download button of the Case page (a DICOM case: masks, biomarkers, report, radiomics
+    computed on the first click, DICOM SEG) clicked in quick succession, three rounds: every click gives its complete file (a rerun after
     each click used to invalidate the files of the other buttons: "Deferred file not found")."""
     from workbench.sample_data import sample_cases
 
@@ -352,7 +360,8 @@ def test_downloads_in_quick_succession(tmp_path):
         buttons = page.locator('[data-testid="stDownloadButton"] button')
         buttons.first.wait_for(timeout=60_000)
         labels = [buttons.nth(i).inner_text() for i in range(buttons.count())]
-        assert len(labels) == 5 and any("DICOM SEG" in label for label in labels), labels
+        assert len(labels) == 6 and any("DICOM SEG" in label for label in labels), labels
+        assert any("Radiomics" in label for label in labels), labels
         got = []
         for round_ in range(3):
             pending = []

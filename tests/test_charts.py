@@ -202,6 +202,11 @@ def test_cohort_charts_build():
     cm = charts.confusion_matrix_chart(tn=40, fp=5, fn=3, tp=12).to_dict()
     cells = next(iter(cm["datasets"].values()))
     assert {c["kind"]: c["count"] for c in cells} == {"TN": 40, "FP": 5, "FN": 3, "TP": 12}
+    three = charts.confusion_chart([[50, 5, 5], [4, 10, 1], [2, 1, 7]], ["non-severe", "intubated", "deceased"])
+    spec = three.to_dict()
+    cells = next(iter(spec["datasets"].values()))
+    assert len(cells) == 9 and {c["text"] for c in cells if c["truth"] == c["predicted"] == "deceased"} == {"7 (70%)"}
+    assert spec["layer"][0]["encoding"]["y"]["sort"] == ["non-severe", "intubated", "deceased"]
     charts.calibration_chart(pd.DataFrame({"model": "m", "predicted": [0.1, 0.5], "observed": [0.12, 0.4]})).to_dict()
     charts.decision_curve_chart(
         pd.DataFrame(

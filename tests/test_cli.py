@@ -6,6 +6,7 @@ import gzip
 import json
 
 import pandas as pd
+import pytest
 from conftest import MODELS, SAMPLE_DATA
 
 from workbench.cli import main
@@ -148,3 +149,52 @@ def test_validate_errors_are_plain_messages(tmp_path, capsys, external_layout):
     assert rc == 2 and "outcome column 'death_at_90_days' is not in the cohort" in err and "Traceback" not in err
     rc = main(["validate", str(tmp_path / "missing.skops"), str(table), "--out", str(tmp_path / "o")])
     assert rc == 2 and "Model file not found" in capsys.readouterr().err
+
+
+def test_analyze_with_the_covid_media_model_and_radiomics(tmp_path, capsys):
+    """`workbench analyze CASE --model covid_media_severity.skops --clinical '{"age_years": 71, "crp_mg_l": 120}'`:
+    the product's names reach the model's own (Age, CRP; Disease_extent from the scan's lesion % of lung), the
+    output is shown as a score against the model's threshold; --radiomics writes the 535 cohort-named features."""
+    from workbench.radiomics import COHORT_COLUMNS
+
+    case = SAMPLE_DATA / "cases" / "phantom_mild.nii.gz"
+    model = MODELS / "covid_media_severity.skops"
+    rc = main(
+        [
+            "analyze",
+            str(case),
+            "--lesion-method",
+            "threshold",
+            "--model",
+            str(model),
+            "--clinical",
+            '{"age_years": 71, "crp_mg_l": 120}',
+            "--radiomics",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "Model inputs given: 3 of 7 (incomplete)" in printed  # age, CRP and the scan's extent
+    assert "Score for severe evolution (intubation or death within 4 days)" in printed and "not a risk" in printed
+    assert "the model's threshold 0.406" in printed and "Disease_extent (= lesion_pct_lung)" in printed
+    assert "filled by the model (not given): Sex (= sex), HBP (= hypertension)" in printed
+    payload = json.loads((tmp_path / "phantom_mild_biomarkers.json").read_text())
+    values = payload["prediction"]["feature_values"]
+    assert values["Age"] == 71 and values["CRP"] == 120
+    assert values["Disease_extent"] == payload["biomarkers"]["lesion_pct_lung"]["value"] > 0
+    # the radiomics CSV: one row, the cohort's 535 columns, consistent with the biomarkers of the same masks
+    radiomics = pd.read_csv(tmp_path / "phantom_mild_radiomics.csv")
+    assert list(radiomics.columns) == ["case_id", *COHORT_COLUMNS] and len(radiomics) == 1
+    row = radiomics.iloc[0]
+    lung_ml = (row["original_shape_VoxelVolume_lung_left"] + row["original_shape_VoxelVolume_lung_right"]) / 1000
+    lesion_ml = (
+        row["original_shape_VoxelVolume_disease_left"] + row["original_shape_VoxelVolume_disease_right"]
+    ) / 1000
+    assert lung_ml == pytest.approx(payload["biomarkers"]["lung_volume_ml"]["value"], rel=1e-6)
+    assert lesion_ml == pytest.approx(payload["biomarkers"]["lesion_volume_ml"]["value"], rel=1e-6)
+    assert row["original_shape_VoxelVolume_heart"] > 100_000  # mm³: a heart was segmented and measured
+    # a file is written only into a folder: --radiomics without --out is refused before any work
+    assert main(["analyze", str(case), "--radiomics"]) == 2
+    assert "--radiomics writes a file" in capsys.readouterr().err

@@ -434,3 +434,147 @@ def test_load_cohort_reads_a_covid_media_folder(tmp_path):
     empty.mkdir()
     with pytest.raises(CohortError, match="No Covid-MedIA files found"):
         load_cohort(empty)
+
+
+# --------------------------------------------------------------------------- the generic tools on this layout
+def test_cohort_table_for_fit_validate_and_the_cohort_page(tmp_path):
+    """A split folder as a modelling table: Evolution as 0/1, the data-quality rules and the input aliases named
+    for the generic tools; a zoo model fitted on it starts with the same rules as the shipped model."""
+    from workbench.cohort import Cohort, load_cohort
+    from workbench.models import fit_cv, fit_model
+
+    table = load_cohort(write_split(tmp_path / "s", n=60, seed=3))
+    assert set(table["Evolution"]) <= {0.0, 1.0} and not pd.api.types.is_numeric_dtype(table["Evolution_3classes"])
+    assert table.attrs["preprocess"] == "covid_media_quality" and table.attrs["input_aliases"]["Age"] == "age_years"
+    assert table.attrs["default_features"] == ["Sex", "Age", "HBP", "Diabetes", "Lymphocytes", "CRP", "Disease_extent"]
+    cohort = Cohort.from_table(table, outcome="Evolution", features=table.attrs["default_features"], min_events=5)
+    assert cohort.preprocess == "covid_media_quality"
+    fitted = fit_model("logistic_l2", cohort)
+    first = fitted.estimator.steps[0]
+    assert first[0] == "quality" and isinstance(first[1], CovidMediaQualityRules)
+    assert fitted.input_aliases == {c: a for c, a in table.attrs["input_aliases"].items() if c in fitted.features}
+    assert fitted.metadata["preprocess"] == "covid_media_quality"
+    # the rules are learnt inside each training fold (the source's mean imputation of that fold)
+    cv = fit_cv("logistic_l2", cohort, folds=3, keep_models=True)
+    assert all(m.steps[0][0] == "quality" and hasattr(m.steps[0][1], "imputed_constants_") for m in cv.models)
+
+
+def test_fit_covid_media_by_name(tmp_path, capsys):
+    """`workbench fit covid_media --outcome Evolution`: the real training split, the data-quality report
+    printed, the shipped model's inputs by default, saved models behind the same rules as the shipped one."""
+    shared_path(TRAIN_DATASET)
+    from workbench.cli import main
+    from workbench.models import load_model
+
+    out = tmp_path / "fit"
+    rc = main(
+        ["fit", "covid_media", "--outcome", "Evolution", "--models", "logistic_l2,random_forest"]
+        + ["--folds", "5", "--bootstrap", "100", "--out", str(out)]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "Data quality: 536 patients (split Train)" in printed and "171 values changed" in printed
+    assert "the layout's default set 'clinical_extent'" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (
+        metrics["n_patients"] == 536 and metrics["n_events"] == 108 and metrics["preprocess"] == "covid_media_quality"
+    )
+    assert metrics["features"] == ["Sex", "Age", "HBP", "Diabetes", "Lymphocytes", "CRP", "Disease_extent"]
+    assert metrics["models"]["random_forest"]["auc"] > 0.7  # the shipped model's CV AUC is 0.775 (0.725-0.820)
+    model = load_model(out / "models" / "random_forest.skops")
+    assert isinstance(model.estimator.steps[0][1], CovidMediaQualityRules)
+    # a model fitted here is used like the shipped one: product names from a case reach its inputs
+    from workbench.pipeline import predict_case
+
+    assert predict_case(model, {"lesion_pct_lung": 35.0, "age_years": 80}).feature_values["Disease_extent"] == 35.0
+    # a feature set by name
+    rc = main(
+        ["fit", "covid_media", "--outcome", "Evolution", "--models", "logistic_l2", "--features", "clinical"]
+        + ["--folds", "5", "--bootstrap", "50", "--out", str(tmp_path / "clinical")]
+    )
+    assert (
+        rc == 0 and "Disease_extent" not in json.loads((tmp_path / "clinical" / "metrics.json").read_text())["features"]
+    )
+
+
+def test_fit_covid_media_without_the_data_says_where_to_get_it(tmp_path, monkeypatch, capsys):
+    from workbench.cli import main
+
+    monkeypatch.setenv("WORKBENCH_SHARED_DATA", str(tmp_path))
+    assert main(["fit", "covid_media", "--outcome", "Evolution", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "ebattistella/Covid-MedIA" in err and "covid_media_train" in err and "Traceback" not in err
+
+
+def test_validate_the_shipped_model_on_a_split_folder(tmp_path, capsys):
+    """`workbench validate workbench/models/covid_media_severity.skops FOLDER --outcome Evolution` on a split
+    of the authors' layout with their test-split file names (here the training files renamed in tmp_path:
+    never copied into the repository). It prints AUC, balanced accuracy and the confusion matrix."""
+    import shutil
+
+    from workbench.cli import main
+    from workbench.covid_media_model import shipped_model_path
+
+    source = shared_path(TRAIN_DATASET)
+    folder = tmp_path / "covid_media_test"
+    folder.mkdir()
+    for path in source.glob("dataset_*_Train.csv"):
+        shutil.copy(path, folder / path.name.replace("_Train.csv", "_Test.csv"))
+    out = tmp_path / "validation"
+    model = shipped_model_path()
+    rc = main(["validate", str(model), str(folder), "--outcome", "Evolution", "--out", str(out), "--bootstrap", "200"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 536 and metrics["events"] == 108 and metrics["threshold"] == pytest.approx(0.4058, abs=1e-4)
+    assert f"AUC {metrics['auc']:.3f}" in printed and "balanced accuracy" in printed
+    assert metrics["auc"] > 0.8  # the patients the model was trained on: optimistic, not a validation figure
+    lines = printed.splitlines()
+    i = lines.index("confusion matrix at the threshold:")
+    assert "predicted non-severe" in lines[i + 1] and "predicted severe" in lines[i + 1]
+    tn, fp = map(int, lines[i + 2].split()[-2:])
+    fn, tp = map(int, lines[i + 3].split()[-2:])
+    cm = metrics["confusion_matrix"]
+    assert lines[i + 2].split()[:2] == ["true", "non-severe"]
+    assert (tn, fp, fn, tp) == (cm["tn"], cm["fp"], cm["fn"], cm["tp"])
+    assert tn + fp == 428 and fn + tp == 108
+    assert metrics["feature_coverage"]["Disease_extent"] == 1.0
+
+
+def test_readme_covid_media_row_quotes_the_shipped_sidecar():
+    """README's results row about the shipped Covid-MedIA model quotes the figures of its sidecar (written by
+    benchmarks/covid_media.py --ship), every one of them, and nothing else; the sidecar's own summary fields
+    (what the Case page shows) agree with its CV table."""
+    import re
+
+    from workbench.covid_media_model import shipped_model_path
+    from workbench.paths import models_dir
+
+    meta = json.loads(shipped_model_path().with_suffix(".json").read_text())
+    readme = (models_dir().parents[1] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("|") and "`covid_media_severity`" in line]
+    quoted = re.findall(r"\d\.\d{3} \(\d\.\d{3}-\d\.\d{3}\)", row)
+    assert sorted(quoted) == sorted(meta["cv"]["table"].values())
+    assert f"{meta['n_patients']} patients" in row
+    auc_text = meta["cv"]["table"]["AUC (severe vs non-severe)"]
+    assert auc_text == f"{meta['cv_auc']:.3f} ({meta['cv_auc_ci'][0]:.3f}-{meta['cv_auc_ci'][1]:.3f})"
+    assert meta["cv_calibration"]["auc"] == pytest.approx(meta["cv_auc"])
+    assert meta["output_kind"] == "score" and meta["display_name"] == "Severity — Covid-MedIA cohort model"
+    assert f"{meta['cv_calibration']['intercept']:+.2f}".replace("-", "−") in readme  # the Case page's note
+    assert f"{meta['threshold']:.3f}" in readme
+
+
+def test_shipped_model_declares_its_product_inputs():
+    """The sidecar maps every model input to the product's name for it (the Case page, `analyze --clinical`
+    and labels use it), and the model is described as using the CT."""
+    from workbench.covid_media import PRODUCT_TO_COHORT
+    from workbench.covid_media_model import load_severity_model
+    from workbench.model_info import model_summary
+
+    model = load_severity_model()
+    assert model.input_aliases == {c: p for p, c in PRODUCT_TO_COHORT.items() if c in model.features}
+    summary = model_summary(model)
+    assert summary.uses_ct and summary.inputs.startswith("CT imaging + clinical values (1 from the CT")
+    assert summary.output_kind == "score" and "balanced class weights" in summary.output_note
+    assert summary.notes == [model.metadata["domain_shift"]] and summary.outcome_words.startswith("severe evolution")
+    assert summary.calibration["intercept"] < -0.5  # the overstated risk, measured

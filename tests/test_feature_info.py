@@ -64,3 +64,17 @@ def test_outcomes_in_plain_words():
     assert outcome_levels("death") == ("survived", "died")
     assert outcome_levels("severe") == ("not severe", "severe")
     assert "readmission" in outcome_words("readmission_30d")
+
+
+def test_aliases_label_a_models_own_names_as_the_products():
+    from workbench.feature_info import display_name, display_names, format_value, labelled_values, outcome_levels
+
+    aliases = {"Age": "age_years", "Sex": "sex", "Disease_extent": "lesion_pct_lung"}
+    assert display_name("Age", aliases=aliases) == "Age, years"
+    assert display_name("Disease_extent", aliases=aliases) == display_name("lesion_pct_lung")
+    assert (
+        format_value("Sex", 1.0, aliases=aliases) == "male" and format_value("Age", 71, aliases=aliases) == "71 years"
+    )
+    assert display_names(["CRP"], aliases=aliases) == {"CRP": "CRP"}  # no alias: shown as it is
+    assert labelled_values({"Age": 71}, aliases) == {"Age, years": "71 years"}
+    assert outcome_levels("Evolution") == ("non-severe", "severe")

@@ -242,6 +242,20 @@ def dicom_seg_bytes(result: Any) -> bytes:
     return seg_bytes(result.ct, result.lungs, result.lesions, lesion_method=result.lesion_method)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def radiomics_csv(_result: Any, key: tuple) -> str:
+    """The case's 535 radiomics features as a formula-safe CSV (``workbench analyze --radiomics``'s
+    ``<case>_radiomics.csv``), computed once per case (``key``: the analysis cache key): ~10-15 CPU-s on
+    a full-size scan, so the Case page computes it on demand, when its download is clicked."""
+    from dataclasses import replace
+
+    from workbench.outputs import csv_text
+    from workbench.pipeline import case_radiomics, radiomics_table
+
+    result = _result if _result.radiomics is not None else replace(_result, radiomics=case_radiomics(_result))
+    return csv_text(radiomics_table(result), index=False)
+
+
 def hash_table(df: pd.DataFrame) -> str:
     """Stable content hash of a table (cache key for fits)."""
     return hashlib.sha256(
@@ -347,6 +361,22 @@ def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(models_dir().glob("*.skops"))}
 
 
+def shipped_model_label(path: Path) -> str:
+    """The menu label of a model file: the ``display_name`` its sidecar declares, else its file name
+    (with the cohort of the shipped Tongji models). Reads the sidecar only, not the model."""
+    import json
+
+    try:
+        meta = json.loads(Path(path).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    name = meta.get("display_name") if isinstance(meta, dict) else None
+    if isinstance(name, str) and name:
+        return name
+    stem = Path(path).stem
+    return f"Shipped model {stem} (real Tongji 2020 cohort)" if stem.startswith("tongji") else f"Shipped model {stem}"
+
+
 @st.cache_resource(show_spinner="Loading the model and its cross-validated calibration …")
 def shipped_case_model(path: str) -> dict:
     """A model shipped in workbench/models with its operating points and SHAP background."""
@@ -370,7 +400,8 @@ def shipped_case_model(path: str) -> dict:
     thresholds["0.5"] = 0.5
     from workbench.model_info import model_summary, training_calibration
 
-    cal = training_calibration(fitted)
+    # shipped models store their cross-validated calibration (cv_calibration); an older file is refitted
+    cal = None if "cv_calibration" in meta else training_calibration(fitted)
     summary = model_summary(
         fitted,
         calibration=cal,
@@ -378,7 +409,7 @@ def shipped_case_model(path: str) -> dict:
     )
     return {
         "model": fitted,
-        "label": f"{fitted.name} · {meta.get('cohort', Path(path).stem)}",
+        "label": meta.get("display_name") or f"{fitted.name} · {meta.get('cohort', Path(path).stem)}",
         "outcome": fitted.outcome or "outcome",
         "cv_auc": meta.get("cv_auc"),
         "thresholds": thresholds,

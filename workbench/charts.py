@@ -352,6 +352,7 @@ def waterfall_chart(
     not_provided: Sequence[str] = (),
     probability: bool = False,
     outcome: str = "severe",
+    value_name: str = "predicted risk",
 ) -> alt.Chart:
     """SHAP waterfall of one patient: bars from the base value to the model output.
 
@@ -366,6 +367,8 @@ def waterfall_chart(
         probability: with ``scale="log-odds"``, draw the path on the probability scale (each bar
             the change in predicted risk, in %, along the same path; the last bar ends at the
             model's predicted risk).
+        value_name: what the model's output is called on that scale (``"score"`` for a model whose
+            output is not a risk).
     """
     c = pd.Series(contributions, dtype=float).dropna()
     missing = [k for k in not_provided if k in c.index]
@@ -405,7 +408,7 @@ def waterfall_chart(
         start += v
     df = pd.DataFrame(recs)
     sort = df.sort_values("order")["feature"].tolist()
-    axis_title = "predicted risk (%)" if probability and scale == "log-odds" else f"model output ({scale})"
+    axis_title = f"{value_name} (%)" if probability and scale == "log-odds" else f"model output ({scale})"
     bars = (
         alt.Chart(df)
         .mark_bar()
@@ -563,26 +566,40 @@ def confusion_matrix_chart(
     ``levels`` names the negative and positive class (e.g. ``("survived", "died")``, see
     :func:`workbench.feature_info.outcome_levels`).
     """
-    neg, pos = levels
-    df = pd.DataFrame(
-        {
-            "truth": [neg, neg, pos, pos],
-            "predicted": [neg, pos, neg, pos],
-            "count": [int(tn), int(fp), int(fn), int(tp)],
-            "kind": ["TN", "FP", "FN", "TP"],
-        }
-    )
-    df["text"] = df["kind"] + ": " + df["count"].astype(str)
+    return confusion_chart([[tn, fp], [fn, tp]], levels, size=size, kinds=[["TN", "FP"], ["FN", "TP"]])
+
+
+def confusion_chart(
+    counts: Sequence[Sequence[int]] | np.ndarray,
+    classes: Sequence[str],
+    *,
+    size: int = 120,
+    kinds: Sequence[Sequence[str]] | None = None,
+) -> alt.Chart:
+    """Confusion matrix of any number of classes as a heat map: rows the true class, columns the
+    predicted one, ``counts[i][j]`` patients of class i predicted j. Each cell shows its count and its
+    share of the true class (``kinds``, e.g. TN/FP/FN/TP, replaces the share); colour: the count."""
+    counts = np.asarray(counts, dtype=int)
+    names = [str(c) for c in classes]
+    rows = []
+    for i, truth in enumerate(names):
+        total = max(int(counts[i].sum()), 1)
+        for j, pred in enumerate(names):
+            n = int(counts[i, j])
+            kind = kinds[i][j] if kinds is not None else f"{n / total:.0%}"
+            text = f"{kind}: {n}" if kinds is not None else f"{n} ({kind})"
+            rows.append({"truth": truth, "predicted": pred, "count": n, "kind": kind, "text": text})
+    df = pd.DataFrame(rows)
     base = alt.Chart(df).encode(
-        x=alt.X("predicted:N", sort=[neg, pos], title="predicted"),
-        y=alt.Y("truth:N", sort=[neg, pos], title="truth"),
+        x=alt.X("predicted:N", sort=names, title="predicted"),
+        y=alt.Y("truth:N", sort=names, title="truth"),
     )
     heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None))
     text = base.mark_text(fontSize=14).encode(
         text="text:N",
         color=alt.condition(alt.datum.count > df["count"].max() / 2, alt.value("white"), alt.value("black")),
     )
-    return (heat + text).properties(width=2 * size, height=2 * size)
+    return (heat + text).properties(width=len(names) * size, height=len(names) * size)
 
 
 #: name of the threshold parameter of :func:`threshold_explorer_chart` (its slider is drawn by Vega)
@@ -849,6 +866,7 @@ __all__ = [
     "roc_chart",
     "roc_band_table",
     "confusion_matrix_chart",
+    "confusion_chart",
     "calibration_chart",
     "decision_curve_chart",
     "importance_chart",

@@ -80,6 +80,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         model = load_model(args.model)
     if args.dicom_seg and not out_dir:
         raise InvalidInput("--dicom-seg writes a file: give a folder with --out.")
+    if args.radiomics and not out_dir:
+        raise InvalidInput("--radiomics writes a file (CASE_radiomics.csv): give a folder with --out.")
     source = load_ct(args.case, series_uid=args.series_uid) if args.series_uid or args.dicom_seg else args.case
     if args.dicom_seg and source.dicom_reference is None:
         raise InvalidInput(
@@ -93,6 +95,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         model=model,
         lesion_method=args.lesion_method,
         previous=previous,
+        radiomics=True if args.radiomics else None,  # None: when the model takes radiomics features
     )
     table = biomarker_table(result.biomarkers)
     with_units = table[["label", "value", "unit"]].copy()
@@ -102,17 +105,35 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         pred = result.prediction
         given = round(pred.coverage * len(pred.feature_values))
         print(f"\nModel inputs given: {given} of {len(pred.feature_values)} ({pred.status})")
+        from .feature_info import outcome_words
+
+        named = {f: f"{f} (= {a})" for f, a in pred.input_names.items()}  # the model's names, with the product's
+        outcome = outcome_words(pred.outcome)
         if not pred.predictable:
-            print(f"No prediction of {pred.outcome} ({pred.model_name}): {pred.message}")
+            print(f"No prediction of {outcome} ({pred.model_name}): {pred.message}")
         else:
-            print(f"Predicted probability of {pred.outcome} ({pred.model_name}): {pred.probability:.3f}")
-            if pred.status != "complete":
+            if pred.output_kind == "score":  # ranks patients against the model's threshold; not a probability
+                side = "above" if pred.threshold is not None and pred.probability >= pred.threshold else "below"
+                print(
+                    f"Score for {outcome} ({pred.model_name}): {pred.probability:.3f} (a score, not a risk)"
+                    + (f"; {side} the model's threshold {pred.threshold:.3f}" if pred.threshold is not None else "")
+                )
+            else:
+                print(f"Predicted probability of {outcome} ({pred.model_name}): {pred.probability:.3f}")
+            if pred.status != "complete" or pred.set_aside:
                 print(f"  warning: {pred.message}")
             top = sorted(pred.contributions.items(), key=lambda kv: -abs(kv[1]))[:5]
             for name, shap_value in top:
-                print(f"  {name:<28} SHAP {shap_value:+.3f} ({pred.scale})")
+                print(f"  {named.get(name, name):<36} SHAP {shap_value:+.3f} ({pred.scale})")
             if pred.missing:
-                print(f"  filled by the model (not given): {', '.join(pred.missing)}")
+                print(f"  filled by the model (not given): {', '.join(named.get(f, f) for f in pred.missing)}")
+    if result.radiomics is not None:
+        n_ok = sum(v == v for v in result.radiomics.features.values())
+        print(
+            f"\nRadiomics: {n_ok} of {len(result.radiomics.features)} features computed (5 regions, "
+            f"{sum(result.radiomics.seconds.values()):.1f} s)"
+            + "".join(f"; {region}: {why}" for region, why in result.radiomics.notes.items())
+        )
     for note in result.notes:
         print(f"note: {note}")
     if out_dir:
@@ -126,9 +147,15 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         }
         if result.prediction is not None:
             payload["prediction"] = result.prediction.to_dict()
+        if result.radiomics is not None:  # the values are in CASE_radiomics.csv
+            payload["radiomics"] = {"empty_regions": result.radiomics.notes, "seconds": result.radiomics.seconds}
         with output_errors(f"the results to '{out_dir.name}'"):
             write_csv(table, path_inside(out_dir, f"{stem}_biomarkers.csv"), index=False)
             write_json(payload, path_inside(out_dir, f"{stem}_biomarkers.json"))  # null for missing values
+            if args.radiomics:
+                from .pipeline import radiomics_table
+
+                write_csv(radiomics_table(result), path_inside(out_dir, f"{stem}_radiomics.csv"), index=False)
             if args.masks:
                 save_mask(result.lungs, result.ct, path_inside(out_dir, f"{stem}_lungs.nii.gz"))
                 save_mask(result.lesions, result.ct, path_inside(out_dir, f"{stem}_lesions.nii.gz"))
@@ -212,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dicom-seg",
         action="store_true",
         help="also write CASE_seg.dcm, a DICOM SEG of lungs, GGO and consolidation on the source series (DICOM inputs)",
+    )
+    p.add_argument(
+        "--radiomics",
+        action="store_true",
+        help="also write CASE_radiomics.csv: the 535 PyRadiomics-definition features of the Covid-MedIA regions "
+        "(lesions and lung left/right, heart), under the cohort's column names (~10-15 CPU-s on a full-size scan)",
     )
     p.add_argument("--model", help="fitted model file (.skops) to predict severe outcome")
     p.add_argument("--series-uid", help="which DICOM series to use (see `workbench series`)")

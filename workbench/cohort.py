@@ -246,6 +246,12 @@ class Cohort:
     time_column: str | None = None
     event_column: str | None = None
     dropped: dict[str, str] = field(default_factory=dict)
+    #: a :data:`workbench.models.PREPROCESSING` step every model of this cohort starts with (e.g. the
+    #: Covid-MedIA data-quality rules); from the table's ``attrs["preprocess"]`` when not given
+    preprocess: str | None = None
+    #: ``{column: the product's name for the same input}`` (e.g. ``Age`` -> ``age_years``), recorded in the
+    #: models fitted on this cohort so the app and ``workbench analyze`` can fill them; from ``attrs["input_aliases"]``
+    input_aliases: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_table(
@@ -259,16 +265,21 @@ class Cohort:
         event_column: str | None = None,
         validate: bool = True,
         min_events: int = 10,
+        preprocess: str | None = None,
     ) -> Cohort:
         """Build (and by default validate) a cohort.
 
         ``features=None`` takes every numeric column except the id, centre and outcome
         columns (and ``true_risk``); of those, all-empty and constant columns are left
         out and listed in ``dropped``. ``id_column``/``centre_column`` default to
-        ``patient_id``/``centre`` when present.
+        ``patient_id``/``centre`` when present. ``preprocess`` and the input aliases default to the
+        table's ``attrs`` (set by the loader of a cohort layout, see :func:`load_cohort`).
         """
         df = table if isinstance(table, pd.DataFrame) else load_table(table)
+        attrs = dict(df.attrs)
         df = df.copy()
+        preprocess = preprocess or attrs.get("preprocess")
+        aliases = {str(k): str(v) for k, v in (attrs.get("input_aliases") or {}).items()}
         if id_column is None:
             id_column = find_id_column(df.columns)
         if centre_column is None and "centre" in df:
@@ -304,7 +315,18 @@ class Cohort:
                 features.append(col)
             if not features:
                 raise CohortError("The table has no usable numeric feature columns.")
-        cohort = cls(df, outcome, list(features), id_column, centre_column, time_column, event_column, dropped)
+        cohort = cls(
+            df,
+            outcome,
+            list(features),
+            id_column,
+            centre_column,
+            time_column,
+            event_column,
+            dropped,
+            preprocess,
+            aliases,
+        )
         if validate:
             cohort.validate(min_events=min_events)
         return cohort
@@ -653,9 +675,11 @@ def load_cohort(
 ) -> pd.DataFrame:
     """Any supported cohort -> one table (one row per patient where the layout allows).
 
-    ``source``: ``"tongji"`` (the bundled real cohort), a table file (CSV, Parquet, Excel; a
-    path, bytes or a file object), a DataFrame, or a folder of a per-patient layout (the
-    Covid-MedIA layout, via ``workbench.covid_media.load_covid_media`` when installed).
+    ``source``: ``"tongji"`` (the bundled real cohort), ``"covid_media"`` (the Covid-MedIA training
+    split in ``../shared/data``, :func:`covid_media_folder`), a table file (CSV, Parquet, Excel; a
+    path, bytes or a file object), a DataFrame, or a folder of a split of the Covid-MedIA layout
+    (:func:`workbench.covid_media_model.cohort_table`: ``Evolution`` as 0/1, the data-quality rules
+    and default features named in ``attrs``).
 
     - Raw Tongji tables (training or external-test layout) go through :func:`load_tongji`
       with ``rule`` (default ``first``) within ``window_days``.
@@ -673,6 +697,8 @@ def load_cohort(
     """
     if isinstance(source, str) and source.strip().lower() == "tongji":
         return load_tongji(rule=rule or "first", window_days=window_days)
+    if isinstance(source, str) and source.strip().lower() in ("covid_media", "covid-media"):
+        return _load_folder(covid_media_folder())
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         return _load_folder(Path(source))
     df = source.copy() if isinstance(source, pd.DataFrame) else load_table(source)
@@ -723,14 +749,31 @@ def load_cohort(
 
 
 def _load_folder(folder: Path) -> pd.DataFrame:
-    """A cohort stored as a folder (one file or sub-folder per patient)."""
-    try:
-        from workbench.covid_media import load_covid_media  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    """A cohort stored as a folder: the Covid-MedIA layout (six CSV files of one split), as a modelling
+    table (:func:`workbench.covid_media_model.cohort_table`)."""
+    from workbench.covid_media_model import cohort_table
+
+    return cohort_table(folder)
+
+
+def covid_media_folder() -> Path:
+    """The Covid-MedIA training split (``../shared/data/covid_media_train``); CohortError saying where the
+    public data can be obtained when it is not there."""
+    from workbench.covid_media import SOURCE, TRAIN_DATASET, is_covid_media_folder
+    from workbench.paths import shared_dataset
+
+    folder = shared_dataset(TRAIN_DATASET)
+    if not is_covid_media_folder(folder):
         raise CohortError(
-            f"{folder} is a folder; this version reads cohort tables (CSV, Parquet, Excel). Give the table file itself."
-        ) from None
-    table = load_covid_media(folder)
-    table.attrs.setdefault("layout", "covid-media")
-    table.attrs.setdefault("notes", [])
-    return table
+            f"The Covid-MedIA training split is not in {folder}. The data are public ({SOURCE}): put the six "
+            "dataset_<part>_Train.csv files of the training split in that folder (or set WORKBENCH_SHARED_DATA), or "
+            "give the path of a folder holding a split of that layout."
+        )
+    return folder
+
+
+#: cohorts known by name (``workbench fit NAME``, ``validate MODEL NAME``): name -> what it is
+NAMED_COHORTS: dict[str, str] = {
+    "tongji": "the Tongji 2020 cohort bundled with the workbench (Yan et al.; labs, in-hospital death)",
+    "covid_media": "the Covid-MedIA training split in ../shared/data/covid_media_train (Chassagnon et al.)",
+}

@@ -420,6 +420,9 @@ class CovidMediaQualityRules(TransformerMixin, BaseEstimator):
     the table's own mean imputation only in tables this large.
     """
 
+    #: each output column depends only on the same input column (explanations map it back one to one)
+    featurewise = True
+
     def __init__(
         self,
         lymphocytes_max_1e9_l: float = 5.0,

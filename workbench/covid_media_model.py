@@ -38,7 +38,6 @@ from workbench.covid_media import (
     CLINICAL_COLUMNS,
     LABELS,
     PRODUCT_TO_COHORT,
-    CovidMediaQualityRules,
     affine_invariant_columns,
     covid_media_row,
     encode_outcome,
@@ -70,8 +69,12 @@ FEATURE_SET_NOTES: dict[str, str] = {
     "all": "clinical + extent + Fat + all 535 radiomics",
 }
 
+#: the :data:`workbench.models.PREPROCESSING` entry of this cohort (its data-quality rules)
+PREPROCESSING = "covid_media_quality"
 #: file stem of the shipped severity model under ``workbench/models``
 SHIPPED_NAME = "covid_media_severity"
+#: how the product names the shipped model (Case page menu, report)
+DISPLAY_NAME = "Severity — Covid-MedIA cohort model"
 DOMAIN_SHIFT_NOTE = (
     "Trained on the authors' features: their CNN lesion, lung and heart masks on CT of their multi-centre "
     "French cohort (2020), and radiomics of whole-scan z-scored intensities (PyRadiomics' normalize: values "
@@ -97,6 +100,16 @@ def domain_shift_note(features: Sequence[str]) -> str:
     )
 
 
+def score_note(threshold: float, prevalence: float | None) -> str:
+    """Why the shipped model's output is a score read against its threshold, not a risk."""
+    share = f" (severe in {prevalence:.0%} of the training cohort)" if prevalence is not None else ""
+    return (
+        "Trained with balanced class weights: its output ranks patients and is read against its threshold "
+        f"{threshold:.3f} (above: classified severe); it overstates the absolute risk{share}, so it is a score, "
+        "not a probability of severe evolution. Recalibrate it on local data before reading it as a risk."
+    )
+
+
 def feature_set(name: str) -> list[str]:
     """The columns of a named feature set (:data:`FEATURE_SETS`)."""
     if name not in FEATURE_SETS:
@@ -106,8 +119,62 @@ def feature_set(name: str) -> list[str]:
 
 def with_quality_rules(estimator: Any) -> Pipeline:
     """``Pipeline([("quality", CovidMediaQualityRules()), ("model", estimator)])``: every model
-    trained on this cohort applies the documented data-quality rules to what it scores."""
-    return Pipeline([("quality", CovidMediaQualityRules()), ("model", estimator)])
+    trained on this cohort applies the documented data-quality rules to what it scores (the same
+    step :func:`workbench.models.make_model` puts in front of a zoo model fitted on this cohort by
+    ``workbench fit`` or the Cohort page: :data:`workbench.models.PREPROCESSING`)."""
+    from workbench.models import PREPROCESS_STEP, preprocessing_step
+
+    return Pipeline([(PREPROCESS_STEP, preprocessing_step(PREPROCESSING)), ("model", estimator)])
+
+
+# --------------------------------------------------------------------------- a modelling table
+#: the feature set `workbench fit` and the Cohort page use when none is chosen (the shipped model's inputs)
+DEFAULT_FEATURE_SET = "clinical_extent"
+
+
+def cohort_table(folder_or_files: Any = None, split: str | None = None) -> pd.DataFrame:
+    """A split of the layout as a table for the generic modelling tools (``workbench fit`` and
+    ``validate``, the Cohort page; :func:`workbench.cohort.load_cohort` calls it for a folder).
+
+    :func:`~workbench.covid_media.load_covid_media`, with ``Evolution`` as 0/1 (1 = severe: intubated or
+    deceased within 4 days; ``Evolution_3classes`` stays text). ``attrs`` tell those tools how to model it:
+    ``preprocess`` (the data-quality rules every model starts with, :data:`PREPROCESSING`),
+    ``input_aliases`` (cohort column -> product name, recorded in the fitted models), ``default_features``
+    (:data:`DEFAULT_FEATURE_SET`), ``feature_sets`` (:data:`FEATURE_SETS`, usable by name), ``outcomes``,
+    ``quality_report`` (:func:`~workbench.covid_media.data_quality_report`, records) and ``notes``."""
+    from workbench.covid_media import data_quality_report, load_covid_media
+
+    table = load_covid_media(folder_or_files, split)
+    attrs = dict(table.attrs)
+    report = data_quality_report(table)
+    notes = [
+        f"Covid-MedIA split '{attrs['split']}' ({len(table)} patients); every model starts with the cohort's "
+        f"data-quality rules ({report.n_values_changed} values changed in this table: see the data-quality report)."
+    ]
+    if "Evolution" in table.columns:
+        severe = table["Evolution"] == "severe"
+        table["Evolution"] = severe.astype(float)
+        notes.append(
+            f"Outcome 'Evolution' as 0/1: 1 = severe (intubated or deceased within 4 days, {int(severe.sum())} "
+            f"patients), 0 = non-severe ({int((~severe).sum())})."
+        )
+    product_name = {cohort: product for product, cohort in PRODUCT_TO_COHORT.items()}
+    table.attrs = {
+        **attrs,
+        "layout": "covid-media",
+        "aggregation": None,
+        "preprocess": PREPROCESSING,
+        "input_aliases": {c: p for c, p in product_name.items() if c in table.columns},
+        "default_features": feature_set(DEFAULT_FEATURE_SET),
+        "default_feature_set": DEFAULT_FEATURE_SET,
+        "feature_sets": {name: list(cols) for name, cols in FEATURE_SETS.items()},
+        "outcomes": ["Evolution"] if "Evolution" in table.columns else [],
+        "quality_report": report.to_frame().to_dict(orient="records"),
+        "quality_report_text": report.to_text(),
+        "notes": notes,
+        "renamed": {},
+    }
+    return table
 
 
 # --------------------------------------------------------------------------- baselines
@@ -345,6 +412,16 @@ def model_card(meta: Mapping[str, Any]) -> str:
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in cv["table"].items()],
         "",
+        *(
+            [
+                "Calibration of the out-of-fold scores: "
+                f"slope {meta['cv_calibration']['slope']:.2f}, intercept {meta['cv_calibration']['intercept']:+.2f} "
+                f"(ideal 1 and 0), Brier score {meta['cv_calibration']['brier']:.3f}. {meta.get('output_note', '')}",
+                "",
+            ]
+            if meta.get("cv_calibration")
+            else []
+        ),
         "Confusion matrix of the out-of-fold predictions at the cross-fitted thresholds:",
         "",
         "| | " + " | ".join(f"predicted {c}" for c in meta["classes"]) + " |",
@@ -585,8 +662,18 @@ def fit_shipped_model(
                 "unit": "mm, mm², mm³ or none",
             }
         )
+    cv = dict(cv)
+    # figures the product describes the model with (workbench.model_info), read from the file, never refitted
+    described = {
+        "cv_auc": cv.pop("auc", None),
+        "cv_auc_ci": cv.pop("auc_ci", None),
+        "cv_calibration": cv.pop("calibration", None),
+    }
+    threshold = float(cv["threshold"])
+    prevalence = float((table["Evolution"] == "severe").mean()) if "Evolution" in table else None
     meta = {
         "title": "Covid-MedIA severity model",
+        "display_name": DISPLAY_NAME,
         "cohort": "Covid-MedIA training split (Chassagnon et al., Med Image Anal 2021)",
         "outcome_description": (
             "Severe evolution: intubation or death within 4 days of the CT (label `Evolution`) vs non-severe"
@@ -600,18 +687,27 @@ def fit_shipped_model(
             "params": candidate.params,
         },
         "classes": ["non_severe", "severe"],
-        "threshold": float(cv["threshold"]),
+        "threshold": threshold,
+        "threshold_rule": "Youden's J on the cross-validated out-of-fold probabilities",
+        "validation": cv["scheme"],
+        **{k: v for k, v in described.items() if v is not None},
+        "output_kind": "score",
+        "output_note": score_note(threshold, prevalence),
         "n_patients": int(len(table)),
         "n_events": int((table["Evolution"] == "severe").sum()) if "Evolution" in table else None,
-        "prevalence": float((table["Evolution"] == "severe").mean()) if "Evolution" in table else None,
+        "prevalence": prevalence,
         "class_counts": ", ".join(f"{k} {v}" for k, v in counts.items()),
         "training_data_sha256": table.attrs.get("sha256", ""),
         "selected_features": used,
+        # cohort column -> the product's name for the same input (workbench.feature_info): the Case page,
+        # `workbench analyze --clinical` and the report fill and label the model's inputs through it
+        "input_aliases": {c: product_name[c] for c in features if c in product_name},
         "key_features": key_features_from_importance(ex.global_importance()),
         "training_coverage": {f: float(seen[f].notna().mean()) for f in features},
         "explainer_background": background,
         "selection": selection,
         "method": _method_text(candidate),
+        "description": _method_text(candidate),
         "quality_rules": (
             f"source mean-imputation constants learnt {getattr(rules, 'imputed_constants_', {})} -> missing; "
             f"non-0/1 values in yes/no columns -> missing; lymphocytes > {rules.lymphocytes_max_1e9_l:g} and "
@@ -619,7 +715,7 @@ def fit_shipped_model(
             f"{rules.lymphocytes_per_mm3_above:g} (cells/mm³) -> /1000; CRP > {rules.crp_max_mg_l:g} mg/L -> missing."
         ),
         "inputs": inputs,
-        "cv": dict(cv),
+        "cv": cv,
         "why": why,
         "domain_shift": domain_shift_note(used),
     }

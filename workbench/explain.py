@@ -149,17 +149,28 @@ def background_table(summary: dict | None, n_rows: int = 100) -> pd.DataFrame | 
 
 
 def _split(est) -> tuple[list, object]:
+    """(the transform steps, the final estimator) of a pipeline; a pipeline whose last step is itself a
+    pipeline (a model behind a cohort's data-quality rules) is read as one chain of steps."""
     if isinstance(est, Pipeline):
-        return [s for _, s in est.steps[:-1]], est.steps[-1][1]
+        steps, final = [s for _, s in est.steps[:-1]], est.steps[-1][1]
+        if isinstance(final, Pipeline):
+            inner, final = _split(final)
+            steps += inner
+        return steps, final
     return [], est
 
 
 def _featurewise(steps: list) -> bool:
-    return all(isinstance(s, (SimpleImputer, StandardScaler, SignedLog1p)) for s in steps)
+    """True when every step maps each column on its own (imputation, scaling, log, a cohort's data-quality
+    rules: ``featurewise = True``), so attributions on the transformed columns belong to the same features."""
+    return all(
+        isinstance(s, (SimpleImputer, StandardScaler, SignedLog1p)) or getattr(s, "featurewise", False) is True
+        for s in steps
+    )
 
 
 def _transform(steps: list, X: pd.DataFrame) -> np.ndarray:
-    A = X.to_numpy(dtype=float)
+    A = X  # a table with the feature names: steps such as data-quality rules address columns by name
     for s in steps:
         A = s.transform(A)
     return np.asarray(A, dtype=float)

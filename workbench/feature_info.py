@@ -5,6 +5,11 @@ person reads them (the app, the case report, charts) they go through :func:`disp
 :func:`format_value`: imaging biomarkers take their label and unit from the biomarker registry
 (:data:`workbench.biomarkers.BIOMARKERS`), clinical values from :data:`CLINICAL_FIELDS` and
 :data:`BINARY_FIELDS` here. An unknown name is shown as it is.
+
+A model trained on another cohort keeps that cohort's column names (``Age``, ``CRP``,
+``Disease_extent`` of Covid-MedIA); its file declares which product name each one is
+(``input_aliases``, :attr:`workbench.models.FittedModel.input_aliases`), and every function here
+takes those ``aliases`` to label them like the product's own inputs.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ OUTCOME_WORDS: dict[str, str] = {
     "death": "death in hospital",
     "icu": "ICU admission",
     "intubation": "intubation",
+    "Evolution": "severe evolution (intubation or death within 4 days)",
 }
 
 
@@ -66,8 +72,12 @@ class FeatureInfo:
     kind: str
 
 
-def feature_info(name: str) -> FeatureInfo:
-    """Label, unit and kind of a feature code name (see the module docstring)."""
+def feature_info(name: str, aliases: Mapping[str, str] | None = None) -> FeatureInfo:
+    """Label, unit and kind of a feature code name (see the module docstring); ``aliases`` maps a
+    model's own names to the product's (``{"Age": "age_years"}``): an aliased name is described as its alias."""
+    if aliases and name in aliases:
+        info = feature_info(aliases[name])
+        return FeatureInfo(name, info.label, info.unit, info.kind)
     if name in CLINICAL_FIELDS:
         label, unit, *_ = CLINICAL_FIELDS[name]
         return FeatureInfo(name, label, unit, "clinical")
@@ -82,23 +92,25 @@ def feature_info(name: str) -> FeatureInfo:
     return FeatureInfo(name, name, "", "other")
 
 
-def display_name(name: str, *, unit: bool = True) -> str:
+def display_name(name: str, *, unit: bool = True, aliases: Mapping[str, str] | None = None) -> str:
     """``"Lactate dehydrogenase (LDH), U/L"`` for ``ldh_u_l``; without the unit if ``unit=False``."""
-    info = feature_info(name)
+    info = feature_info(name, aliases)
     return f"{info.label}, {info.unit}" if unit and info.unit else info.label
 
 
-def display_names(names: Iterable[str], *, unit: bool = True) -> dict[str, str]:
+def display_names(
+    names: Iterable[str], *, unit: bool = True, aliases: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """:func:`display_name` of several features; labels that would repeat get their code name added."""
     names = list(names)
-    out = {n: display_name(n, unit=unit) for n in names}
+    out = {n: display_name(n, unit=unit, aliases=aliases) for n in names}
     counts: dict[str, int] = {}
     for label in out.values():
         counts[label] = counts.get(label, 0) + 1
     return {n: (f"{lab} [{n}]" if counts[lab] > 1 else lab) for n, lab in out.items()}
 
 
-def format_value(name: str, value: object, *, digits: int = 3) -> str:
+def format_value(name: str, value: object, *, digits: int = 3, aliases: Mapping[str, str] | None = None) -> str:
     """A value with its unit for people: ``"420 U/L"``, ``"female"``, ``"yes"``; ``"not given"``
     for a missing value."""
     if value is None:
@@ -109,9 +121,9 @@ def format_value(name: str, value: object, *, digits: int = 3) -> str:
         return str(value)
     if not math.isfinite(f):
         return "not given"
-    info = feature_info(name)
+    info = feature_info(name, aliases)
     if info.kind == "binary" and f in (0.0, 1.0):
-        no, yes = BINARY_LEVELS.get(name, ("no", "yes"))
+        no, yes = BINARY_LEVELS.get((aliases or {}).get(name, name), ("no", "yes"))
         return yes if f == 1.0 else no
     text = f"{f:.0f}" if f == int(f) and abs(f) < 1e6 else f"{f:.{digits}g}"
     return f"{text} {info.unit}".strip()
@@ -131,13 +143,14 @@ def outcome_levels(outcome: str | None) -> tuple[str, str]:
         "severe": ("not severe", "severe"),
         "icu": ("no ICU", "ICU"),
         "intubation": ("not intubated", "intubated"),
+        "Evolution": ("non-severe", "severe"),
     }.get(str(outcome), (f"no {outcome_words(outcome)}", outcome_words(outcome)))
 
 
-def labelled_values(values: Mapping[str, object]) -> dict[str, str]:
+def labelled_values(values: Mapping[str, object], aliases: Mapping[str, str] | None = None) -> dict[str, str]:
     """``{display name: formatted value}`` of a feature dict, in its order."""
-    names = display_names(values)
-    return {names[k]: format_value(k, v) for k, v in values.items()}
+    names = display_names(values, aliases=aliases)
+    return {names[k]: format_value(k, v, aliases=aliases) for k, v in values.items()}
 
 
 __all__ = [

@@ -75,6 +75,27 @@ def load_for_fit(
     return df, outcome
 
 
+def layout_features(df: pd.DataFrame, features: Sequence[str] | None) -> tuple[list[str] | None, str]:
+    """The features of a fit on a cohort layout that names feature sets (``attrs["feature_sets"]``, e.g.
+    the Covid-MedIA ``clinical_extent``/``product``/``all``): one name -> its columns; none given -> the
+    layout's ``default_features``; otherwise ``features`` unchanged. Returns (features, a note saying
+    which set was used, or "")."""
+    sets = df.attrs.get("feature_sets") or {}
+    if features is not None and len(features) == 1 and features[0] in sets:
+        return list(
+            sets[features[0]]
+        ), f"Features: the layout's set '{features[0]}' ({len(sets[features[0]])} columns)."
+    if features is None and df.attrs.get("default_features"):
+        default = list(df.attrs["default_features"])
+        name = df.attrs.get("default_feature_set", "default")
+        others = ", ".join(n for n in sets if n != name)
+        return default, (
+            f"Features: the layout's default set '{name}' ({', '.join(default)}); choose another with --features "
+            f"{others or 'COLUMNS'} or a list of columns."
+        )
+    return (list(features) if features is not None else None), ""
+
+
 def cv_info(cv: CVResult) -> dict:
     """The descriptive columns of a model's row in the metrics table (:func:`evaluate_models`'s
     ``info``): description, validation scheme, number of inputs, per-fold AUC mean and SD."""
@@ -131,8 +152,10 @@ def run_fit(
 ) -> dict:
     """Cross-validate ``models`` on a cohort and write the results folder (see module doc).
 
-    ``cohort``: a DataFrame, a CSV/Parquet/Excel path, or ``"tongji"`` (the bundled real
-    cohort, early-window aggregation); see :func:`load_for_fit`. ``aggregate``
+    ``cohort``: a DataFrame, a CSV/Parquet/Excel path, ``"tongji"`` (the bundled real
+    cohort, early-window aggregation), ``"covid_media"`` or a folder of the Covid-MedIA layout (every
+    model then starts with that cohort's data-quality rules; ``features`` may name one of its feature
+    sets, default ``clinical_extent``); see :func:`load_for_fit`. ``aggregate``
     (first/last/worst/mean) reduces a longitudinal table (``id_column``, ``time_column``,
     optional ``admission_column``; recognised when not given) to one row per patient using
     draws within ``window_days`` of admission. ``threshold_rule`` (see
@@ -148,6 +171,9 @@ def run_fit(
         cohort, outcome, id_column, centre_column, aggregate, time_column, admission_column, window_days
     )
     notes = list(df.attrs.get("notes") or [])
+    features, feature_note = layout_features(df, features)
+    if feature_note:
+        notes.append(feature_note)
     aggregation = df.attrs.get("aggregation")
     leak = leakage_warning(aggregation["rule"], aggregation["window_days"]) if aggregation else None
     co = Cohort.from_table(df, outcome=outcome, features=features, id_column=id_column, centre_column=centre_column)
@@ -242,6 +268,8 @@ def run_fit(
         "aggregation": aggregation,
         "threshold_rule": threshold_rule,
         "notes": notes,
+        "quality_report": df.attrs.get("quality_report_text"),
+        "preprocess": co.preprocess,
         "leakage_warning": leak,
         "best_model": best,
         "models": per_model,
@@ -266,7 +294,11 @@ def run_fit(
 # --------------------------------------------------------------------------- CLI glue
 def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``workbench fit`` (the CLI calls :func:`fit_from_args`)."""
-    parser.add_argument("cohort", help="cohort table (CSV, Parquet or Excel), or 'tongji' for the bundled cohort")
+    parser.add_argument(
+        "cohort",
+        help="cohort table (CSV, Parquet or Excel), a folder of the Covid-MedIA layout, 'tongji' (the bundled "
+        "cohort) or 'covid_media' (the Covid-MedIA training split in ../shared/data)",
+    )
     parser.add_argument("--outcome", required=True, help="binary 0/1 outcome column, e.g. severe or death")
     parser.add_argument(
         "--models",
@@ -277,7 +309,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument(
         "--features",
         default=None,
-        help="comma-separated feature columns (default: every numeric column except id/outcomes)",
+        help="comma-separated feature columns, or the name of a feature set of the cohort's layout (Covid-MedIA: "
+        "clinical, clinical_extent, product, all) (default: every numeric column except id/outcomes; Covid-MedIA: "
+        "clinical_extent)",
     )
     parser.add_argument("--folds", type=int, default=10, help="cross-validation folds (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=1, help="repeats of the k-fold CV (default: %(default)s)")
@@ -357,6 +391,8 @@ def fit_from_args(args: argparse.Namespace) -> dict:
     )
     for note in res.get("notes") or []:
         print(f"note: {note}")
+    if res.get("quality_report"):
+        print(res["quality_report"])
     if res.get("leakage_warning") and not leak:
         print(f"warning: {res['leakage_warning']}", file=sys.stderr)
     print(summary_table(res))

@@ -24,7 +24,11 @@ class ModelSummary:
     ``inputs`` is a sentence ("laboratory values only: ..."), ``uses_ct`` whether any input comes from
     the CT; ``auc``/``auc_ci`` the cross-validated AUC and its 95 % CI; ``calibration`` a dict with
     ``slope``, ``intercept`` and ``brier`` (cross-validated) or None; ``is_rule`` True for a model
-    whose output is a class (0/1), not a risk.
+    whose output is a class (0/1), not a risk; ``output_kind`` ``"score"`` for a model whose output
+    ranks patients against its threshold but is not a risk (``output_note`` says why); ``notes``:
+    what a reader must know before using it (e.g. the domain shift between its training data and
+    the workbench's own measurements); ``aliases``: the product names of its inputs
+    (:attr:`workbench.models.FittedModel.input_aliases`), for labels.
     """
 
     name: str
@@ -42,6 +46,10 @@ class ModelSummary:
     synthetic: bool = False
     description: str = ""
     notes: list[str] = field(default_factory=list)
+    output_kind: str = "risk"
+    output_note: str = ""
+    display_name: str = ""
+    aliases: dict[str, str] = field(default_factory=dict)
 
     def auc_text(self) -> str:
         """``"0.959 (95 % CI 0.939-0.976)"``, or "not recorded"."""
@@ -62,9 +70,11 @@ class ModelSummary:
         )
 
 
-def describe_inputs(features: list[str]) -> tuple[str, bool]:
+def describe_inputs(features: list[str], aliases: Mapping[str, str] | None = None) -> tuple[str, bool]:
     """A sentence on a model's inputs and whether it uses the CT: ``("laboratory values only (3:
-    Lactate dehydrogenase (LDH) (U/L); hs-CRP (mg/L); ...); the CT is not used", False)``."""
+    Lactate dehydrogenase (LDH) (U/L); hs-CRP (mg/L); ...); the CT is not used", False)``. ``aliases``:
+    the product names of a model's own feature names (``{"Disease_extent": "lesion_pct_lung"}``)."""
+    features = [(aliases or {}).get(f, f) for f in features]
     imaging = [f for f in features if feature_info(f).kind == "imaging" or _is_imaging_binary(f)]
     clinical = [f for f in features if f not in imaging]
     demographic = [f for f in clinical if f in ("age_years", "sex")]
@@ -133,7 +143,8 @@ def model_summary(
     the keyword arguments override or complete it, e.g. for a model fitted in the app)."""
     meta = dict(getattr(fitted, "metadata", None) or {})
     features = list(fitted.features)
-    inputs, uses_ct = describe_inputs(features)
+    aliases = dict(getattr(fitted, "input_aliases", {}) or {})
+    inputs, uses_ct = describe_inputs(features, aliases)
     if auc is None and meta.get("cv_auc") is not None:
         auc = float(meta["cv_auc"])
     if auc_ci is None and meta.get("cv_auc_ci"):
@@ -141,6 +152,7 @@ def model_summary(
         auc_ci = (float(lo), float(hi))
     if calibration is None and isinstance(meta.get("cv_calibration"), dict):
         calibration = {k: float(v) for k, v in meta["cv_calibration"].items() if k in ("slope", "intercept", "brier")}
+        calibration_note = calibration_note or str(meta["cv_calibration"].get("validation", ""))
     n = meta.get("n_patients")
     cohort = cohort or str(meta.get("cohort") or ("sample synthetic cohort" if synthetic else "not recorded"))
     if n and str(n) not in cohort:
@@ -160,7 +172,29 @@ def model_summary(
         is_rule=is_rule(fitted),
         synthetic=synthetic,
         description=str(meta.get("description", "")),
+        notes=[str(meta["domain_shift"])] if meta.get("domain_shift") else [],
+        output_kind=str(getattr(fitted, "output_kind", "risk")),
+        output_note=str(meta.get("output_note", "")),
+        display_name=str(meta.get("display_name", "")),
+        aliases=aliases,
     )
+
+
+def calibration_summary(y: Any, p: Any, validation: str = "") -> dict[str, Any]:
+    """What a model file stores as ``cv_calibration``: ``slope``, ``intercept`` (calibration-in-the-large),
+    ``brier`` and ``auc`` of out-of-fold probabilities ``p`` against 0/1 outcomes ``y``, and ``validation``
+    (how ``p`` was obtained, shown next to the figures). Written at training time by the scripts that ship
+    models (``benchmarks/tongji.py``, ``benchmarks/covid_media.py``), so nothing is refitted to describe them."""
+    import numpy as np
+
+    from .evaluation import auc, calibration
+
+    y, p = np.asarray(y, dtype=int), np.asarray(p, dtype=float)
+    cal = calibration(y, p)
+    out: dict[str, Any] = {"slope": cal.slope, "intercept": cal.intercept, "brier": cal.brier, "auc": auc(y, p)}
+    if validation:
+        out["validation"] = validation
+    return out
 
 
 def training_calibration(fitted: Any, *, folds: int = 10, seed: int = 0) -> dict[str, float] | None:
@@ -168,9 +202,9 @@ def training_calibration(fitted: Any, *, folds: int = 10, seed: int = 0) -> dict
     fold by fold with the same algorithm, features and seed as when it was trained; the AUC of
     this cross-validation equals the one stored in the model file). Returns ``slope``,
     ``intercept``, ``brier`` and ``auc``; None for a cohort the workbench cannot load (only the
-    Tongji 2020 cohort ships with it) or a rule."""
+    Tongji 2020 cohort ships with it) or a rule. Shipped models store the same figures in their
+    file (``cv_calibration``, :func:`calibration_summary`): use this only for a file without them."""
     from .cohort import Cohort, load_tongji
-    from .evaluation import calibration
     from .models import fit_cv
 
     meta = getattr(fitted, "metadata", None) or {}
@@ -180,8 +214,7 @@ def training_calibration(fitted: Any, *, folds: int = 10, seed: int = 0) -> dict
     table = load_tongji(rule=agg.get("rule", "first"), window_days=agg.get("window_days", 2.0))
     cohort = Cohort.from_table(table, outcome=fitted.outcome, features=list(fitted.features))
     cv = fit_cv(fitted.name, cohort, folds=folds, seed=seed, keep_models=False)
-    cal = calibration(cv.y, cv.oof.to_numpy())
-    return {"slope": cal.slope, "intercept": cal.intercept, "brier": cal.brier, "auc": float(cv.auc)}
+    return calibration_summary(cv.y, cv.oof.to_numpy())
 
 
 @dataclass
@@ -245,6 +278,7 @@ __all__ = [
     "describe_inputs",
     "is_rule",
     "training_calibration",
+    "calibration_summary",
     "RuleDecision",
     "rule_decision",
 ]

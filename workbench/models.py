@@ -27,7 +27,7 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -339,12 +339,52 @@ MODEL_ZOO: dict[str, ZooEntry] = {
 SHAP_FAST_MODELS: tuple[str, ...] = tuple(n for n, e in MODEL_ZOO.items() if e.shap_fast)
 
 
-def make_model(name: str, random_state: int = 0) -> Pipeline:
+def _covid_media_quality() -> Any:
+    from workbench.covid_media import CovidMediaQualityRules
+
+    return CovidMediaQualityRules()
+
+
+#: name of the pipeline step that applies a cohort's data-quality rules (first in the pipeline)
+PREPROCESS_STEP = "quality"
+#: preprocessing a cohort layout requires in front of every model trained on it (the layout's loader
+#: names it in the table's ``attrs["preprocess"]``, :class:`workbench.cohort.Cohort` carries it):
+#: name -> (description, factory of the fitted-on-training transform)
+PREPROCESSING: dict[str, tuple[str, Callable[[], Any]]] = {
+    "covid_media_quality": (
+        "the Covid-MedIA data-quality rules (workbench.covid_media.CovidMediaQualityRules: the source's mean "
+        "imputation, non-0/1 values, lymphocytes in another unit and implausible CRP set to missing)",
+        _covid_media_quality,
+    ),
+}
+
+
+def preprocessing_step(preprocess: str) -> Any:
+    """A fresh transform of :data:`PREPROCESSING` (ModelError for an unknown name)."""
+    if preprocess not in PREPROCESSING:
+        raise ModelError(f"Unknown preprocessing '{preprocess}'. Available: {', '.join(PREPROCESSING)}.")
+    return PREPROCESSING[preprocess][1]()
+
+
+def with_preprocessing(estimator: Any, preprocess: str | None) -> Any:
+    """``estimator`` behind the :data:`PREPROCESSING` step ``preprocess`` (named :data:`PREPROCESS_STEP`, first);
+    a pipeline gets the step in front of its own steps (so explanations see the same kinds of steps).
+    ``preprocess=None`` returns ``estimator`` unchanged."""
+    if preprocess is None:
+        return estimator
+    step = (PREPROCESS_STEP, preprocessing_step(preprocess))
+    if isinstance(estimator, Pipeline):
+        return Pipeline([step, *estimator.steps])
+    return Pipeline([step, ("model", estimator)])
+
+
+def make_model(name: str, random_state: int = 0, preprocess: str | None = None) -> Pipeline:
     """A fresh, unfitted pipeline from :data:`MODEL_ZOO` (``ann``, ``lightgbm``, ``logistic_l2``,
-    ``logistic_l1``, ``logistic_log``, ``random_forest``, ``svm``, ``ensemble``, ``tongji_rule``)."""
+    ``logistic_l1``, ``logistic_log``, ``random_forest``, ``svm``, ``ensemble``, ``tongji_rule``),
+    behind the cohort's :data:`PREPROCESSING` step ``preprocess`` when given."""
     if name not in MODEL_ZOO:
         raise ModelError(f"Unknown model '{name}'. Available: {', '.join(MODEL_ZOO)}.")
-    return MODEL_ZOO[name].factory(random_state)
+    return with_preprocessing(MODEL_ZOO[name].factory(random_state), preprocess)
 
 
 def describe(name: str) -> str:
@@ -398,9 +438,9 @@ class CVResult:
         return float(roc_auc_score(self.y, self.oof.to_numpy()))
 
 
-def _resolve(model, random_state: int):
+def _resolve(model, random_state: int, preprocess: str | None = None):
     if isinstance(model, str):
-        return model, make_model(model, random_state)
+        return model, make_model(model, random_state, preprocess)
     if isinstance(model, FittedModel):
         return model.name, clone(model.estimator)
     return type(model).__name__, clone(model)
@@ -423,7 +463,7 @@ def fit_cv(
     ``test_inputs``: simulate a cohort that has only these inputs -- in each test fold every
     other input is set to missing (training folds are untouched).
     """
-    name, template = _resolve(model, seed)
+    name, template = _resolve(model, seed, cohort.preprocess)
     feats = model.features if isinstance(model, FittedModel) else cohort.features
     X = cohort.data[model_features(name, feats, cohort.data.columns)].astype(float)
     X_test = X.copy()
@@ -555,6 +595,20 @@ class FittedModel:
         return None if value is None else float(value)
 
     @property
+    def input_aliases(self) -> dict[str, str]:
+        """``{model feature: the product's name for the same input}`` declared by the model file
+        (``input_aliases``; e.g. the Covid-MedIA cohort's ``Age`` is the product's ``age_years``). Values
+        given under either name reach the model (:func:`model_row`); empty when the file declares none."""
+        aliases = self.metadata.get("input_aliases") or {}
+        return {str(f): str(a) for f, a in aliases.items() if f in self.features and isinstance(a, str) and a}
+
+    @property
+    def output_kind(self) -> str:
+        """``"risk"`` (a probability of the outcome) or ``"score"`` (ranks patients and is read against the
+        model's threshold, e.g. a model trained with balanced class weights), as the model file says."""
+        return "score" if self.metadata.get("output_kind") == "score" else "risk"
+
+    @property
     def aggregation(self) -> dict | None:
         """How longitudinal data were reduced to one row per patient for training:
         ``{"rule": "first", "window_days": 2.0}``; None when the training table was not longitudinal."""
@@ -622,6 +676,27 @@ def input_coverage(model: FittedModel, X: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, index=X.index)
 
 
+def model_row(model: FittedModel, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's inputs from ``values`` given by the model's own feature names or by their product
+    names (:attr:`FittedModel.input_aliases`): ``{feature: value or None}`` in the model's order. A value
+    under the model's own name wins; nothing else is renamed."""
+    aliases = model.input_aliases
+    out: dict[str, Any] = {}
+    for f in model.features:
+        value = values.get(f)
+        if value is None and f in aliases:
+            value = values.get(aliases[f])
+        out[f] = value
+    return out
+
+
+def with_model_names(model: FittedModel, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with columns named by the product (:attr:`FittedModel.input_aliases`) renamed to the model's
+    feature names, where the table lacks the model's own name (e.g. ``age_years`` -> ``Age``)."""
+    rename = {a: f for f, a in model.input_aliases.items() if f not in table.columns and a in table.columns}
+    return table.rename(columns=rename) if rename else table
+
+
 def predict_with_coverage(model: FittedModel, X: pd.DataFrame) -> pd.DataFrame:
     """:func:`input_coverage` plus ``probability``: the model's risk where the patient is
     predictable, NaN where not. Columns of the model absent from ``X`` are treated as missing."""
@@ -636,7 +711,7 @@ def predict_with_coverage(model: FittedModel, X: pd.DataFrame) -> pd.DataFrame:
 
 def fit_model(model: str | BaseEstimator, cohort: Cohort, random_state: int = 0) -> FittedModel:
     """Fit ``model`` on the whole cohort; record features, outcome and training-data hash."""
-    name, est = _resolve(model, random_state)
+    name, est = _resolve(model, random_state, cohort.preprocess)
     feats = model.features if isinstance(model, FittedModel) else cohort.features
     features = model_features(name, feats, cohort.data.columns)
     X = cohort.data[features].astype(float)
@@ -658,6 +733,12 @@ def fit_model(model: str | BaseEstimator, cohort: Cohort, random_state: int = 0)
         "training_coverage": {f: float(X[f].notna().mean()) for f in features},
         "explainer_background": summarise_background(X, seed=random_state),
     }
+    if cohort.preprocess is not None:
+        meta["preprocess"] = cohort.preprocess
+        meta["description"] += f"; behind {PREPROCESSING[cohort.preprocess][0]}"
+    aliases = {f: a for f, a in cohort.input_aliases.items() if f in features}
+    if aliases:
+        meta["input_aliases"] = aliases
     return FittedModel(name, est, features, cohort.outcome, meta)
 
 

@@ -34,6 +34,7 @@ STEPS = (
     ("lesions", "Segmenting lesions (ground glass, consolidation)"),
     ("heart", "Segmenting the heart"),
     ("biomarkers", "Measuring imaging biomarkers"),
+    ("radiomics", "Computing radiomics features (5 regions)"),
     ("prediction", "Predicting severe outcome"),
 )
 
@@ -46,7 +47,9 @@ class CaseResult:
 
     Masks are uint8 ``[z, y, x]`` arrays on the CT grid (see workbench.io for labels).
     ``biomarkers`` maps registry names to floats (units in the names).
-    ``prediction`` is set when a model was given.
+    ``radiomics`` (a :class:`workbench.radiomics.RegionRadiomics`: the 535 PyRadiomics-definition
+    features of the Covid-MedIA regions, under the cohort's names) is set when asked for or when
+    the model needs them. ``prediction`` is set when a model was given.
     """
 
     case_id: str
@@ -61,10 +64,40 @@ class CaseResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     pipeline_version: str = PIPELINE_VERSION
+    radiomics: Any = None
 
     def features(self) -> dict[str, float]:
-        """The model input row: imaging biomarkers plus any clinical values given."""
-        return {**self.biomarkers, **self.clinical}
+        """The model input row: imaging biomarkers, the radiomics features when computed (an empty
+        region as 0, the convention of the cohort they are named after) and any clinical values given."""
+        radiomics = self.radiomics.model_inputs() if self.radiomics is not None else {}
+        return {**self.biomarkers, **radiomics, **self.clinical}
+
+
+def case_radiomics(result: CaseResult, *, n_threads: int = 1) -> Any:
+    """The 535 radiomics features of an analysed case (:func:`workbench.radiomics.region_radiomics`
+    on its scan and masks, Covid-MedIA settings: PyRadiomics defaults, bin width 25, the whole scan
+    z-scored): a :class:`~workbench.radiomics.RegionRadiomics`. About 10-15 CPU-s for a 512 x 512 x 300
+    scan (``benchmarks/radiomics.py``)."""
+    from .radiomics import region_radiomics
+
+    return region_radiomics(result.ct, result.lungs, result.lesions, result.heart, n_threads=n_threads)
+
+
+def needs_radiomics(model: Any) -> bool:
+    """True when ``model`` takes radiomics features (names of :data:`workbench.radiomics.COHORT_COLUMNS`)."""
+    from .radiomics import COHORT_COLUMNS
+
+    return model is not None and bool(set(getattr(model, "features", ())) & set(COHORT_COLUMNS))
+
+
+def radiomics_table(result: CaseResult) -> Any:
+    """One row: ``case_id`` and the 535 features as computed (NaN for an empty region), in the cohort's
+    column order (what ``workbench analyze --radiomics`` writes as ``<case>_radiomics.csv``)."""
+    import pandas as pd
+
+    if result.radiomics is None:
+        raise WorkbenchError("No radiomics features were computed for this case.")
+    return pd.DataFrame([{"case_id": result.case_id, **result.radiomics.features}])
 
 
 def _as_ct(source: Any) -> CTScan:
@@ -82,6 +115,7 @@ def analyze_case(
     lesion_method: str = DEFAULT_LESION_METHOD,
     previous: CaseResult | None = None,
     progress: ProgressCallback | None = None,
+    radiomics: bool | None = None,
 ) -> CaseResult:
     """Run the whole case pipeline on one scan.
 
@@ -96,6 +130,8 @@ def analyze_case(
             body sizes do not match, ``notes`` warns that they may be of different patients
             (:func:`workbench.followup.followup_warnings`).
         progress: called as ``progress(step_key, step_label, fraction_done)``.
+        radiomics: also compute the 535 radiomics features (:func:`case_radiomics`, ~10-15 CPU-s on a
+            full-size scan); ``None`` (default): only when the model takes them (:func:`needs_radiomics`).
 
     Raises:
         WorkbenchError (a subclass) with a clinician-readable message.
@@ -109,7 +145,10 @@ def analyze_case(
 
     clinical_given = clinical_values(clinical)  # refused before minutes of analysis, not after
     timings: dict[str, float] = {}
-    steps = [s for s in STEPS if s[0] != "prediction" or model is not None]
+    if radiomics is None:
+        radiomics = needs_radiomics(model)
+    steps = [s for s in STEPS if (s[0] != "prediction" or model is not None) and (s[0] != "radiomics" or radiomics)]
+    index = {key: i for i, (key, _) in enumerate(steps)}
 
     def run(i: int, fn: Callable[[], Any]) -> Any:
         key, label = steps[i]
@@ -144,8 +183,10 @@ def analyze_case(
         from .followup import followup_warnings
 
         result.notes += followup_warnings(previous, result)
+    if radiomics:
+        result.radiomics = run(index["radiomics"], lambda: case_radiomics(result))
     if model is not None:
-        result.prediction = run(5, lambda: predict_case(model, result.features()))
+        result.prediction = run(index["prediction"], lambda: predict_case(model, result.features()))
     if progress:
         progress("done", "Done", 1.0)
     return result
@@ -161,6 +202,14 @@ class Prediction:
     them); ``missing_key`` those among the model's key inputs. ``status`` is ``complete``,
     ``incomplete`` (key inputs missing: the risk is less reliable) or ``not predictable``
     (no key input given: ``probability`` is NaN); ``message`` says so in words.
+
+    Feature names are the model's own (SHAP on the original names); ``input_names`` maps those that
+    the model file aliases to the product's names (e.g. ``Age`` -> ``age_years``), for labels and
+    units (:func:`workbench.feature_info.display_name` with ``aliases``). ``output_kind`` is ``risk``
+    or ``score`` (a score ranks patients and is read against ``threshold``, the model file's
+    pre-specified threshold, not as a probability; see :attr:`workbench.models.FittedModel.output_kind`).
+    ``set_aside`` lists values given but set to missing by the model's own data-quality rules
+    (e.g. a lymphocyte count entered as a percentage); the model then fills them like a missing value.
     """
 
     probability: float
@@ -176,6 +225,10 @@ class Prediction:
     message: str = ""
     coverage: float = 1.0
     missing_key: list[str] = field(default_factory=list)
+    input_names: dict[str, str] = field(default_factory=dict)
+    output_kind: str = "risk"
+    threshold: float | None = None
+    set_aside: list[str] = field(default_factory=list)
 
     @property
     def predictable(self) -> bool:
@@ -213,26 +266,31 @@ def predict_case(
 
     Args:
         model: a :class:`workbench.models.FittedModel` (e.g. from ``load_model``).
-        features: feature name -> value; model features that are absent or None are
-            filled by the model's pipeline and listed in ``Prediction.missing``. When none of
-            the model's key inputs is given the patient is not predictable: ``probability`` is
-            NaN and ``status``/``message`` say why (see :func:`workbench.models.input_coverage`).
+        features: feature name -> value, by the model's own names or the product names its file
+            declares for them (``input_aliases``: the scan's ``lesion_pct_lung`` reaches a
+            Covid-MedIA model's ``Disease_extent``, an entered ``age_years`` its ``Age``); model
+            features that are absent or None are filled by the model's pipeline and listed in
+            ``Prediction.missing``. When none of the model's key inputs is given the patient is not
+            predictable: ``probability`` is NaN and ``status``/``message`` say why (see
+            :func:`workbench.models.input_coverage`).
         background: reference rows for the SHAP explainer (default: :func:`default_background`).
     """
     import pandas as pd
 
     from .explain import explain
-    from .models import input_coverage
+    from .models import input_coverage, model_row
 
-    row = {f: _finite_or_nan(features.get(f)) for f in model.features}
+    row = {f: _finite_or_nan(v) for f, v in model_row(model, features).items()}
     X = pd.DataFrame([row], columns=list(model.features))
-    cov = input_coverage(model, X).iloc[0]
+    set_aside = _set_aside_by_rules(model, X)
+    # a value the model's rules set aside counts as not given
+    cov = input_coverage(model, X.assign(**dict.fromkeys(set_aside, np.nan))).iloc[0]
     prediction = Prediction(
         probability=float("nan"),
         model_name=model_name or model.name,
         outcome=model.outcome or "outcome",
         feature_values=row,
-        missing=[f for f, v in row.items() if not np.isfinite(v)],
+        missing=[f for f, v in row.items() if not np.isfinite(v) or f in set_aside],
         contributions={},
         base_value=None,
         scale="log-odds",
@@ -240,7 +298,16 @@ def predict_case(
         message=str(cov["message"]),
         coverage=float(cov["coverage"]),
         missing_key=[f for f in str(cov["missing_key"]).split(", ") if f],
+        input_names=model.input_aliases,
+        output_kind=model.output_kind,
+        threshold=model.threshold,
+        set_aside=set_aside,
     )
+    if set_aside:
+        prediction.message += (
+            f" Set aside by the model's data-quality rules (implausible, or in another unit than the model's; "
+            f"filled like a missing value): {', '.join(set_aside)}."
+        )
     if not prediction.predictable:
         prediction.explain_note = "No prediction, so no attributions."
         return prediction
@@ -258,6 +325,20 @@ def predict_case(
     prediction.base_value = float(explanation.base_value)
     prediction.scale = explanation.output.replace("_", "-")
     return prediction
+
+
+def _set_aside_by_rules(model: Any, X: Any) -> list[str]:
+    """Inputs given in ``X`` (one row) that the model's data-quality step sets to missing."""
+    from sklearn.pipeline import Pipeline
+
+    from .models import PREPROCESS_STEP
+
+    est = getattr(model, "estimator", None)
+    if not isinstance(est, Pipeline) or est.steps[0][0] != PREPROCESS_STEP:
+        return []
+    before = X.to_numpy(dtype=float)[0]
+    after = np.asarray(est.steps[0][1].transform(X), dtype=float)[0]
+    return [f for f, b, a in zip(model.features, before, after) if np.isfinite(b) and not np.isfinite(a)]
 
 
 def _finite_or_nan(value: Any) -> float:
@@ -320,6 +401,9 @@ __all__ = [
     "Prediction",
     "analyze_case",
     "predict_case",
+    "case_radiomics",
+    "needs_radiomics",
+    "radiomics_table",
     "clinical_values",
     "default_background",
     "STEPS",

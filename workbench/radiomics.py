@@ -371,6 +371,13 @@ class RegionRadiomics:
     voxels: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
+    def model_inputs(self) -> dict[str, float]:
+        """The features as inputs of a model trained on the Covid-MedIA cohort: an empty region's 107
+        features are 0, the convention of the cohort's files (e.g. no disease in the right lung); every
+        other value as computed (NaN stays NaN: the model imputes it)."""
+        empty = tuple(f"_{r}" for r in REGIONS if self.voxels.get(r, 1) == 0)
+        return {c: 0.0 if empty and c.endswith(empty) else v for c, v in self.features.items()}
+
 
 def region_radiomics(
     hu_or_ct: Any,

@@ -160,11 +160,17 @@ def _prediction_html(pred: Mapping[str, Any]) -> str:
             f"<span>model</span></div></div><p class=small><b>Branch taken:</b> "
             f"{html.escape(str(pred.get('rule_path', '')))}</p>" + _model_caveats(pred)
         )
-    parts = [f"<div class=head><div class=kpi><b>{100 * p:.1f} %</b><span>predicted risk of {outcome}</span></div>"]
+    score = pred.get("output_kind") == "score"  # ranks patients against its threshold, not a risk
+    parts = [
+        f"<div class=head><div class=kpi><b>{p:.3f}</b><span>score for {outcome} (not a risk)</span></div>"
+        if score
+        else f"<div class=head><div class=kpi><b>{100 * p:.1f} %</b><span>predicted risk of {outcome}</span></div>"
+    ]
     if thr is not None:
         flag = "above" if p >= float(thr) else "below"
+        thr_text = f"{float(thr):.3f}" if score else f"{100 * float(thr):.1f} %"
         parts.append(
-            f"<div class=kpi><b>{flag}</b><span>the operating threshold {100 * float(thr):.1f} %"
+            f"<div class=kpi><b>{flag}</b><span>the operating threshold {thr_text}"
             f"{' (' + html.escape(str(pred['operating_point'])) + ')' if pred.get('operating_point') else ''}"
             f"</span></div>"
         )
@@ -179,9 +185,11 @@ def _prediction_html(pred: Mapping[str, Any]) -> str:
         from .feature_info import display_names, format_value
 
         values = pred.get("feature_values") or {}
-        given = {k: v for k, v in contrib.items() if _finite(values.get(k))}
+        aliases = pred.get("input_names") or {}  # the model's own names -> the product's, for labels
+        imputed = set(pred.get("missing") or ())
+        given = {k: v for k, v in contrib.items() if _finite(values.get(k)) and k not in imputed}
         not_given = [k for k in contrib if k not in given]
-        names = display_names(contrib)
+        names = display_names(contrib, aliases=aliases)
         items = sorted(given.items(), key=lambda kv: -abs(float(kv[1])))[:12]
         vmax = max((abs(float(v)) for _, v in items), default=0.0) or 1.0
         rows = []
@@ -189,7 +197,8 @@ def _prediction_html(pred: Mapping[str, Any]) -> str:
             v = float(v)
             w = int(round(120 * abs(v) / vmax))
             rows.append(
-                f"<tr><td>{html.escape(names[name])}</td><td class=num>{html.escape(format_value(name, values.get(name)))}"
+                f"<tr><td>{html.escape(names[name])}</td>"
+                f"<td class=num>{html.escape(format_value(name, values.get(name), aliases=aliases))}"
                 f"</td><td class=num>{v:+.3f}</td><td><span class='bar {'pos' if v >= 0 else 'neg'}' "
                 f"style='width:{w}px'></span></td></tr>"
             )
@@ -227,6 +236,7 @@ def _model_caveats(pred: Mapping[str, Any]) -> str:
             f" (95 % CI {float(ci[0]):.3f}&ndash;{float(ci[1]):.3f})" if len(ci) == 2 and all(map(_finite, ci)) else ""
         )
         lines.append(f"Cross-validated AUC on its training cohort: {float(auc):.3f}{ci_text}.")
+    lines += [html.escape(str(c)) for c in pred.get("caveats") or ()]  # e.g. the domain shift, a score not a risk
     return "".join(f"<p class=small>{line}</p>" for line in lines)
 
 

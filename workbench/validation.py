@@ -53,8 +53,9 @@ from workbench.evaluation import (
     multiclass_metrics,
     recalibrate,
 )
+from workbench.feature_info import outcome_levels
 from workbench.jsonsafe import json_safe
-from workbench.models import NOT_PREDICTABLE, FittedModel, load_model, predict_with_coverage
+from workbench.models import NOT_PREDICTABLE, FittedModel, load_model, predict_with_coverage, with_model_names
 from workbench.outputs import atomic_write, output_errors, output_folder, write_csv, write_json
 
 #: how the threshold was found, in order of preference (never on the validation data)
@@ -241,6 +242,7 @@ def validate_model(
         aggregate="auto",
     )
     notes = list(table.attrs.get("notes") or [])
+    table = with_model_names(fitted, table)  # columns by the product's names reach a model with its own names
     if agg and table.attrs.get("aggregation"):
         w = agg.get("window_days")
         notes.append(
@@ -802,6 +804,19 @@ def validate_from_args(args: argparse.Namespace) -> ValidationResult:
     return result
 
 
+def confusion_lines(outcome: str, m: dict) -> list[str]:
+    """The 2 x 2 confusion matrix at the threshold as text, rows the true class, columns the predicted one,
+    named after the outcome (``non-severe``/``severe``, ``survived``/``died``)."""
+    neg, pos = outcome_levels(outcome)
+    cells = [[m.get("tn"), m.get("fp")], [m.get("fn"), m.get("tp")]]
+    heads = [f"predicted {neg}", f"predicted {pos}"]
+    rows = [f"true {neg}", f"true {pos}"]
+    w0, w = max(len(r) for r in rows), max(len(h) for h in heads)
+    out = ["confusion matrix at the threshold:", f"  {'':<{w0}}  " + "  ".join(f"{h:>{w}}" for h in heads)]
+    out += [f"  {r:<{w0}}  " + "  ".join(f"{str(v):>{w}}" for v in row) for r, row in zip(rows, cells)]
+    return out
+
+
 def summary_text(result: ValidationResult) -> str:
     """A few plain lines: cohort, coverage, discrimination, calibration, classification."""
     m = result.metrics
@@ -822,6 +837,7 @@ def summary_text(result: ValidationResult) -> str:
             f"specificity {_ci(m, 'specificity')}, PPV {_num(m.get('ppv'))}, NPV {_num(m.get('npv'))}, "
             f"F1 {_ci(m, 'f1')}, balanced accuracy {_ci(m, 'balanced_accuracy')}; "
             f"TP {m.get('tp')} FP {m.get('fp')} TN {m.get('tn')} FN {m.get('fn')}",
+            *confusion_lines(result.outcome, m),
         ]
         if result.recalibrated_metrics is not None and result.recalibration is not None:
             rm = result.recalibrated_metrics

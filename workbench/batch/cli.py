@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="also write a DICOM SEG (lungs, GGO, consolidation) per DICOM input into RESULTS/dicom_seg",
     )
     parser.add_argument(
+        "--radiomics",
+        action="store_true",
+        help="also store the 535 radiomics features of each case (Covid-MedIA regions and column names) in "
+        "results.csv (~10-15 CPU-s per full-size scan); cases finished before without them are redone",
+    )
+    parser.add_argument(
         "--lesion-method",
         choices=LESION_METHODS,
         default=DEFAULT_LESION_METHOD,
@@ -76,6 +82,7 @@ def main_args(args: argparse.Namespace) -> int:
         n_workers=args.workers,
         write_masks=args.masks,
         write_dicom_seg=args.dicom_seg,
+        radiomics=args.radiomics,
         lesion_method=args.lesion_method,
         progress=not args.quiet and sys.stderr.isatty(),
         retry_failed=args.retry_failed,

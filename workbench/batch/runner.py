@@ -134,6 +134,7 @@ def run_batch(
     n_workers: int | None = None,
     write_masks: bool = False,
     write_dicom_seg: bool = False,
+    radiomics: bool = False,
     lesion_method: str = DEFAULT_LESION_METHOD,
     progress: bool = True,
     retry_failed: bool = True,
@@ -156,6 +157,10 @@ def run_batch(
         write_masks: also write ``masks/<case_id>_lungs.nii.gz`` and ``_lesions.nii.gz``.
         write_dicom_seg: also write ``dicom_seg/<case_id>_seg.dcm`` for each DICOM input, a DICOM
             SEG referencing its source series (:mod:`workbench.dicom_seg`); NIfTI inputs get a note.
+        radiomics: also store the 535 radiomics features of each case (Covid-MedIA regions and names,
+            :func:`workbench.pipeline.case_radiomics`; ~10-15 CPU-s per full-size scan), as columns of
+            ``results.csv`` after the biomarkers. A case finished before without them is redone; one
+            finished with them is kept by a later run without ``radiomics``.
         lesion_method: one of :data:`workbench.conventions.LESION_METHODS`; checked (with the
             network weights for "unet") before anything runs.
         progress: show a progress bar (cases done / failed / ETA) on stderr.
@@ -226,6 +231,12 @@ def run_batch(
                 and not dicom_seg_path(seg_dir, case.case_id).exists()
             ):
                 todo.append((case, digest))  # a DICOM case done before without its SEG
+            elif (
+                status == "ok"
+                and radiomics
+                and not store.has_radiomics(case.case_id, digest, pipeline_version, lesion_method)
+            ):
+                todo.append((case, digest))  # done before without the radiomics asked for now
             elif status == "ok" or (status == "failed" and not retry_failed):
                 summary.n_skipped += 1
             else:
@@ -242,6 +253,7 @@ def run_batch(
                 lesion_method=lesion_method,
                 masks_dir=masks_dir,
                 seg_dir=seg_dir,
+                radiomics=radiomics,
                 pipeline_version=pipeline_version,
                 progress=progress,
                 tqdm=tqdm,
@@ -263,6 +275,7 @@ def _run_on_dask(
     lesion_method,
     masks_dir,
     seg_dir,
+    radiomics,
     pipeline_version,
     progress,
     tqdm,
@@ -290,6 +303,7 @@ def _run_on_dask(
                 lesion_method=lesion_method,
                 masks_dir=masks,
                 seg_dir=segs,
+                radiomics=radiomics,
                 key=key,
                 pure=False,
             )

@@ -40,6 +40,8 @@ class CaseOutcome:
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     pipeline_version: str | None = None
+    #: the 535 radiomics features (``--radiomics``; empty when not asked for)
+    radiomics: dict[str, Any] = field(default_factory=dict)
 
 
 _SCHEMA = """
@@ -55,6 +57,7 @@ CREATE TABLE IF NOT EXISTS cases (
     timings_s        TEXT NOT NULL DEFAULT '{}',
     notes            TEXT NOT NULL DEFAULT '[]',
     finished_at      TEXT NOT NULL,
+    radiomics        TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (case_id, input_hash, pipeline_version, lesion_method)
 );
 CREATE INDEX IF NOT EXISTS cases_by_id ON cases (case_id, finished_at);
@@ -77,7 +80,10 @@ _COLUMNS = (
     "timings_s",
     "notes",
     "finished_at",
+    "radiomics",
 )
+#: columns added after the first release: (name, SQL type and default), added to an older store on open
+_ADDED_COLUMNS = (("radiomics", "TEXT NOT NULL DEFAULT '{}'"),)
 
 
 def store_error(exc: sqlite3.Error, out: Path, doing: str) -> OutputError:
@@ -115,6 +121,10 @@ class ResultsStore:
             self.conn.execute("PRAGMA synchronous=FULL")
             with self.conn:
                 self.conn.executescript(_SCHEMA)
+                present = {row[1] for row in self.conn.execute("PRAGMA table_info(cases)")}
+                for name, sql in _ADDED_COLUMNS:  # a store written by an earlier version
+                    if name not in present:
+                        self.conn.execute(f"ALTER TABLE cases ADD COLUMN {name} {sql}")
         except sqlite3.Error as exc:
             self._unlock()
             raise store_error(exc, self.out, "open the results store") from None
@@ -162,6 +172,15 @@ class ResultsStore:
         ).fetchone()
         return row[0] if row else None
 
+    def has_radiomics(self, case_id: str, input_hash: str, pipeline_version: str, lesion_method: str) -> bool:
+        """True when the stored result of this exact case input carries the radiomics features: a run with
+        ``--radiomics`` redoes a case finished without them, a run without keeps them."""
+        row = self.conn.execute(
+            "SELECT radiomics FROM cases WHERE case_id=? AND input_hash=? AND pipeline_version=? AND lesion_method=?",
+            (case_id, input_hash, pipeline_version, lesion_method),
+        ).fetchone()
+        return bool(row) and row[0] not in (None, "", "{}")
+
     def record(self, outcome: CaseOutcome, *, input_hash: str, pipeline_version: str, lesion_method: str) -> None:
         """Insert or replace one case's row and commit it (durable on return)."""
         row = (
@@ -176,6 +195,7 @@ class ResultsStore:
             to_json(outcome.timings_s, sort_keys=True),
             to_json(outcome.notes),
             datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            to_json(outcome.radiomics, sort_keys=False),
         )
         try:
             with self.conn:
@@ -212,19 +232,30 @@ def read_store(out: str | Path | sqlite3.Connection) -> pd.DataFrame:
 
     Safe while a batch is writing (WAL: readers see the last committed rows).
     """
-    query = f"SELECT {', '.join(_COLUMNS)} FROM cases ORDER BY case_id, finished_at"
     if isinstance(out, sqlite3.Connection):
-        return pd.read_sql_query(query, out)
+        return _read_cases(out)
     path = Path(out) / STORE_NAME if Path(out).is_dir() else Path(out)
     if not path.exists():
         raise InvalidInput(f"No batch results found in '{Path(out).name}' (no {STORE_NAME}).")
     try:
         with closing(sqlite3.connect(path, timeout=30.0)) as conn:
             conn.execute("PRAGMA query_only=ON")
-            return pd.read_sql_query(query, conn)
+            return _read_cases(conn)
     except (sqlite3.Error, pd.errors.DatabaseError) as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc
         raise store_error(cause, path.parent, "read the batch results") from None
+
+
+def _read_cases(conn: sqlite3.Connection) -> pd.DataFrame:
+    """Every row of the cases table; columns added by later versions are filled with their default when a
+    store written by an earlier version is read (without changing it)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(cases)")}
+    cols = [c for c in _COLUMNS if c in present]
+    table = pd.read_sql_query(f"SELECT {', '.join(cols)} FROM cases ORDER BY case_id, finished_at", conn)
+    for name, _ in _ADDED_COLUMNS:
+        if name not in table.columns:
+            table[name] = "{}"
+    return table[list(_COLUMNS)]
 
 
 def results_table(
@@ -241,7 +272,8 @@ def results_table(
     Returns:
         DataFrame: ``id_column, status, error, notes, seconds, pipeline_version,
         lesion_method, input_hash, finished_at`` then one float column per biomarker
-        (units in the names).
+        (units in the names), then, when any case carries them (``--radiomics``), the 535
+        radiomics features under the Covid-MedIA cohort's names (NaN for a case without them).
     """
     raw = read_store(out)
     meta_cols = [
@@ -262,16 +294,24 @@ def results_table(
         latest = latest[latest["status"] == "ok"]
     latest = latest.sort_values("case_id").reset_index(drop=True)
     latest["notes"] = ["; ".join(json.loads(n)) for n in latest["notes"]]
-    markers = pd.DataFrame(
-        [{k: (float("nan") if v is None else v) for k, v in json.loads(s).items()} for s in latest["biomarkers"]],
-        index=latest.index,
-    )
-    for col in markers.columns:
-        converted = pd.to_numeric(markers[col], errors="coerce")
-        if converted.notna().sum() == markers[col].notna().sum():
-            markers[col] = converted.astype(float)
-    table = pd.concat([latest[meta_cols], markers], axis=1)
+    parts = [latest[meta_cols], _expand(latest["biomarkers"])]
+    if (latest["radiomics"] != "{}").any():
+        parts.append(_expand(latest["radiomics"]))
+    table = pd.concat(parts, axis=1)
     return table.rename(columns={"case_id": id_column})
+
+
+def _expand(column: pd.Series) -> pd.DataFrame:
+    """A column of JSON objects as one column per key (null -> NaN; numeric columns as float)."""
+    values = pd.DataFrame(
+        [{k: (float("nan") if v is None else v) for k, v in json.loads(s).items()} for s in column],
+        index=column.index,
+    )
+    for col in values.columns:
+        converted = pd.to_numeric(values[col], errors="coerce")
+        if converted.notna().sum() == values[col].notna().sum():
+            values[col] = converted.astype(float)
+    return values
 
 
 def write_table_csv(store: ResultsStore) -> None:

@@ -22,6 +22,7 @@ MASKS_DIR = "masks"
 MASK_NAMES = ("lungs", "lesions")  # masks/<case_id>_<name>.nii.gz
 DICOM_SEG_DIR = "dicom_seg"  # dicom_seg/<case_id>_seg.dcm (DICOM inputs only)
 NO_DICOM_SEG_NOTE = "No DICOM SEG: the input is not a DICOM series."
+NO_RADIOMICS_NOTE = "No radiomics: the case function returned no scan and masks."
 #: environment variables that cap the thread pools of the numerical libraries
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 _MAX_ERROR_CHARS = 400
@@ -129,6 +130,17 @@ def write_case_dicom_seg(result: Any, case_id: str, seg_dir: Path) -> bool:
     return True
 
 
+def case_features(result: Any) -> tuple[dict[str, float], list[str], float]:
+    """(the 535 radiomics features, notes on empty regions, seconds) of an analysed case: those it carries,
+    else computed now (:func:`workbench.pipeline.case_radiomics`)."""
+    from ..pipeline import case_radiomics
+
+    t0 = time.perf_counter()
+    computed = getattr(result, "radiomics", None) or case_radiomics(result)
+    notes = [f"Radiomics of {region}: {why} (its features are empty)." for region, why in computed.notes.items()]
+    return dict(computed.features), notes, round(time.perf_counter() - t0, 3)
+
+
 def process_case(
     case: CaseInput,
     *,
@@ -136,8 +148,13 @@ def process_case(
     lesion_method: str = DEFAULT_LESION_METHOD,
     masks_dir: str | Path | None = None,
     seg_dir: str | Path | None = None,
+    radiomics: bool = False,
 ) -> CaseOutcome:
     """Run ``case_fn`` on one case and return a small outcome; never raises for a bad case.
+
+    ``radiomics``: also compute the 535 radiomics features of the case
+    (:func:`workbench.pipeline.case_radiomics`) into ``CaseOutcome.radiomics``; empty regions are
+    named in the notes.
 
     This is the function the Dask workers run. A :class:`WorkbenchError` becomes a
     ``failed`` outcome with its message; any other exception a ``failed`` outcome with
@@ -149,8 +166,11 @@ def process_case(
     try:
         result = fn(case.path, case_id=case.case_id, lesion_method=lesion_method)
         limit_threads()  # torch may have been imported by the pipeline just now
+        features: dict[str, Any] = {}
         if isinstance(result, Mapping):
             biomarkers, timings, notes, version = dict(result), {}, [], None
+            if radiomics:
+                notes.append(NO_RADIOMICS_NOTE)
         else:
             biomarkers = dict(result.biomarkers)
             timings = dict(getattr(result, "timings_s", {}) or {})
@@ -160,6 +180,10 @@ def process_case(
                 write_masks(result, case.case_id, Path(masks_dir))
             if seg_dir is not None and not write_case_dicom_seg(result, case.case_id, Path(seg_dir)):
                 notes.append(NO_DICOM_SEG_NOTE)
+            if radiomics:
+                features, radiomics_notes, seconds = case_features(result)
+                timings["radiomics"] = seconds
+                notes += radiomics_notes
         return CaseOutcome(
             case.case_id,
             "ok",
@@ -169,6 +193,7 @@ def process_case(
             json_safe(timings),
             notes,
             version,
+            json_safe(features),
         )
     except WorkbenchError as exc:
         error = plain_message(exc, case, expected=True)
