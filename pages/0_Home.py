@@ -17,7 +17,7 @@ interpretable imaging biomarkers → with age, sex and labs an explained predict
 | Page | What it does |
 |---|---|
 | **Case** | Open a sample case or upload a chest CT (NIfTI, or a DICOM series as .zip). Lungs, ground-glass opacity and consolidation are segmented; the slice viewer (axial / coronal / sagittal, lung and mediastinal windows) and a rotatable 3D view show them. Biomarkers (CT severity score, disease extent, volumes, texture) are placed against a cohort; a model predicts severe outcome and SHAP explains why; a follow-up scan gives the lesion volume change; masks, biomarkers and a one-page report can be downloaded. |
-| **Cohort** | Fit several models (logistic regression, LightGBM, the seed study's neural network, …) on the sample synthetic cohort, the real Tongji 2020 cohort or your own table; compare cross-validated ROC curves with confidence bands, pick an operating point, check calibration and decision curves, and explain the models (SHAP importance, beeswarm, dependence, subgroups). |
+| **Cohort** | Fit several models (logistic regression, LightGBM, the seed study's neural network, …) on the sample synthetic cohort, the real Tongji 2020 or Covid-MedIA cohorts or your own table; compare cross-validated ROC curves with confidence bands, pick an operating point, check calibration and decision curves, and explain the models (SHAP importance, beeswarm, dependence, subgroups). |
 | **About** | Definitions of every biomarker, the models, the data and the limits of this tool. |
 """
 )

@@ -300,12 +300,3 @@ def test_leakage_warning_for_last_value_and_whole_stay():
     assert "leaks the outcome" in leakage_warning("last", 2.0)
     assert "whole stay" in leakage_warning("worst", None)
     assert leakage_warning("first", 2.0) is None
-
-
-def test_a_folder_without_a_folder_loader_is_a_clear_error(tmp_path):
-    import importlib.util
-
-    if importlib.util.find_spec("workbench.covid_media") is not None:
-        pytest.skip("the Covid-MedIA folder loader is installed")
-    with pytest.raises(CohortError, match="is a folder; this version reads cohort tables"):
-        load_cohort(tmp_path)

@@ -578,3 +578,18 @@ def test_shipped_model_declares_its_product_inputs():
     assert summary.output_kind == "score" and "balanced class weights" in summary.output_note
     assert summary.notes == [model.metadata["domain_shift"]] and summary.outcome_words.startswith("severe evolution")
     assert summary.calibration["intercept"] < -0.5  # the overstated risk, measured
+
+
+def test_validate_takes_a_table_with_the_products_names(real):
+    """A table whose columns carry the workbench's names (age_years, lesion_pct_lung, ...) is validated by the
+    Covid-MedIA model as if it had the cohort's names (the sidecar's input aliases)."""
+    from workbench.covid_media import PRODUCT_TO_COHORT
+    from workbench.covid_media_model import shipped_model_path
+    from workbench.validation import validate_model
+
+    own = real[[*PRODUCT_TO_COHORT.values(), "Evolution"]].reset_index(drop=True)
+    renamed = own.rename(columns={c: p for p, c in PRODUCT_TO_COHORT.items()})
+    a = validate_model(shipped_model_path(), own, "Evolution", n_bootstrap=20)
+    b = validate_model(shipped_model_path(), renamed, "Evolution", n_bootstrap=20)
+    assert b.metrics["auc"] == a.metrics["auc"] and b.feature_coverage == a.feature_coverage
+    assert b.feature_coverage["Disease_extent"] == 1.0

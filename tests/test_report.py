@@ -168,3 +168,30 @@ def test_report_shows_a_rule_as_a_rule(result):
     doc = case_report_html(result, prediction=rule, label="a")
     assert "high risk" in doc and "LDH 420 U/L ≥ 365 U/L" in doc and "0.849" in doc
     assert "100.0 %" not in doc and "SHAP" not in doc
+
+
+def test_a_score_model_with_its_own_input_names(result):
+    """A Covid-MedIA prediction: a score against the threshold (never '% risk'), the model's own input names
+    shown with the product's labels and units, imputed inputs apart, its caveats (the domain shift)."""
+    pred = {
+        "probability": 0.512,
+        "threshold": 0.406,
+        "operating_point": "Pre-specified",
+        "model_name": "Severity — Covid-MedIA cohort model",
+        "outcome": "Evolution",
+        "output_kind": "score",
+        "base_value": 0.2,
+        "scale": "probability",
+        "contributions": {"Disease_extent": 0.2, "Age": 0.08, "CRP": 0.05, "Lymphocytes": -0.01},
+        "feature_values": {"Disease_extent": 31.0, "Age": 71.0, "CRP": 120.0, "Lymphocytes": 12.0},
+        "missing": ["Lymphocytes"],  # given, but set aside by the model's rules: imputed
+        "input_names": {"Disease_extent": "lesion_pct_lung", "Age": "age_years", "CRP": "crp_mg_l"},
+        "caveats": ["Domain shift: the authors' CNN masks, not the workbench's."],
+    }
+    doc = case_report_html(result, prediction=pred)
+    assert "<b>0.512</b><span>score for severe evolution (intubation or death within 4 days) (not a risk)" in doc
+    assert "the operating threshold 0.406" in doc and "51.2 %" not in doc
+    assert "Age, years</td><td class=num>71 years" in doc and "hs-CRP, mg/L</td><td class=num>120 mg/L" in doc
+    assert ">Age<" not in doc and "Disease_extent" not in doc
+    assert "Not provided (imputed by the model" in doc and "Lymphocytes" in doc.split("Not provided")[1]
+    assert "Domain shift: the authors" in doc

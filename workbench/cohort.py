@@ -770,10 +770,3 @@ def covid_media_folder() -> Path:
             "give the path of a folder holding a split of that layout."
         )
     return folder
-
-
-#: cohorts known by name (``workbench fit NAME``, ``validate MODEL NAME``): name -> what it is
-NAMED_COHORTS: dict[str, str] = {
-    "tongji": "the Tongji 2020 cohort bundled with the workbench (Yan et al.; labs, in-hospital death)",
-    "covid_media": "the Covid-MedIA training split in ../shared/data/covid_media_train (Chassagnon et al.)",
-}

@@ -770,7 +770,8 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument(
         "cohort",
         help="cohort: a table (CSV, Parquet, Excel; one row per patient or longitudinal), a raw Tongji table "
-        "(training or external-test layout), a cohort folder, or 'tongji'",
+        "(training or external-test layout), a folder of a split of the Covid-MedIA layout, 'tongji' or "
+        "'covid_media'",
     )
     parser.add_argument("--outcome", default=None, help="outcome column (default: the model's outcome)")
     parser.add_argument("--out", required=True, help="results folder (metrics.json, report.html, ...)")
