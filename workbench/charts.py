@@ -31,6 +31,9 @@ from .optional import LazyModule, require
 
 if TYPE_CHECKING:
     import altair as alt
+
+    #: what the chart functions return: a single, layered, faceted or concatenated Altair chart
+    AnyChart = alt.TopLevelMixin
 else:  # Altair charts need the [app] (or [notebooks]) group; slice pictures only numpy and Pillow
     alt = LazyModule("altair", "Charts")
 
@@ -304,7 +307,7 @@ def distribution_chart(
     unit: str = "",
     width: int = 260,
     height: int = DISTRIBUTION_HEIGHT_PX,
-) -> alt.Chart:
+) -> AnyChart:
     """Histogram of a cohort's values with a red rule at this case's value.
 
     ``height`` is the whole chart's (front ends that fit charts to their container, like
@@ -353,7 +356,7 @@ def waterfall_chart(
     probability: bool = False,
     outcome: str = "severe",
     value_name: str = "predicted risk",
-) -> alt.Chart:
+) -> AnyChart:
     """SHAP waterfall of one patient: bars from the base value to the model output.
 
     ``contributions`` maps feature -> SHAP value (in ``scale`` units); the largest
@@ -377,7 +380,7 @@ def waterfall_chart(
     order = c.abs().sort_values(ascending=False).index
     keep = list(order[: max(1, max_display - 1 - (imputed is not None))])
     rest = c.drop(keep)
-    rows = [(k, float(c[k]), None) for k in keep]
+    rows: list[tuple[str, float, str | None]] = [(str(k), float(c[k]), None) for k in keep]
     if len(rest):
         rows.append((f"{len(rest)} other features", float(rest.sum()), None))
     if imputed is not None:
@@ -437,7 +440,7 @@ def waterfall_chart(
     return alt.layer(bars, base, out).properties(width=width, height=max(120, 24 * len(df)))
 
 
-def volume_change_chart(volumes_ml: Mapping[str, Mapping[str, float]]) -> alt.Chart:
+def volume_change_chart(volumes_ml: Mapping[str, Mapping[str, float]]) -> AnyChart:
     """Grouped bars of lesion volumes (ml) per time point: ``{time point: {component: ml}}``."""
     recs = [
         {"time point": t, "component": k, "volume_ml": float(v)}
@@ -467,7 +470,7 @@ def volume_change_chart(volumes_ml: Mapping[str, Mapping[str, float]]) -> alt.Ch
 
 
 # --------------------------------------------------------------------------- cohort charts
-def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = None, width: int = 420) -> alt.Chart:
+def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = None, width: int = 420) -> alt.LayerChart:
     """ROC curves of several models on one chart, with optional CI bands.
 
     ``curves``: long table with columns ``model, fpr, tpr`` and optionally ``tpr_lo, tpr_hi``
@@ -514,7 +517,7 @@ def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = No
                 tooltip=["model:N", alt.Tooltip("fpr:Q", format=".2f"), alt.Tooltip("tpr:Q", format=".2f")],
             )
         )
-    return alt.layer(*layers).properties(width=width, height=width)
+    return alt.LayerChart(layer=layers, width=width, height=width)
 
 
 def roc_band_table(
@@ -560,7 +563,7 @@ def confusion_matrix_chart(
     *,
     size: int = 120,
     levels: tuple[str, str] = ("not severe", "severe"),
-) -> alt.Chart:
+) -> AnyChart:
     """2x2 confusion matrix heat map (rows: truth, columns: prediction) with counts.
 
     ``levels`` names the negative and positive class (e.g. ``("survived", "died")``, see
@@ -575,7 +578,7 @@ def confusion_chart(
     *,
     size: int = 120,
     kinds: Sequence[Sequence[str]] | None = None,
-) -> alt.Chart:
+) -> AnyChart:
     """Confusion matrix of any number of classes as a heat map: rows the true class, columns the
     predicted one, ``counts[i][j]`` patients of class i predicted j. Each cell shows its count and its
     share of the true class (``kinds``, e.g. TN/FP/FN/TP, replaces the share); colour: the count."""
@@ -614,7 +617,7 @@ def threshold_explorer_chart(
     model: str,
     levels: tuple[str, str] = ("not severe", "severe"),
     width: int = 400,
-) -> alt.Chart:
+) -> AnyChart:
     """ROC curves with a live operating point: a threshold slider drawn by Vega moves the point on
     the ROC, the sensitivity/specificity/PPV/NPV and the confusion matrix in the browser (no server
     round trip).
@@ -688,7 +691,7 @@ def threshold_explorer_chart(
     return alt.hconcat(roc, alt.vconcat(metrics, matrix)).add_params(thr)
 
 
-def calibration_chart(table: pd.DataFrame, *, width: int = 360) -> alt.Chart:
+def calibration_chart(table: pd.DataFrame, *, width: int = 360) -> AnyChart:
     """Reliability diagram: columns ``model, predicted, observed`` (+ optional ``n``)."""
     pts = (
         alt.Chart(table)
@@ -708,7 +711,7 @@ def calibration_chart(table: pd.DataFrame, *, width: int = 360) -> alt.Chart:
     return (diag + pts).properties(width=width, height=width)
 
 
-def decision_curve_chart(table: pd.DataFrame, *, width: int = 420) -> alt.Chart:
+def decision_curve_chart(table: pd.DataFrame, *, width: int = 420) -> AnyChart:
     """Decision curve: columns ``model, threshold, net_benefit`` (include "treat all"/"treat none" rows)."""
     t = table.copy()
     lo = min(-0.05, float(np.nanmax(t["net_benefit"])) * -0.25) if len(t) else -0.05
@@ -732,7 +735,7 @@ def decision_curve_chart(table: pd.DataFrame, *, width: int = 420) -> alt.Chart:
 
 def importance_chart(
     importance: pd.Series | Mapping[str, float], *, max_display: int = 15, title: str = "mean |SHAP|"
-) -> alt.Chart:
+) -> AnyChart:
     """Horizontal bars of global feature importance (largest at the top)."""
     s = pd.Series(importance, dtype=float).sort_values(ascending=False).head(max_display)
     df = pd.DataFrame({"feature": s.index, "importance": s.to_numpy()})
@@ -762,7 +765,7 @@ ALTAIR_MAX_ROWS = 5000
 
 def beeswarm_chart(
     shap_values: pd.DataFrame, X: pd.DataFrame, *, max_display: int = 12, seed: int = 0, max_points: int = 800
-) -> alt.Chart:
+) -> AnyChart:
     """SHAP summary ("beeswarm"): one jittered strip per feature, coloured by the feature's value.
 
     ``shap_values`` and ``X`` share columns and rows (patients). Features are ordered by
@@ -817,7 +820,7 @@ def dependence_chart(
     colour: pd.Series | None = None,
     feature: str | None = None,
     colour_name: str | None = None,
-) -> alt.Chart:
+) -> AnyChart:
     """SHAP dependence plot: feature value vs its SHAP value, optionally coloured by another feature."""
     df = pd.DataFrame(
         {

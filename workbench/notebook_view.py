@@ -88,7 +88,7 @@ def _vega_bundle_b64(vl_version: str) -> str:
     ``window.vegaEmbed``), gzip-compressed and base64-encoded (~0.4 MB instead of 0.9 MB)."""
     vlc = require("vl_convert", "Offline notebook charts")
 
-    bundle = vlc.javascript_bundle(vl_version=vl_version).encode("utf-8")  # type: ignore[call-arg]
+    bundle = vlc.javascript_bundle(vl_version=vl_version).encode("utf-8")
     return base64.b64encode(gzip.compress(bundle, compresslevel=9, mtime=0)).decode("ascii")
 
 
