@@ -143,7 +143,7 @@ def _ellipsoid(spacing: tuple[float, float, float], radius_mm: float) -> np.ndar
     r = [max(0, int(radius_mm // s)) for s in spacing]
     grids = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
     dist = sum((g * s / radius_mm) ** 2 for g, s in zip(grids, spacing))
-    return dist <= 1.0
+    return np.asarray(dist <= 1.0)
 
 
 def _mediastinum(hu: np.ndarray, lab: np.ndarray, spy: float, spx: float) -> np.ndarray:
