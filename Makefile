@@ -6,16 +6,19 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# one stamp per install group (pyproject's optional dependencies): each target installs what it
+# needs; [test] pulls every group, so after `make test` the other targets install nothing new
+STAMP  := $(VENV)/.installed-test
 
 .PHONY: install app test test-fast lint format typecheck lab viewer3d browser sample-data clean
+.PRECIOUS: $(VENV)/.installed-%
 
-$(STAMP): pyproject.toml
+$(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch is pinned (==2.13.0) in pyproject.toml: on a CPU machine this takes the CPU wheel.
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e '.[$*]'
+	touch $@
 
 install: $(STAMP)
 
@@ -28,8 +31,9 @@ browser:
 	      || echo "chromium could not be installed: the browser test will be skipped"; \
 	  else echo "no apt/root: the browser test will be skipped"; fi; }
 
-app: install
-	$(BIN)/streamlit run app.py
+# the file watcher stays off (also in .streamlit/config.toml): nothing to reload while the app runs
+app: $(VENV)/.installed-app
+	$(BIN)/streamlit run app.py --server.fileWatcherType none
 
 test: install browser lint
 	$(BIN)/python -m pytest
@@ -38,7 +42,7 @@ test: install browser lint
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" -n auto -q
 
-LINT_PATHS := workbench pages app.py tests benchmarks
+LINT_PATHS := workbench webapp pages app.py tests benchmarks
 
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)
@@ -53,7 +57,7 @@ typecheck: install
 	$(BIN)/mypy
 
 # JupyterLab on the teaching notebooks; jupyter refuses root unless told (containers)
-lab: install viewer3d
+lab: $(VENV)/.installed-notebooks viewer3d
 	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 # The interactive 3D notebook viewer (itk-vtk-viewer, the viewer itkwidgets wraps) served locally:

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from workbench.biomarkers import BIOMARKERS, extract_biomarkers  # noqa: E402
+from workbench.paths import shared_dataset  # noqa: E402
 from workbench.segmentation.heart import segment_heart  # noqa: E402
 
 AGREEMENT_KEYS = [
@@ -161,7 +162,7 @@ def agreement(n: int) -> None:
 
 def real_ct() -> None:
     print("\n## 4. Real CT: TotalSegmentator example (thorax + abdomen, 3 mm, non-COVID)")
-    path = REPO.parent / "shared" / "data" / "totalsegmentator_example" / "example_ct.nii.gz"
+    path = shared_dataset("totalsegmentator_example") / "example_ct.nii.gz"
     if not path.exists():
         print(f"skipped: {path} not available")
         return

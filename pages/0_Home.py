@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from workbench import ui
+from webapp import ui
+from workbench.sample_data import sample_cases
 
 ui.page_header("CT Severity Workbench")
 
@@ -16,7 +17,7 @@ interpretable imaging biomarkers → with age, sex and labs an explained predict
 | Page | What it does |
 |---|---|
 | **Case** | Open a sample case or upload a chest CT (NIfTI, or a DICOM series as .zip). Lungs, ground-glass opacity and consolidation are segmented; the slice viewer (axial / coronal / sagittal, lung and mediastinal windows) and a rotatable 3D view show them. Biomarkers (CT severity score, disease extent, volumes, texture) are placed against a cohort; a model predicts severe outcome and SHAP explains why; a follow-up scan gives the lesion volume change; masks, biomarkers and a one-page report can be downloaded. |
-| **Cohort** | Fit several models (logistic regression, LightGBM, the seed study's neural network, …) on the sample synthetic cohort, the real Tongji 2020 cohort or your own table; compare cross-validated ROC curves with confidence bands, pick an operating point, check calibration and decision curves, and explain the models (SHAP importance, beeswarm, dependence, subgroups). |
+| **Cohort** | Fit several models (logistic regression, LightGBM, the seed study's neural network, …) on the sample synthetic cohort, the real Tongji 2020 or Covid-MedIA cohorts or your own table; compare cross-validated ROC curves with confidence bands, pick an operating point, check calibration and decision curves, and explain the models (SHAP importance, beeswarm, dependence, subgroups). |
 | **About** | Definitions of every biomarker, the models, the data and the limits of this tool. |
 """
 )
@@ -26,9 +27,20 @@ c2.page_link("pages/2_Cohort.py", label="Model a cohort", icon=":material/groups
 c3.page_link("pages/3_About.py", label="About, definitions, limits", icon=":material/info:")
 
 st.subheader("Sample cases")
-cases = ui.sample_cases()
+cases = sample_cases()
 if len(cases):
-    st.dataframe(cases[["case_id", "kind", "description", "followup_of"]], hide_index=True)
+    st.caption("Click a case to open it on the Case page.")
+    widths = [2, 1, 5, 2]
+    for col, head in zip(st.columns(widths), ["case", "kind", "description", "follow-up of"]):
+        col.markdown(f"**{head}**")
+    for row in cases.itertuples():
+        c1, c2, c3, c4 = st.columns(widths, vertical_alignment="center")
+        c1.page_link(
+            "pages/1_Case.py", label=row.case_id, query_params={"case": row.case_id}, icon=":material/radiology:"
+        )
+        c2.markdown(row.kind)
+        c3.markdown(row.description)
+        c4.markdown(row.followup_of or "")
     st.caption(
         "'synthetic' cases are computer-generated phantoms with exact ground truth; 'real' cases are "
         "public CT scans (see sample_data/README.md and the licences there)."
@@ -36,6 +48,7 @@ if len(cases):
 else:
     st.info("No sample data found: run `workbench synth sample_data`.")
 st.caption(
-    "Uploaded scans are processed in memory on the machine running this app and are not stored. "
+    "Uploaded scans are unpacked into a private temporary folder on the machine running this app, "
+    "deleted as soon as the scan has been read; they are not stored. "
     "Everything runs offline; no data leaves the machine."
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from workbench import ui
+from webapp import ui
 
 ui.page_header("About the workbench")
 
@@ -36,6 +36,9 @@ not be used for diagnosis, triage or treatment decisions.
   generative model; its probabilities are not those of any real population.
 - The Tongji 2020 cohort is real but small (375 patients, one hospital, early 2020), with death as the
   outcome; models fitted to it need external validation before any use.
+- The Covid-MedIA model (severe evolution within 4 days) was trained on the authors' own measurements: their
+  CNN lesion and lung masks, not the workbench's. The workbench's automatic disease extent runs lower than
+  expert masks, which moves every score; its output is a score against its threshold, not a risk.
 - Cross-validated metrics are optimistic for a different hospital, scanner or period.
 """
 )
@@ -71,6 +74,9 @@ st.markdown(
   (documented models with exact ground truth).
 - **Tongji 2020** — Yan L. et al., *An interpretable mortality prediction model for COVID-19 patients*,
   Nature Machine Intelligence 2020; 375 patients' blood tests (see sample_data/real/tongji_2020_clinical).
+- **Covid-MedIA** — Chassagnon G. et al., *AI-driven quantification, staging and outcome prediction of COVID-19
+  pneumonia*, Medical Image Analysis 2021; 536 patients' clinical values, CT disease extent and radiomics (GitHub
+  ebattistella/Covid-MedIA; read from ../shared/data, never copied: the model ships, the data do not).
 - **Real example CT** — TotalSegmentator test file (Wasserthal J. et al., Radiology: AI 2023), Apache-2.0.
 """
 )

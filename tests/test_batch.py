@@ -70,6 +70,14 @@ def refusing_case(path, *, case_id, lesion_method):
     raise CorruptFile(f"{path} is damaged; provide a NIfTI file (.nii/.nii.gz) or DICOM.")
 
 
+def slices_case(path, *, case_id, lesion_method):
+    """Stand-in for the pipeline that really reads the scan: its number of slices and mean HU."""
+    from workbench.io import load_ct
+
+    ct = load_ct(path)
+    return {"n_slices": float(ct.shape[0]), "mean_hu": float(ct.hu.mean())}
+
+
 def _calls(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
@@ -255,6 +263,48 @@ def test_batch_store_rerun_and_changes(tmp_path, client):
     assert s5.n_ok == 6 and set(results_table(out)["pipeline_version"]) == {"test-9"}
 
 
+def _write_series_without_preamble(folder: Path, *, file_meta: bool) -> np.ndarray:
+    """A 12-slice CT series whose files (no extension) lack the 128-byte preamble and 'DICM' (older exports):
+    with ``file_meta`` they start with the file meta group (0002), without it with the data set
+    (0008). Returns the HU array written."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+
+    from workbench.io import CTScan, save_dicom_series
+
+    hu = np.full((12, 32, 32), -1000.0, np.float32)
+    hu[:, 6:26, 3:29] = 40.0
+    hu[:, 9:21, 6:14] = -850.0
+    for f in save_dicom_series(CTScan.from_array(hu, (0.8, 0.8, 2.5)), folder):
+        ds = pydicom.dcmread(f)
+        ds.preamble = None
+        if not file_meta:
+            ds.file_meta = FileMetaDataset()
+        f.unlink()
+        f = f.with_suffix("")  # no .dcm: recognised by content, as load_ct does
+        ds.save_as(f, implicit_vr=False, little_endian=True, enforce_file_format=False)
+        head = f.read_bytes()[:132]
+        assert head[128:132] != b"DICM" and head[:2] == (b"\x02\x00" if file_meta else b"\x08\x00")
+    return hu
+
+
+def test_series_without_preamble_is_a_case(tmp_path, client):
+    """A DICOM series that ``load_ct`` reads is a batch case too (one DICOM check for both)."""
+    from workbench.io import load_ct
+
+    inp = tmp_path / "in"
+    hu = _write_series_without_preamble(inp / "P1", file_meta=False)
+    _write_series_without_preamble(inp / "P2", file_meta=True)
+    for cid in ("P1", "P2"):
+        np.testing.assert_array_equal(load_ct(inp / cid).hu, hu)
+    assert [c.case_id for c in discover_cases(inp)] == ["P1", "P2"]
+    s = run_batch(inp, tmp_path / "out", case_fn=slices_case, scheduler=client, progress=False)
+    assert (s.n_ok, s.n_failed) == (2, 0), s.failed
+    table = results_table(tmp_path / "out").set_index("case_id")
+    assert list(table["n_slices"]) == [12.0, 12.0]
+    assert table["mean_hu"].tolist() == pytest.approx([float(hu.mean())] * 2)
+
+
 def test_manifest_batch_with_missing_file(tmp_path, client):
     inp = tmp_path / "scans"
     _write_fake_cases(inp, n_ok=2)
@@ -273,6 +323,7 @@ def test_manifest_batch_with_missing_file(tmp_path, client):
     assert set(table["lesion_method"]) == {"threshold"}
 
 
+@pytest.mark.slow
 def test_worker_death_is_recorded_and_batch_goes_on(tmp_path, client):
     """A case that kills its worker process (as an out-of-memory kill would) is recorded as
     failed after one resubmission; the cases next to it complete."""
@@ -296,6 +347,7 @@ run_batch({inp!r}, {out!r}, n_workers=2, progress=False,
 """
 
 
+@pytest.mark.slow
 def test_hard_kill_loses_nothing_and_resumes(tmp_path, client):
     """SIGKILL a running batch (client + its local cluster), then resume it."""
     n = 16
@@ -353,14 +405,6 @@ def test_hard_kill_loses_nothing_and_resumes(tmp_path, client):
 # ----------------------------------------------------------------- the real pipeline
 @pytest.fixture(scope="module")
 def phantom_cohort(tmp_path_factory):
-    pytest.importorskip("workbench.synthetic", reason="workbench.synthetic (phantoms) not there yet")
-    for mod in (
-        "workbench.segmentation.lungs",
-        "workbench.segmentation.lesions",
-        "workbench.segmentation.heart",
-        "workbench.biomarkers",
-    ):
-        pytest.importorskip(mod, reason=f"{mod} not there yet")
     from workbench.io import save_ct, save_dicom_series, zip_folder
     from workbench.synthetic import make_phantom
 
@@ -381,13 +425,16 @@ def phantom_cohort(tmp_path_factory):
     return folder, truth
 
 
+@pytest.mark.slow
 def test_real_pipeline_batch(phantom_cohort, tmp_path, client):
     from workbench.io import load_mask
     from workbench.pipeline import PIPELINE_VERSION, analyze_case
 
     folder, truth = phantom_cohort
     out = tmp_path / "out"
-    s = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold", write_masks=True)
+    s = run_batch(
+        folder, out, scheduler=client, progress=False, lesion_method="threshold", write_masks=True, write_dicom_seg=True
+    )
     assert (s.n_ok, s.n_failed) == (5, 1), s.failed
     assert s.failed["corrupt"] and "Traceback" not in s.failed["corrupt"]
 
@@ -422,21 +469,101 @@ def test_real_pipeline_batch(phantom_cohort, tmp_path, client):
         seg, gt = lungs > 0, ph.lungs > 0
         assert 2 * np.count_nonzero(seg & gt) / (seg.sum() + gt.sum()) > 0.95, cid
 
+    # a DICOM SEG for each DICOM case (folder and zip), on its source series; NIfTI cases get a note
+    import pydicom
+
+    assert sorted(p.name for p in (out / "dicom_seg").iterdir()) == ["ph3_seg.dcm", "ph4_seg.dcm"]
+    for cid in ("ph3", "ph4"):
+        seg = pydicom.dcmread(out / "dicom_seg" / f"{cid}_seg.dcm")
+        ct = load_ct(sources[cid])
+        assert seg.Modality == "SEG" and seg.FrameOfReferenceUID == ct.dicom_reference.frame_of_reference_uid
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct.dicom_reference.series_uid
+    notes = results_table(out).set_index("case_id")["notes"]
+    assert "No DICOM SEG" in str(notes["ph0"]) and "No DICOM SEG" not in str(notes["ph3"])
+
     s2 = run_batch(folder, out, scheduler=client, progress=False, lesion_method="threshold", retry_failed=False)
     assert s2.n_skipped == 6 and s2.n_processed == 0
 
-    # a case whose masks were asked for but are missing is redone (and only that one)
+    # a case whose masks (or DICOM SEG) were asked for but are missing is redone (and only that one)
     (out / "masks" / "ph1_lesions.nii.gz").unlink()
+    (out / "dicom_seg" / "ph4_seg.dcm").unlink()
     s3 = run_batch(
-        folder, out, scheduler=client, progress=False, lesion_method="threshold", retry_failed=False, write_masks=True
+        folder,
+        out,
+        scheduler=client,
+        progress=False,
+        lesion_method="threshold",
+        retry_failed=False,
+        write_masks=True,
+        write_dicom_seg=True,
     )
-    assert (s3.n_ok, s3.n_skipped) == (1, 5) and (out / "masks" / "ph1_lesions.nii.gz").exists()
+    assert (s3.n_ok, s3.n_skipped) == (2, 4) and (out / "masks" / "ph1_lesions.nii.gz").exists()
+    assert (out / "dicom_seg" / "ph4_seg.dcm").exists()
 
     # no patient identifier from the DICOM headers anywhere in the output
     for f in out.rglob("*"):
         if f.is_file():
             data = f.read_bytes()
             assert b"DOE" not in data and b"JOHN" not in data and b"MRN9" not in data, f.name
+
+
+@pytest.mark.slow
+def test_radiomics_in_the_results_and_resume(phantom_cohort, tmp_path, client):
+    """--radiomics adds the 535 cohort-named features to the results; a case finished without them is redone
+    when they are asked for, and a later run without --radiomics keeps them (nothing recomputed)."""
+    from workbench.pipeline import analyze_case, case_radiomics
+    from workbench.radiomics import COHORT_COLUMNS
+
+    folder, _ = phantom_cohort
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name in ("ph0.nii.gz", "ph1.nii.gz"):
+        (inp / name).write_bytes((folder / name).read_bytes())
+    out = tmp_path / "out"
+    kwargs = dict(scheduler=client, progress=False, lesion_method="threshold")
+    s1 = run_batch(inp, out, **kwargs)
+    assert s1.n_ok == 2 and not set(COHORT_COLUMNS) & set(results_table(out).columns)
+    s2 = run_batch(inp, out, radiomics=True, **kwargs)
+    assert (s2.n_ok, s2.n_skipped) == (2, 0)  # a run without the features is not a run with them
+    table = results_table(out).set_index("case_id")
+    assert list(table.columns[-len(COHORT_COLUMNS) :]) == list(COHORT_COLUMNS)
+    direct = case_radiomics(analyze_case(inp / "ph1.nii.gz", lesion_method="threshold")).features
+    np.testing.assert_allclose(
+        table.loc["ph1", list(COHORT_COLUMNS)].to_numpy(float), [direct[c] for c in COHORT_COLUMNS]
+    )
+    csv = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert csv[-len(COHORT_COLUMNS) :] == list(COHORT_COLUMNS)
+    s3 = run_batch(inp, out, **kwargs)  # without --radiomics: done, and the stored features are kept
+    assert (s3.n_ok, s3.n_skipped) == (0, 2)
+    s4 = run_batch(inp, out, radiomics=True, **kwargs)
+    assert (s4.n_ok, s4.n_skipped) == (0, 2)
+    assert results_table(out).set_index("case_id").loc["ph1", COHORT_COLUMNS[0]] == pytest.approx(
+        direct[COHORT_COLUMNS[0]]
+    )
+
+
+def test_a_store_of_an_earlier_version_gains_the_radiomics_column(tmp_path):
+    """A results.sqlite written before --radiomics existed is read as it is and extended when a batch opens it."""
+    from workbench.batch.store import ResultsStore
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        conn.executescript(
+            """CREATE TABLE cases (case_id TEXT NOT NULL, input_hash TEXT NOT NULL, pipeline_version TEXT NOT NULL,
+            lesion_method TEXT NOT NULL, status TEXT NOT NULL, error TEXT, seconds REAL,
+            biomarkers TEXT NOT NULL DEFAULT '{}', timings_s TEXT NOT NULL DEFAULT '{}',
+            notes TEXT NOT NULL DEFAULT '[]', finished_at TEXT NOT NULL,
+            PRIMARY KEY (case_id, input_hash, pipeline_version, lesion_method));
+            INSERT INTO cases VALUES ('c1', 'h', '0.1.0', 'unet', 'ok', NULL, 1.0, '{"lung_volume_ml": 5000.0}',
+            '{}', '[]', '2026-01-01T00:00:00');"""
+        )
+    assert results_table(out)["lung_volume_ml"].tolist() == [5000.0]  # read-only: the old layout as it is
+    with ResultsStore(out) as store:
+        assert not store.has_radiomics("c1", "h", "0.1.0", "unet")
+        assert store.lookup("c1", "h", "0.1.0", "unet") == "ok"
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        assert "radiomics" in {row[1] for row in conn.execute("PRAGMA table_info(cases)")}
 
 
 def test_cli_arguments_and_bad_input(tmp_path, capsys):
@@ -453,12 +580,15 @@ def test_cli_arguments_and_bad_input(tmp_path, capsys):
             "--workers",
             "3",
             "--masks",
+            "--dicom-seg",
             "--lesion-method",
             "threshold",
             "--no-retry",
             "--hash-ids",
+            "--radiomics",
         ]
     )
+    assert args.dicom_seg and args.radiomics
     assert (args.scheduler, args.workers, args.masks, args.lesion_method, args.retry_failed, args.hash_ids) == (
         "tcp://h:8786",
         3,

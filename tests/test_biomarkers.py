@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
+from workbench import synthetic
 from workbench.biomarkers import (
     BIOMARKERS,
     CONTRACT_KEYS,
@@ -199,7 +201,6 @@ def test_first_order_statistics_and_entropy():
 
 
 def test_noisy_lung_moments_match_scipy():
-    scipy_stats = pytest.importorskip("scipy.stats")
     hu, lungs = box_chest(noise=30.0, seed=3)
     les = np.zeros_like(lungs)
     les[20:30, 20:40, 15:35] = 1
@@ -481,7 +482,7 @@ def test_bad_inputs_raise_workbench_errors():
 
 
 # ----------------------------------------------------------------------------------------
-# phantoms with ground truth (workbench.synthetic, when present)
+# phantoms with ground truth (workbench.synthetic)
 # ----------------------------------------------------------------------------------------
 def _naive_css(lungs, lesions):
     """Independent re-implementation of the 5-zone score for the ground-truth check."""
@@ -503,7 +504,6 @@ def _naive_css(lungs, lesions):
 
 @pytest.fixture(scope="module")
 def phantoms():
-    synthetic = pytest.importorskip("workbench.synthetic", reason="workbench.synthetic not available yet")
     return [synthetic.make_phantom(severity=s, seed=i, shape_zyx=(64, 96, 96)) for i, s in enumerate((0.2, 0.6))]
 
 
@@ -537,7 +537,6 @@ def test_phantom_biomarkers_match_ground_truth(phantoms):
 
 
 def test_phantom_pair_volume_change():
-    synthetic = pytest.importorskip("workbench.synthetic", reason="workbench.synthetic not available yet")
     before, after = synthetic.make_phantom_pair(0.2, 0.6, seed=0, shape_zyx=(64, 96, 96))
     v0 = extract_biomarkers(before.ct, before.lungs, before.lesions, heart=before.heart)
     v1 = extract_biomarkers(after.ct, after.lungs, after.lesions, heart=after.heart, previous=v0)

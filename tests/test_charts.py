@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -133,6 +134,28 @@ def test_waterfall_ends_at_model_output():
     assert set(df["direction"]) == {"towards severe", "away from severe"}
 
 
+def test_waterfall_for_people_labels_imputed_and_probability():
+    contrib = {"age_years": 0.8, "crp_mg_l": 0.5, "sex": 0.4, "ldh_u_l": -0.3}
+    ch = charts.waterfall_chart(
+        contrib,
+        -1.0,
+        labels={"age_years": "Age, years = 71 years", "crp_mg_l": "hs-CRP, mg/L = 80 mg/L"},
+        not_provided=["sex", "ldh_u_l"],
+        probability=True,
+        outcome="death in hospital",
+    )
+    df = pd.DataFrame(next(iter(ch.to_dict()["datasets"].values())))
+    # inputs not given are one grey bar, never drawn as evidence towards or away from the outcome
+    imputed = df[df["direction"] == "not provided (imputed)"]
+    assert len(imputed) == 1 and imputed["feature"].iloc[0] == "not provided (imputed): 2 inputs"
+    assert not df["feature"].str.contains("sex|Sex|ldh").any()
+    assert set(df["direction"]) == {"towards death in hospital", "not provided (imputed)"}
+    assert "Age, years = 71 years" in set(df["feature"])
+    # the probability path ends at the model's predicted risk
+    assert df["end"].iloc[-1] == pytest.approx(100 / (1 + np.exp(-(-1.0 + sum(contrib.values())))))
+    assert df["start"].iloc[0] == pytest.approx(100 / (1 + np.exp(1.0)))
+
+
 def test_distribution_chart_and_percentile():
     values = np.arange(100.0)
     assert charts.percentile_of(values, 50.0) == pytest.approx(50.5)  # 50 below + half a tie
@@ -179,6 +202,11 @@ def test_cohort_charts_build():
     cm = charts.confusion_matrix_chart(tn=40, fp=5, fn=3, tp=12).to_dict()
     cells = next(iter(cm["datasets"].values()))
     assert {c["kind"]: c["count"] for c in cells} == {"TN": 40, "FP": 5, "FN": 3, "TP": 12}
+    three = charts.confusion_chart([[50, 5, 5], [4, 10, 1], [2, 1, 7]], ["non-severe", "intubated", "deceased"])
+    spec = three.to_dict()
+    cells = next(iter(spec["datasets"].values()))
+    assert len(cells) == 9 and {c["text"] for c in cells if c["truth"] == c["predicted"] == "deceased"} == {"7 (70%)"}
+    assert spec["layer"][0]["encoding"]["y"]["sort"] == ["non-severe", "intubated", "deceased"]
     charts.calibration_chart(pd.DataFrame({"model": "m", "predicted": [0.1, 0.5], "observed": [0.12, 0.4]})).to_dict()
     charts.decision_curve_chart(
         pd.DataFrame(
@@ -205,3 +233,30 @@ def test_beeswarm_stays_within_altairs_row_limit():
     chart.to_dict()  # raises MaxRowsError above the limit
     assert len(chart.data) <= ALTAIR_MAX_ROWS
     assert chart.data["feature"].nunique() == 12
+
+
+def test_threshold_explorer_moves_everything_with_one_parameter():
+    from workbench import evaluation as ev
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(0.5 * y + rng.normal(0.25, 0.2, 200), 0, 1)
+    table = ev.metrics_by_threshold(y, p)
+    assert len(table) == 101
+    at = ev.metrics_at_threshold(y, p, 0.37)
+    row = table.set_index("threshold").loc[0.37]
+    assert (row["tp"], row["fp"], row["tn"], row["fn"]) == (at.tp, at.fp, at.tn, at.fn)
+    curves = charts.roc_band_table(y, p, n_bootstrap=20, seed=0).assign(model="m: AUC 0.9")
+    spec = charts.threshold_explorer_chart(
+        curves, table, threshold=0.374, model="m: AUC 0.9", levels=("survived", "died")
+    ).to_dict()
+    (param,) = spec["params"]
+    assert param["name"] == charts.THRESHOLD_PARAM and param["value"] == 0.37 and param["bind"]["input"] == "range"
+    text = json.dumps(spec)
+    # the point, the rates and the confusion matrix all follow the parameter
+    assert text.count(f"abs(datum.threshold - {charts.THRESHOLD_PARAM}) < 0.005") >= 3
+    assert '"survived"' in text and '"died"' in text and "not severe" not in text
+    # the ROC keeps its legend (a band layer with legend null used to hide it)
+    roc_layers = spec["hconcat"][0]["layer"]
+    assert any("legend" in (layer.get("encoding", {}).get("color") or {}) for layer in roc_layers)
+    assert not any((layer.get("encoding", {}).get("color") or {}).get("legend", 1) is None for layer in roc_layers)

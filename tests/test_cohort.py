@@ -8,7 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.cohort import Cohort, aggregate_longitudinal, load_table, load_tongji, snake_case, tongji_path
+from workbench.cohort import (
+    Cohort,
+    aggregate_longitudinal,
+    find_id_column,
+    leakage_warning,
+    load_cohort,
+    load_table,
+    load_tongji,
+    snake_case,
+    tongji_path,
+)
 from workbench.errors import CohortError, WorkbenchError
 from workbench.synthetic_cohort import synthetic_cohort
 
@@ -76,7 +86,7 @@ def test_auto_features_skip_constant_and_empty(syn):
         (lambda d: d.assign(severe=d["severe"] * 2), ["age_years"], r"must be binary"),
         (lambda d: d.assign(severe=d["severe"].where(d.index != 0)), ["age_years"], r"missing for 1 patient"),
         (lambda d: d.assign(severe=(d.index < 5).astype(int)), ["age_years"], r"Too few patients with severe = 1: 5"),
-        (lambda d: d.assign(patient_id="same"), ["age_years"], r"appears more than once"),
+        (lambda d: d.assign(patient_id="same"), ["age_years"], r"200 rows for 1 patient .*ONE row per patient"),
         (lambda d: d.assign(x=np.where(d.index == 3, np.inf, 1.0)), ["x"], r"'x' contains infinite"),
     ],
 )
@@ -184,3 +194,109 @@ def test_tongji_landmark(tongji_raw):
     lm = load_tongji(path, window_days=2, landmark=True)
     assert len(lm) == int((full["time_to_event_days"] > 2).sum()) and (lm["time_to_event_days"] > 2).all()
     assert len(lm) < len(full)
+
+
+# --------------------------------------------------------------------------- loader traps
+@pytest.mark.parametrize("name", ["PATIENT_ID", "patient_id", "Patient ID", "patientId", "id", "ID", "subject_id"])
+def test_id_columns_are_found_case_insensitively_and_never_features(syn, name):
+    df = syn.rename(columns={"patient_id": name})
+    assert find_id_column(df.columns) == name
+    cohort = Cohort.from_table(df, outcome="severe")
+    assert cohort.id_column == name and name not in cohort.features
+    # even a numeric ID column is not a feature when another ID column exists
+    both = syn.assign(PATIENT_ID=np.arange(len(syn)))
+    assert "PATIENT_ID" not in Cohort.from_table(both, outcome="severe").features
+    with pytest.raises(CohortError, match="patient ID column 'PATIENT_ID' cannot be a feature"):
+        Cohort.from_table(both, outcome="severe", features=["PATIENT_ID", "age_years"])
+
+
+@pytest.fixture(scope="module")
+def tongji_file():
+    try:
+        return tongji_path()
+    except CohortError:
+        pytest.skip("Tongji table not available")
+
+
+@pytest.fixture(scope="module")
+def tongji_table(tongji_file):
+    """The raw 6,120-row table as a user would read it (PATIENT_ID only on first rows)."""
+    return load_table(tongji_file)
+
+
+def test_raw_longitudinal_table_is_refused_with_a_clear_message(tongji_table):
+    """The 6,120-row Tongji table is one row per blood draw: never '6120 patients'."""
+    raw = tongji_table.copy()
+    with pytest.raises(CohortError) as info:
+        Cohort.from_table(raw, outcome="outcome")
+    msg = str(info.value)
+    assert "6120 rows for 375 patients in the ID column 'PATIENT_ID'" in msg
+    assert "blank on 5745 rows" in msg and "ONE row per patient" in msg and "--aggregate first" in msg
+
+
+def test_load_cohort_recognises_the_raw_tongji_table(tongji_table):
+    table = load_cohort(tongji_table)
+    assert len(table) == 375 and table.attrs["layout"] == "tongji"
+    assert table.attrs["aggregation"] == {"rule": "first", "window_days": 2.0}
+    assert table.attrs["notes"][0].startswith("Recognised the Tongji layout (6120 rows)")
+    assert table.attrs["renamed"]["outcome"] == "death"
+    cohort = Cohort.from_table(table, outcome="death")
+    assert len(cohort) == 375 and not any(c.lower() == "patient_id" for c in cohort.features)
+
+
+def test_load_tongji_accepts_dataframes_and_csv_round_trips(tongji_file, tongji_table, tmp_path):
+    reference = load_tongji(tongji_file)
+    raw = tongji_table.copy()
+    pd.testing.assert_frame_equal(load_tongji(raw), reference)
+    # the raw table saved as CSV (dates become text) loads to the same cohort
+    raw.to_csv(tmp_path / "raw.csv", index=False)
+    pd.testing.assert_frame_equal(load_tongji(tmp_path / "raw.csv"), reference, check_dtype=False)
+    # the loaded one-row-per-patient cohort saved as CSV is read back as the same modelling table
+    reference.to_csv(tmp_path / "cohort.csv", index=False)
+    back = load_cohort(tmp_path / "cohort.csv")
+    a, b = Cohort.from_table(reference, outcome="death"), Cohort.from_table(back, outcome="death")
+    assert a.features == b.features and list(a.ids) == list(b.ids)
+    np.testing.assert_allclose(a.X.to_numpy(), b.X.to_numpy(), equal_nan=True)
+    np.testing.assert_array_equal(a.y, b.y)
+
+
+def test_tongji_external_layout_without_age_and_sex(external_layout):
+    table = load_tongji(external_layout)
+    assert len(table) == 110 and table.attrs["layout"] == "tongji (external-test layout)"
+    assert table["age_years"].isna().all() and table["sex"].isna().all()  # unknown, never 0 = female
+    notes = " ".join(table.attrs["notes"])
+    assert "no 'age' column: age is unknown (NaN)" in notes and "no 'gender' column: sex is unknown" in notes
+    assert "6 patient(s) have no lab value within 2 days of admission" in notes
+    assert table["ldh_u_l"].notna().sum() == 104 and table["albumin_g_l"].isna().all()
+    assert int(table["death"].sum()) == 13
+
+
+def test_unknown_sex_stays_unknown(tongji_table):
+    raw = tongji_table.copy()
+    first = raw["PATIENT_ID"].notna()
+    raw.loc[raw.index[first][:3], "gender"] = np.nan  # three patients' sex not recorded
+    raw.loc[raw.index[first][3:5], "gender"] = 9  # and two coded outside 1/2
+    table = load_tongji(raw)
+    assert table["sex"].isna().sum() >= 2 and set(table["sex"].dropna()) == {0.0, 1.0}
+    assert any("Sex is unknown" in n for n in table.attrs["notes"])
+
+
+def test_generic_longitudinal_table_is_aggregated_with_a_stated_rule():
+    base = synthetic_cohort(60, seed=4)[["patient_id", "severe", "age_years", "crp_mg_l"]]
+    long = pd.concat([base.assign(day=0.5), base.assign(day=5.0, crp_mg_l=999.0)]).rename(
+        columns={"patient_id": "Patient ID"}
+    )
+    with pytest.raises(CohortError, match="120 rows for 60 patients"):
+        Cohort.from_table(long, outcome="severe")
+    table = load_cohort(long, rule="first", window_days=2.0, static_columns=["severe"])
+    assert len(table) == 60 and (table["crp_mg_l"] != 999.0).all()
+    assert table.attrs["aggregation"] == {"rule": "first", "window_days": 2.0}
+    assert "first value of each column within 2 days" in table.attrs["notes"][0] and "'day'" in table.attrs["notes"][0]
+    with pytest.raises(CohortError, match="needs a patient ID column and a draw-time column"):
+        load_cohort(long.drop(columns="day"), rule="first")
+
+
+def test_leakage_warning_for_last_value_and_whole_stay():
+    assert "leaks the outcome" in leakage_warning("last", 2.0)
+    assert "whole stay" in leakage_warning("worst", None)
+    assert leakage_warning("first", 2.0) is None

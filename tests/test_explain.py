@@ -108,3 +108,17 @@ def test_plain_pipeline_and_rule(cohort):
     rule = fit_model("tongji_rule", cohort)
     er = explain(rule, cohort.data[list(rule.features)].iloc[:10], max_background=30)
     assert er.method == "permutation" and er.values.shape == (10, 3)
+
+
+def test_summarised_background_is_a_faithful_reference(cohort):
+    from workbench.explain import background_table, summarise_background
+
+    X = cohort.X
+    summary = summarise_background(X, k=12, min_cluster=5, seed=0)
+    bg = background_table(summary, n_rows=100)
+    assert list(bg.columns) == list(X.columns) and 90 <= len(bg) <= 115
+    # the weighted centroids keep each feature's mean (k-means clusters partition the patients)
+    np.testing.assert_allclose(bg.mean().to_numpy(), X.mean().to_numpy(), rtol=0.1, atol=0.05)
+    tiny = summarise_background(X.iloc[:7], min_cluster=5)
+    assert len(tiny["rows"]) == 1  # too few patients for two clusters of 5: one mean row
+    assert background_table(None) is None

@@ -107,7 +107,7 @@ def test_bad_requests(table, tmp_path):
         run_fit(path, "severe", models=["xgboost"], out_dir=tmp_path)
     with pytest.raises(CohortError, match="outcome column 'mortality'"):
         run_fit(path, "mortality", models=["logistic_l2"], out_dir=tmp_path)
-    with pytest.raises(CohortError, match="Tongji rule needs"):
+    with pytest.raises(CohortError, match="model .tongji_rule. needs the columns"):
         run_fit(df.drop(columns="ldh_u_l"), "severe", models=["tongji_rule"], out_dir=tmp_path)
     with pytest.raises(CohortError, match="--id-column and --time-column"):
         run_fit(df, "severe", models=["logistic_l2"], out_dir=tmp_path, aggregate="first")
@@ -146,3 +146,84 @@ def test_longitudinal_input(tmp_path):
         n_bootstrap=100,
     )
     assert leaky["models"]["logistic_l2"]["auc"] > 0.99
+
+
+def test_a_normal_fit_raises_no_warning(table, tmp_path):
+    """No RuntimeWarning (overflow in exp), ConvergenceWarning or any other warning in a normal fit,
+    including the published rule (risks exactly 0 or 1) and the neural network."""
+    import warnings
+
+    _, path = table
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = run_fit(
+            path,
+            "severe",
+            models=["tongji_rule", "ann", "logistic_log"],
+            out_dir=tmp_path,
+            folds=3,
+            n_bootstrap=100,
+            shap_max_rows=20,
+        )
+    rule = res["models"]["tongji_rule"]
+    assert {"f1", "f1_ci_low", "balanced_accuracy", "balanced_accuracy_ci_high"} <= set(rule)
+
+
+def test_saved_models_carry_threshold_rule_and_key_inputs(result):
+    res, out = result
+    model = load_model(out / "models" / "logistic_l1.skops")
+    row = res["models"]["logistic_l1"]
+    assert model.threshold == pytest.approx(row["threshold"]) and "youden" in model.metadata["threshold_rule"]
+    assert model.metadata["cv_metrics"]["auc"] == pytest.approx(row["auc"])
+    assert set(model.key_features) <= set(model.features) and row["key_features"] == model.key_features
+    assert model.metadata["explainer_background"]["rows"]
+
+
+def test_the_raw_tongji_table_is_one_row_per_patient(tmp_path, capsys):
+    """The 6,120-row table is recognised and reduced (first labs within 2 days), with a note;
+    PATIENT_ID is never a feature; the raw 'outcome' column is found as 'death'."""
+    from workbench.cohort import tongji_path
+    from workbench.errors import WorkbenchError
+
+    try:
+        path = tongji_path()
+    except WorkbenchError:
+        pytest.skip("Tongji table not available")
+    parser = add_fit_arguments(argparse.ArgumentParser(prog="workbench fit"))
+    args = parser.parse_args(
+        [str(path), "--outcome", "outcome", "--models", "logistic_l2", "--folds", "3", "--bootstrap", "50"]
+        + ["--out", str(tmp_path)]
+    )
+    res = fit_from_args(args)
+    assert res["n_patients"] == 375 and res["outcome"] == "death"
+    assert not any(f.lower() == "patient_id" for f in res["features"])
+    assert res["aggregation"] == {"rule": "first", "window_days": 2.0}
+    printed = capsys.readouterr().out
+    assert "note: Recognised the Tongji layout (6120 rows)" in printed and "375 patients, 174 with death" in printed
+
+
+def test_repeated_ids_without_aggregation_are_refused(tmp_path):
+    base = synthetic_cohort(80, seed=3)[["patient_id", "severe", "age_years", "crp_mg_l"]]
+    long = pd.concat([base.assign(day=0.5), base.assign(day=4.0)]).rename(columns={"patient_id": "PATIENT_ID"})
+    with pytest.raises(CohortError, match="160 rows for 80 patients in the ID column 'PATIENT_ID'"):
+        run_fit(long, "severe", models=["logistic_l2"], out_dir=tmp_path)
+
+
+def test_leaky_aggregation_warns_on_the_command_line(tmp_path, capsys):
+    base = synthetic_cohort(120, seed=3)[["patient_id", "severe", "age_years", "crp_mg_l", "ldh_u_l"]]
+    long = pd.concat([base.assign(day=0.5), base.assign(day=5.0)])
+    path = tmp_path / "long.csv"
+    long.to_csv(path, index=False)
+    parser = add_fit_arguments(argparse.ArgumentParser(prog="workbench fit"))
+    for extra, words in (
+        (["--aggregate", "last"], "last value"),
+        (["--aggregate", "worst", "--window-days", "all"], "whole stay"),
+    ):
+        args = parser.parse_args(
+            [str(path), "--outcome", "severe", "--models", "logistic_l2", "--folds", "3", "--bootstrap", "50"]
+            + ["--time-column", "day", "--out", str(tmp_path / "r")]
+            + extra
+        )
+        fit_from_args(args)
+        err = capsys.readouterr().err
+        assert "warning:" in err and "leaks the outcome" in err and words in err

@@ -32,6 +32,7 @@ from workbench.io import (
     CTScan,
     SeriesInfo,
     check_hu_plausible,
+    check_same_grid,
     list_series,
     load_ct,
     load_mask,
@@ -193,14 +194,18 @@ def test_per_slice_rescale_intercept_is_applied(series_dir, tmp_path):
     np.testing.assert_array_equal(ct.hu, expected)
 
 
-def test_dicom_without_preamble_is_read(series_dir, tmp_path):
+@pytest.mark.parametrize("file_meta", [False, True], ids=["data-set-first", "file-meta-first"])
+def test_dicom_without_preamble_is_read(series_dir, tmp_path, file_meta):
     from pydicom.dataset import FileMetaDataset
 
     for f in sorted(series_dir.iterdir()):
         ds = pydicom.dcmread(f)
-        ds.preamble, ds.file_meta = None, FileMetaDataset()
-        ds.save_as(tmp_path / f.stem, implicit_vr=True, little_endian=True)  # old ACR-NEMA-like files
-    assert sorted(tmp_path.iterdir())[0].read_bytes()[128:132] != b"DICM"
+        ds.preamble = None
+        if not file_meta:
+            ds.file_meta = FileMetaDataset()  # old ACR-NEMA-like files: the data set only
+        ds.save_as(tmp_path / f.stem, implicit_vr=not file_meta, little_endian=True, enforce_file_format=False)
+    head = sorted(tmp_path.iterdir())[0].read_bytes()[:132]
+    assert head[128:132] != b"DICM" and head[:2] == (b"\x02\x00" if file_meta else b"\x08\x00")
     np.testing.assert_array_equal(load_ct(tmp_path).hu, phantom_hu())
 
 
@@ -545,3 +550,23 @@ def test_real_reference_mask_lines_up_with_its_ct():
     right_x = np.argwhere(np.isin(seg, [13, 14]))[:, 2].mean()
     left_x = np.argwhere(np.isin(seg, [10, 11]))[:, 2].mean()
     assert right_x + 10 < left_x
+
+
+def test_one_grid_check_for_arrays_and_images():
+    ct = CTScan.from_array(phantom_hu(), SPACING, ORIGIN)
+    mask = np.zeros(ct.shape, np.uint8)
+    np.testing.assert_array_equal(check_same_grid(mask, ct), mask)
+    with pytest.raises(
+        MaskMismatch, match=r"The lung mask has shape \(19, 32, 32\) but the CT has shape \(20, 32, 32\)"
+    ):
+        check_same_grid(mask[1:], ct, "lung")
+    image = ct.mask_image(mask)
+    np.testing.assert_array_equal(check_same_grid(image, ct), mask)
+    shifted = sitk.Image(image)
+    shifted.SetOrigin(tuple(o + 1.0 for o in ORIGIN))
+    with pytest.raises(MaskMismatch, match="grid"):
+        check_same_grid(shifted, ct)
+    coarse = sitk.Image(image)
+    coarse.SetSpacing(tuple(2 * s for s in SPACING))
+    with pytest.raises(MaskMismatch, match="spacing 1.6x1.4x5 mm"):
+        check_same_grid(coarse, ct, "heart")

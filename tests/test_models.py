@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,12 +17,20 @@ from workbench.errors import ModelError, WorkbenchError
 from workbench.models import (
     ALLOWED_TYPES,
     MODEL_ZOO,
+    SHAP_FAST_MODELS,
     CVResult,
+    FittedModel,
     TongjiRule,
+    cv_figures,
     fit_cv,
     fit_model,
+    input_coverage,
+    key_features_from_importance,
     load_model,
     make_model,
+    model_card_markdown,
+    model_features,
+    predict_with_coverage,
     save_model,
     table_sha256,
 )
@@ -73,7 +83,7 @@ def test_cv_auc_close_to_bayes_10_fold(syn, cohort):
     assert res.oof.between(0, 1).all() and res.seconds > 0
 
 
-@pytest.mark.parametrize("name", list(MODEL_ZOO))
+@pytest.mark.parametrize("name", [n for n, e in MODEL_ZOO.items() if e.required_features is None])
 def test_every_zoo_model_learns(small, name):
     res = fit_cv(name, small, folds=5, seed=1)
     assert res.auc > 0.75, (name, res.auc)
@@ -106,9 +116,9 @@ def test_ann_caps_k(small):
 
 def test_allow_list_covers_the_zoo_exactly(small):
     needed = set()
-    for name in [*MODEL_ZOO, "tongji_rule"]:
+    for name in MODEL_ZOO:
         est = make_model(name)
-        X = small.data[list(TongjiRule.FEATURES)] if name == "tongji_rule" else small.X
+        X = small.data[model_features(name, small.features)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             est.fit(X, small.y)
@@ -194,11 +204,13 @@ def test_tongji_rule_through_cv_and_save(small, tmp_path):
     )
 
 
-@pytest.mark.parametrize("stem", ["tongji_lightgbm", "tongji_logistic_l1", "tongji_ann", "tongji_rule"])
+SHIPPED = ["tongji_lightgbm", "tongji_logistic_l1", "tongji_ann", "tongji_3labs_logistic", "tongji_rule"]
+MODELS_DIR = Path(__file__).resolve().parents[1] / "workbench" / "models"
+
+
+@pytest.mark.parametrize("stem", SHIPPED)
 def test_shipped_tongji_models_load_and_predict(stem):
     """The models the app uses (written by benchmarks/tongji.py) load safely and predict on the real cohort."""
-    from pathlib import Path
-
     from workbench.cohort import load_tongji, tongji_path
     from workbench.evaluation import auc
 
@@ -216,3 +228,114 @@ def test_shipped_tongji_models_load_and_predict(stem):
     p = model.predict_proba(df[model.features])
     # apparent (training) AUC is at least the cross-validated one
     assert auc(df["death"], p) >= model.metadata["cv_auc"] - 0.01
+
+    # what validation and the app need at prediction time is in the file
+    meta = model.metadata
+    assert meta["aggregation"] == {"rule": "first", "window_days": 2.0}
+    assert 0 < model.threshold <= 1 and meta["threshold_rule_id"].startswith("max_f1_at_prevalence")
+    assert set(model.key_features) <= set(model.features) and model.key_features
+    assert meta["cv_metrics"]["full_input"]["auc"] == pytest.approx(meta["cv_auc"])
+
+
+# --------------------------------------------------------------------------- the zoo
+def test_the_tongji_rule_is_an_ordinary_zoo_entry(small):
+    entry = MODEL_ZOO["tongji_rule"]
+    assert entry.required_features == TongjiRule.FEATURES and entry[0] == entry.description
+    assert model_features("tongji_rule", small.features) == list(TongjiRule.FEATURES)
+    assert model_features("lightgbm", small.features) == small.features
+    with pytest.raises(WorkbenchError, match="model 'tongji_rule' needs the columns \\['ldh_u_l'\\]"):
+        model_features("tongji_rule", ["age_years"], columns=["age_years", "crp_mg_l", "lymphocytes_pct"])
+    # one list of models whose SHAP explanation is fast, derived from the zoo
+    assert set(SHAP_FAST_MODELS) == {n for n, e in MODEL_ZOO.items() if e.shap_fast}
+    assert {"lightgbm", "logistic_l1", "logistic_log"} <= set(SHAP_FAST_MODELS) and "ann" not in SHAP_FAST_MODELS
+
+
+def test_log_logistic_saves_and_explains(small, tmp_path):
+    from workbench.explain import explain
+
+    fitted = fit_model("logistic_log", small)
+    back = load_model(save_model(fitted, tmp_path / "log.skops"))
+    np.testing.assert_allclose(back.predict_proba(small.X), fitted.predict_proba(small.X))
+    ex = explain(back, small.X.iloc[:20], background=small.X)
+    assert ex.method == "linear"  # the log transform is feature-wise: exact linear SHAP
+    logit = np.log(back.predict_proba(small.X.iloc[:20]) / (1 - back.predict_proba(small.X.iloc[:20])))
+    np.testing.assert_allclose(ex.model_output(), logit, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- missing inputs
+def test_input_coverage_statuses(small):
+    fitted = fit_model("logistic_l2", small)
+    fitted.metadata["key_features"] = ["crp_mg_l", "ldh_u_l"]
+    X = small.X.iloc[1:4].copy()  # (every 7th patient has no CRP)
+    X.loc[X.index[1], "age_years"] = np.nan  # a non-key input missing: still complete
+    X.loc[X.index[2], ["crp_mg_l", "ldh_u_l"]] = np.nan  # every key input missing
+    cov = input_coverage(fitted, X.drop(columns="pao2_mmhg"))  # a whole column absent
+    assert list(cov["status"]) == ["complete", "complete", "not predictable"]
+    assert "pao2_mmhg" in cov["missing"].iloc[0] and cov["coverage"].iloc[0] == pytest.approx(1 - 1 / 7)
+    assert "None of the model's key inputs (crp_mg_l, ldh_u_l)" in cov["message"].iloc[2]
+    X.loc[X.index[0], "crp_mg_l"] = np.nan
+    cov = input_coverage(fitted, X)
+    assert cov["status"].iloc[0] == "incomplete" and "Key input(s) missing: crp_mg_l" in cov["message"].iloc[0]
+    pred = predict_with_coverage(fitted, X)
+    assert np.isnan(pred["probability"].iloc[2]) and pred["probability"].iloc[:2].between(0, 1).all()
+
+
+def test_key_features_from_importance():
+    imp = pd.Series({"a": 5.0, "b": 3.0, "c": 1.0, "d": 1.0})
+    assert key_features_from_importance(imp, 0.8) == ["a", "b"]
+    assert key_features_from_importance(imp, 0.81) == ["a", "b", "c"]
+    assert key_features_from_importance(imp, 1.0) == ["a", "b", "c", "d"]
+
+
+def test_fitted_models_carry_a_background_without_patient_rows(small):
+    fitted = fit_model("lightgbm", small)
+    bg = fitted.metadata["explainer_background"]
+    assert bg["features"] == small.features and len(bg["rows"]) <= 20
+    assert sum(bg["weights"]) == pytest.approx(1, abs=1e-4) and min(bg["weights"]) >= 5 / len(small) - 1e-6
+    rows = np.array([[np.nan if v is None else v for v in r] for r in bg["rows"]], dtype=float)
+    data = small.X.to_numpy()
+    for r in rows:  # no stored row is any patient's own record
+        assert not np.any(np.all(np.isclose(data, r) | (np.isnan(data) & np.isnan(r)), axis=1))
+    assert set(fitted.metadata["training_coverage"]) == set(small.features)
+
+
+def test_multiclass_fitted_model_exposes_classes(small):
+    y3 = np.digitize(small.data["age_years"], [50, 70])
+    est = make_model("logistic_l2").fit(small.X, y3)
+    model = FittedModel("three", est, small.features, "age_band")
+    assert model.classes == [0, 1, 2] and model.predict_proba_matrix(small.X).shape == (len(small), 3)
+
+
+# --------------------------------------------------------------------------- cards and README from the sidecars
+def _sidecars() -> list[dict]:
+    return [json.loads((MODELS_DIR / f"{stem}.json").read_text()) for stem in SHIPPED]
+
+
+def test_model_card_is_generated_from_the_sidecars():
+    """workbench/models/tongji_models.md is exactly what benchmarks/tongji.py generates from the sidecars."""
+    card = (MODELS_DIR / "tongji_models.md").read_text()
+    assert card == model_card_markdown(_sidecars())
+    for meta in _sidecars():
+        figures = cv_figures(meta)
+        assert figures["auc_full"] in card and figures["auc_external"] in card and figures["f1"] in card
+
+
+def test_readme_tongji_rows_quote_the_shipped_sidecars():
+    """Every figure in README's results rows about the shipped Tongji models is the figure of the model
+    named just before it, as stored in that model's sidecar."""
+    readme = (MODELS_DIR.parents[1] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("|") and "`tongji_" in line]
+    assert len(rows) >= 2
+    figures = {meta["name_stem"]: set(cv_figures(meta).values()) for meta in _sidecars()}
+    ci = re.compile(r"\d\.\d{2,3} \(\d\.\d{2,3}–\d\.\d{2,3}\)")
+    quoted = set()
+    for row in rows:
+        parts = re.split(r"`(tongji_[a-z0-9_]+)`", row)
+        assert not ci.findall(parts[0]), f"a figure before any model name: {parts[0]}"
+        for stem, text in zip(parts[1::2], parts[2::2]):
+            assert stem in figures, f"README names {stem}, which is not shipped"
+            for found in ci.findall(text):
+                assert found in figures[stem], f"README quotes {found} for {stem}; its sidecar says {figures[stem]}"
+            quoted.add(stem)
+    assert quoted == set(SHIPPED)
+    assert "0.972" not in " ".join(rows)  # the 76-lab fit is not what ships

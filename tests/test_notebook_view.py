@@ -101,3 +101,38 @@ def test_local_server_serves_the_viewer(case, bundle):
     image = re.search(r"image=\.\./([^&]+)", src).group(1)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/{image}", timeout=10) as r:
         assert r.read(4) == b"NRRD"
+
+
+# ----------------------------------------------------------------------------- Altair charts offline
+def test_offline_charts_embed_their_javascript_and_a_static_picture():
+    import base64
+    import gzip
+
+    import altair as alt
+    import pandas as pd
+
+    previous = alt.renderers.active
+    try:
+        assert nv.setup_offline_charts() == nv.OFFLINE_RENDERER == alt.renderers.active
+        chart = alt.Chart(pd.DataFrame({"x": [1, 2, 3], "y": [3, 1, 2]})).mark_line().encode(x="x", y="y")
+        bundle = chart._repr_mimebundle_()
+        bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+        html = bundle["text/html"]
+    finally:
+        alt.renderers.enable(previous)
+    assert 'class="wb-chart"' in html
+    assert "cdn.jsdelivr" not in html and "<script src=" not in html  # nothing fetched
+    # the vega-embed bundle travels inside the output (gzip + base64) and defines window.vegaEmbed
+    blobs = re.findall(r'atob\("([A-Za-z0-9+/=]{100000,})"\)', html)
+    assert len(blobs) == 1
+    js = gzip.decompress(base64.b64decode(blobs[0])).decode()
+    assert "window.vegaEmbed=" in js and len(js) > 500_000
+    # a static SVG for outputs whose scripts do not run (untrusted notebooks, GitHub)
+    svg_b64 = re.search(r'class="wb-static"[^>]*src="data:image/svg\+xml;base64,([^"]+)"', html).group(1)
+    svg = base64.b64decode(svg_b64).decode()
+    assert svg.startswith("<svg") and "mark-line" in svg
+    # the spec cannot close the script element early
+    evil = alt.Chart(pd.DataFrame({"t": ["</script><b>x</b>"]})).mark_text().encode(text="t")
+    out = nv.offline_chart_html(evil.to_dict(), static_fallback=False)
+    assert "</script><b>" not in out.split("<script", 1)[1].rsplit("</script>", 1)[0]
+    assert 'class="wb-static"' not in out

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["01_segmentation", "02_biomarkers", "03_model_fitting", "04_interpretability"]
+NAMES = ["01_segmentation", "02_biomarkers", "03_model_fitting", "04_interpretability", "05_covid_media"]
 TIMEOUT_S = 600
 
 
@@ -25,7 +27,7 @@ def _read(name: str) -> nbformat.NotebookNode:
     return nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
 
 
-def test_all_four_notebooks_exist():
+def test_all_notebooks_exist():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == NAMES
 
 
@@ -50,11 +52,12 @@ def test_notebook_structure(name):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
     assert re.search(r"^FAST = False", code[0].source, re.M)
+    assert "setup_offline_charts()" in code[1].source  # Altair charts draw offline (no CDN)
     src = "\n".join(c.source for c in code)
     assert "WORKBENCH_FAST" in src and "from workbench" in src
 
 
-def _execute(name: str) -> tuple[str, float]:
+def _execute(name: str) -> tuple[nbformat.NotebookNode, str, float]:
     from nbclient import NotebookClient
 
     nb = _read(name)
@@ -78,17 +81,24 @@ def _execute(name: str) -> tuple[str, float]:
             assert out.output_type != "error", f"{name}: {out.ename}: {out.evalue}"
             if out.output_type == "stream":
                 text.append(out.text)
-    return "\n".join(text), seconds
+    return nb, "\n".join(text), seconds
+
+
+#: executed notebooks of this test session (execution takes minutes: once per notebook)
+_EXECUTED: dict[str, tuple[nbformat.NotebookNode, str, float]] = {}
+
+
+def executed_notebook(name: str) -> nbformat.NotebookNode:
+    if name not in _EXECUTED:
+        _EXECUTED[name] = _execute(name)
+    return _EXECUTED[name][0]
 
 
 @pytest.fixture(scope="module")
 def executed():
-    cache: dict[str, tuple[str, float]] = {}
-
     def run(name: str) -> str:
-        if name not in cache:
-            cache[name] = _execute(name)
-        return cache[name][0]
+        executed_notebook(name)
+        return _EXECUTED[name][1]
 
     return run
 
@@ -104,6 +114,7 @@ def _check_kernel(text: str) -> None:
     assert Path(kernel).resolve().parent == Path(sys.executable).resolve().parent, kernel
 
 
+@pytest.mark.slow
 def test_01_segmentation(executed):
     out = executed("01_segmentation")
     _check_kernel(out)
@@ -115,6 +126,7 @@ def test_01_segmentation(executed):
         assert _number(out, r"Lesion Dice \(real slices, threshold, auto\+gt lungs\): ([0-9.]+)") >= 0.4
 
 
+@pytest.mark.slow
 def test_02_biomarkers(executed):
     out = executed("02_biomarkers")
     _check_kernel(out)
@@ -124,6 +136,7 @@ def test_02_biomarkers(executed):
     assert _number(out, r"a factor ([0-9.]+)") > 1.5  # one voxel of border matters
 
 
+@pytest.mark.slow
 def test_03_model_fitting(executed):
     out = executed("03_model_fitting")
     _check_kernel(out)
@@ -133,6 +146,7 @@ def test_03_model_fitting(executed):
     assert _number(out, r"ANN \(1x5-fold stratified\): pooled out-of-fold AUC ([0-9.]+)") >= 0.75
 
 
+@pytest.mark.slow
 def test_04_interpretability(executed):
     out = executed("04_interpretability")
     _check_kernel(out)
@@ -141,3 +155,213 @@ def test_04_interpretability(executed):
         honest = _number(out, r"LightGBM AUC: honest ([0-9.]+)")
         leaky = _number(out, r"leaky ([0-9.]+)")
         assert leaky > honest
+
+
+def test_05_covid_media(executed):
+    out = executed("05_covid_media")
+    _check_kernel(out)
+    assert "FAST=True" in out
+    if "Covid-MedIA data not available" in out:
+        assert "skipped" in out
+    else:
+        assert _number(out, r"Baseline logistic clinical\+extent: AUC ([0-9.]+)") >= 0.68
+        assert _number(out, r"Holistic \(product features, [\w/]+\): AUC ([0-9.]+)") >= 0.68
+        assert _number(out, r"3-class balanced accuracy: ([0-9.]+)") >= 0.45
+        assert 0 <= _number(out, r"P\(severe\) = ([0-9.]+)") <= 1
+        shipped = _number(out, r"Shipped model \(random forest, clinical \+ extent\), cross-validated: AUC ([0-9.]+)")
+        assert shipped >= 0.72  # the sidecar's 5-fold figure is 0.775 (the same folds and model)
+        assert "key inputs (80 % of the importance): Proportion of lung affected" in out  # clinical names
+        assert _chart_outputs(executed_notebook("05_covid_media")) >= 3  # ROC with bands, 3-class matrix, SHAP
+    assert 0 < _number(out, r"Shipped model threshold: ([0-9.]+)") < 1
+
+
+# ----------------------------------------------------------------------------- charts offline in JupyterLab
+#: chart outputs of the notebook in the visible tab (JupyterLab keeps other tabs in the page, hidden)
+CHART_SELECTOR = ".jp-NotebookPanel:not(.lm-mod-hidden) div.wb-chart"
+
+
+def _chart_outputs(nb: nbformat.NotebookNode) -> int:
+    """How many outputs of an executed notebook are Altair charts (workbench's offline renderer)."""
+    n = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            html_out = out.get("data", {}).get("text/html", "")
+            if isinstance(html_out, list):
+                html_out = "".join(html_out)
+            assert "cdn.jsdelivr.net/npm/vega" not in html_out, "a chart output still loads vega from a CDN"
+            n += html_out.count('class="wb-chart"')
+    return n
+
+
+@contextmanager
+def jupyterlab_server(root: Path, state: Path, timeout_s: float = 120.0):
+    """JupyterLab on a free 127.0.0.1 port, token off, all state (notary, settings, workspaces,
+    runtime) under ``state``; yields the base URL."""
+    from test_browser import free_port, wait_for_server
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(state / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        f"--ServerApp.root_dir={root}",
+        f"--NotebookNotary.data_dir={state / 'notary'}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.news_url=None",
+    ]
+    if hasattr(os, "getuid") and os.getuid() == 0:
+        cmd.append("--allow-root")
+    log = open(state / "jupyterlab.log", "wb")  # noqa: SIM115 -- closed below
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_server(
+            f"{url}/api/status",
+            proc,
+            timeout_s,
+            lambda: "JupyterLab did not start:\n" + (state / "jupyterlab.log").read_text()[-3000:],
+        )
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+_DRAWN_JS = """(box) => {
+  const svg = box.querySelector("svg.marks");
+  const canvas = box.querySelector("canvas");
+  const r = (svg || canvas || box).getBoundingClientRect();
+  const marks = svg ? svg.querySelectorAll("g.role-mark > *").length : 0;
+  let inked = 0;
+  if (canvas) {
+    const d = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) inked++;
+  }
+  const img = box.querySelector("img.wb-static");
+  return {state: box.getAttribute("data-rendered"), marks, inked, width: r.width, height: r.height,
+          static: img ? img.naturalWidth : 0};
+}"""
+
+
+def _open_and_measure(page, url: str, path: str, expected: int, *, wait_for: str) -> list[dict]:
+    """Open one notebook in JupyterLab, scroll every chart output into view and return what each drew."""
+    page.goto(f"{url}/lab/tree/{path}?reset")  # ?reset: no tabs restored from an earlier visit
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    seen: list[dict] = []
+    deadline = time.monotonic() + 180
+    while len(seen) < expected and time.monotonic() < deadline:
+        boxes = page.locator(CHART_SELECTOR)
+        if boxes.count() > len(seen):
+            box = boxes.nth(len(seen))
+            box.scroll_into_view_if_needed()
+            if wait_for == "interactive":
+                box.evaluate(  # the interactive chart replaces the static one (or says why not), 60 s at most
+                    "(b) => new Promise((ok) => { const t0 = Date.now(); const t = setInterval(() => {"
+                    " if (b.getAttribute('data-rendered') !== 'static' || Date.now() - t0 > 60000)"
+                    " { clearInterval(t); ok(); } }, 100); })"
+                )
+            else:
+                box.locator("img.wb-static").evaluate("(i) => i.complete || new Promise((ok) => { i.onload = ok; })")
+            seen.append(box.evaluate(_DRAWN_JS))
+        else:
+            page.mouse.wheel(0, 800)  # JupyterLab renders cells as they come into view
+            page.wait_for_timeout(200)
+    return seen
+
+
+def charts_in_jupyterlab(notebooks: dict[str, nbformat.NotebookNode], untrusted: str, work: Path) -> dict:
+    """Open executed notebooks in JupyterLab in headless Chromium with every request that is not
+    to the local JupyterLab blocked; return what each chart drew.
+
+    Every notebook is signed (the user ran it: its outputs are trusted, as after "Run All"); an
+    unsigned copy of ``notebooks[untrusted]`` stands for a notebook executed by someone else,
+    whose scripts JupyterLab strips.
+    Returns ``{"expected": {name: n charts}, "problems": [...], "blocked": [urls]}``.
+    """
+    from nbformat.sign import NotebookNotary
+    from playwright.sync_api import sync_playwright
+    from test_browser import launch
+
+    root, state = work / "notebooks", work / "state"
+    root.mkdir(parents=True)
+    for sub in ("settings", "workspaces", "runtime", "notary"):
+        (state / sub).mkdir(parents=True)
+    notary = NotebookNotary(data_dir=str(state / "notary"))
+    expected: dict[str, int] = {}
+    for name, nb in notebooks.items():
+        expected[name] = _chart_outputs(nb)
+        notary.sign(nb)
+        nbformat.write(nb, root / f"{name}.ipynb")
+    plain = nbformat.from_dict(notebooks[untrusted])
+    plain.metadata["copied_from"] = "another computer"  # other content: the notary has no signature for it
+    nbformat.write(plain, root / f"untrusted_{untrusted}.ipynb")
+
+    problems: list[str] = []
+    blocked: list[str] = []
+    with jupyterlab_server(root, state) as url, sync_playwright() as p:
+        browser = launch(p)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+
+        def local_only(route):
+            if route.request.url.startswith((url, "data:", "blob:", "about:")):
+                route.continue_()
+            else:
+                blocked.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", local_only)
+        for name, n in expected.items():
+            page = context.new_page()
+            drawn = _open_and_measure(page, url, f"{name}.ipynb", n, wait_for="interactive")
+            page.close()
+            if len(drawn) != n:
+                problems.append(f"{name}: {len(drawn)} of {n} charts appeared in JupyterLab")
+            for i, d in enumerate(drawn):
+                ok = d["state"] == "interactive" and (d["marks"] > 0 or d["inked"] > 0)
+                if not ok or d["width"] <= 50 or d["height"] <= 20:
+                    problems.append(f"{name} chart {i + 1}: {d}")
+        page = context.new_page()
+        drawn = _open_and_measure(page, url, f"untrusted_{untrusted}.ipynb", expected[untrusted], wait_for="static")
+        if len(drawn) != expected[untrusted]:
+            problems.append(f"untrusted {untrusted}: {len(drawn)} of {expected[untrusted]} charts appeared")
+        problems += [
+            f"untrusted {untrusted} chart {i + 1}: {d}"
+            for i, d in enumerate(drawn)
+            if d["state"] not in (None, "static") or d["static"] < 50  # the sanitizer drops data-* attributes
+        ]
+        page.screenshot(path=str(work / "untrusted.png"))
+        browser.close()
+    return {"expected": expected, "problems": problems, "blocked": blocked}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_notebook_charts_render_offline_in_jupyterlab(tmp_path):
+    """Every Altair chart of every executed notebook draws in JupyterLab with the internet blocked
+    (interactive when trusted, the static SVG when not)."""
+    from test_browser import _skip_reason
+
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    result = charts_in_jupyterlab({name: executed_notebook(name) for name in NAMES}, "03_model_fitting", tmp_path)
+    assert sum(result["expected"].values()) >= 12, result["expected"]
+    assert not result["problems"], "charts without drawn content:\n" + "\n".join(result["problems"])
+    assert not result["blocked"], f"JupyterLab or a chart asked for the internet: {result['blocked'][:5]}"

@@ -23,3 +23,17 @@ def test_import_is_light():
     code = "import sys, workbench; print('torch' in sys.modules, 'monai' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_package_version_is_written_once():
+    """pyproject.toml reads the version from workbench.__version__; PIPELINE_VERSION is the results' own."""
+    import re
+    from pathlib import Path
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "workbench.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", workbench.__version__)

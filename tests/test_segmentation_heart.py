@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from workbench import synthetic
 from workbench.errors import MaskMismatch, NoLungsFound
 from workbench.io import CTScan
 from workbench.segmentation.heart import segment_heart
@@ -68,7 +69,6 @@ def test_hand_made_chest_dice():
 
 @pytest.fixture(scope="module")
 def phantoms():
-    synthetic = pytest.importorskip("workbench.synthetic", reason="workbench.synthetic not available yet")
     return [synthetic.make_phantom(severity=s, seed=seed, shape_zyx=(64, 96, 96)) for seed, s in ((0, 0.3), (1, 0.8))]
 
 

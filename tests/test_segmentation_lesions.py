@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import shared_path
 
+from workbench import synthetic
 from workbench.errors import InvalidInput, MaskMismatch, ModelError
 from workbench.io import CTScan
 from workbench.segmentation import networks
@@ -133,7 +134,6 @@ def test_threshold_finds_ggo_and_consolidation_and_drops_vessels(toy):
 
 @pytest.mark.parametrize("method, floor", [("threshold", 0.8), ("unet", 0.75)])
 def test_phantom_lesions_match_ground_truth(method, floor):
-    synthetic = pytest.importorskip("workbench.synthetic")
     ph = _phantom(synthetic)
     out = segment_lesions(ph.ct, ph.lungs, method=method)
     ref = np.asarray(ph.lesions)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 
+#: the package version: the one place it is written (pyproject.toml reads it). The version of the
+#: results is a separate number, :data:`workbench.pipeline.PIPELINE_VERSION`.
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -40,6 +42,10 @@ _EXPORTS = {
     "extract_biomarkers": "biomarkers",
     "BIOMARKERS": "biomarkers",
     "biomarker_table": "biomarkers",
+    # radiomics (PyRadiomics definitions)
+    "radiomics_features": "radiomics",
+    "region_radiomics": "radiomics",
+    "RadiomicsSettings": "radiomics",
     # case pipeline
     "analyze_case": "pipeline",
     "CaseResult": "pipeline",
@@ -47,10 +53,13 @@ _EXPORTS = {
     "Cohort": "cohort",
     "load_table": "cohort",
     "load_tongji": "cohort",
+    "load_cohort": "cohort",
     "make_model": "models",
     "fit_cv": "models",
     "save_model": "models",
     "load_model": "models",
+    "evaluate_models": "evaluation",
+    "validate_model": "validation",
     "run_batch": "batch",
 }
 

@@ -55,7 +55,9 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
-from .errors import InvalidInput, MaskMismatch, NoLungsFound
+from .conventions import GGO, LEFT_LUNG, LESION_LABELS, LUNG_LABELS, RIGHT_LUNG
+from .errors import InvalidInput, NoLungsFound
+from .io.scan import check_same_grid
 
 # --------------------------------------------------------------------------------------
 # constants (documented in the registry)
@@ -600,10 +602,10 @@ def extract_biomarkers(
         NoLungsFound: the lung mask (and lesion mask) is empty.
     """
     hu_full = np.asarray(ct.hu)
-    lungs = _check_mask(lungs, hu_full.shape, "lung", (0, 1, 2))
-    lesions = _check_mask(lesions, hu_full.shape, "lesion", (0, 1, 2))
+    lungs = _check_labels(check_same_grid(lungs, ct, "lung"), "lung", LUNG_LABELS)
+    lesions = _check_labels(check_same_grid(lesions, ct, "lesion"), "lesion", LESION_LABELS)
     if heart is not None:
-        heart = _check_mask(heart, hu_full.shape, "heart", None)
+        heart = _check_labels(check_same_grid(heart, ct, "heart"), "heart", None)
     prev_volume = _previous_volume(previous)
 
     sx, sy, sz = (float(s) for s in ct.spacing_mm)
@@ -624,8 +626,8 @@ def extract_biomarkers(
 
     out: dict[str, float] = {}
     lung = side > 0
-    right = side == 1
-    left = side == 2
+    right = side == RIGHT_LUNG
+    left = side == LEFT_LUNG
     lesion = les > 0
     n_lung = int(np.count_nonzero(lung))
     n_right = int(np.count_nonzero(right))
@@ -633,7 +635,7 @@ def extract_biomarkers(
     n_les = int(np.count_nonzero(lesion))
     n_les_right = int(np.count_nonzero(lesion & right))
     n_les_left = n_les - n_les_right
-    n_ggo = int(np.count_nonzero(les == 1))
+    n_ggo = int(np.count_nonzero(les == GGO))
     n_cons = n_les - n_ggo
 
     out["lung_volume_ml"] = n_lung * voxel_ml
@@ -770,35 +772,28 @@ def severity_points(pct: float) -> int:
 # --------------------------------------------------------------------------------------
 # input checks
 # --------------------------------------------------------------------------------------
-def _check_mask(mask: Any, shape: tuple[int, ...], what: str, allowed: tuple[int, ...] | None) -> np.ndarray:
-    arr = np.asarray(mask)
-    if arr.shape != tuple(shape):
-        raise MaskMismatch(
-            f"The {what} mask has shape {arr.shape} but the CT has shape {tuple(shape)}; "
-            "masks must be on the same voxel grid as their scan."
-        )
+def _check_labels(arr: np.ndarray, what: str, labels: Mapping[int, str] | None) -> np.ndarray:
+    """uint8 labels: 0 and the codes of ``labels`` (``None``: any value > 0 becomes 1)."""
     if arr.dtype == bool:
         return arr.astype(np.uint8)
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
             raise InvalidInput(f"The {what} mask must contain whole-number labels.")
-    if allowed is None:
+    if labels is None:
         return (arr > 0).astype(np.uint8)
     if not arr.size:
         return arr.astype(np.uint8)
+    allowed = [0, *labels]
     lo = 0 if np.issubdtype(arr.dtype, np.unsignedinteger) else arr.min()
     hi = arr.max()
     bad = []
     if lo < min(allowed) or hi > max(allowed):
         bad = [v for v in np.unique(arr).tolist() if v not in allowed]
     if bad:
+        meaning = ", ".join(f"{code} {name}" for code, name in labels.items())
         raise InvalidInput(
-            f"The {what} mask contains label values {bad[:5]}; expected only {list(allowed)} "
-            + (
-                "(0 background, 1 right lung, 2 left lung)."
-                if what == "lung"
-                else "(0 none, 1 ground-glass opacity, 2 consolidation)."
-            )
+            f"The {what} mask contains label values {bad[:5]}; expected only {allowed} "
+            f"(0 {'background' if what == 'lung' else 'none'}, {meaning})."
         )
     return arr.astype(np.uint8, copy=False)
 
@@ -839,7 +834,7 @@ def _assign_outside_lesions(side: np.ndarray, les: np.ndarray) -> None:
     outside = (les > 0) & (side == 0)
     if not outside.any():
         return
-    present = [lab for lab in (1, 2) if np.any(side == lab)]
+    present = [lab for lab in (RIGHT_LUNG, LEFT_LUNG) if np.any(side == lab)]
     if not present:
         # no lung mask at all: split by the lesions' own x midline (right lung = smaller x)
         xs = np.nonzero(les > 0)[2]
@@ -848,9 +843,9 @@ def _assign_outside_lesions(side: np.ndarray, les: np.ndarray) -> None:
         side[outside] = present[0]
         return
     else:
-        mid = 0.5 * (np.nonzero(side == 1)[2].mean() + np.nonzero(side == 2)[2].mean())
+        mid = 0.5 * (np.nonzero(side == RIGHT_LUNG)[2].mean() + np.nonzero(side == LEFT_LUNG)[2].mean())
     z, y, x = np.nonzero(outside)
-    side[z, y, x] = np.where(x <= mid, 1, 2).astype(np.uint8)
+    side[z, y, x] = np.where(x <= mid, RIGHT_LUNG, LEFT_LUNG).astype(np.uint8)
 
 
 def _systematic_sample(values: np.ndarray) -> np.ndarray:
@@ -1177,7 +1172,7 @@ def _heart_features(
         return {"heart_volume_ml": 0.0, "heart_transverse_diameter_mm": 0.0}
     box = _bbox(heart)
     h = heart[box]
-    cols = h.any(axis=1)  # [z, x]
+    cols = np.asarray(h.any(axis=1))  # [z, x]
     width = 0
     for row in cols:
         xs = np.flatnonzero(row)

@@ -13,22 +13,48 @@ Pixels are resampled to square so that the aspect ratio is physically correct.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import altair as alt
 import numpy as np
 import pandas as pd
 
-#: window presets (width_hu, level_hu)
-WINDOWS: dict[str, tuple[float, float]] = {
-    "lung": (1500.0, -600.0),
-    "mediastinal": (350.0, 40.0),
-}
+from .conventions import (
+    CONSOLIDATION,
+    DISPLAY_WINDOWS,
+    GGO,
+    LEFT_LUNG,
+    LESION_LABELS,
+    LUNG_LABELS,
+    RIGHT_LUNG,
+)
+from .optional import LazyModule, require
+
+if TYPE_CHECKING:
+    import altair as alt
+
+    #: what the chart functions return: a single, layered, faceted or concatenated Altair chart
+    AnyChart = alt.TopLevelMixin
+else:  # Altair charts need the [app] (or [notebooks]) group; slice pictures only numpy and Pillow
+    alt = LazyModule("altair", "Charts")
+
+#: window presets (width_hu, level_hu), see :data:`workbench.conventions.DISPLAY_WINDOWS`
+WINDOWS: dict[str, tuple[float, float]] = DISPLAY_WINDOWS
 
 #: RGB colours of labels in overlays
-LUNG_COLOURS: dict[int, tuple[int, int, int]] = {1: (64, 160, 255), 2: (64, 220, 160)}  # right, left
-LESION_COLOURS: dict[int, tuple[int, int, int]] = {1: (255, 215, 0), 2: (230, 40, 40)}  # GGO, consolidation
-LESION_NAMES = {1: "ground-glass opacity", 2: "consolidation"}
+LUNG_COLOURS: dict[int, tuple[int, int, int]] = {RIGHT_LUNG: (64, 160, 255), LEFT_LUNG: (64, 220, 160)}
+LESION_COLOURS: dict[int, tuple[int, int, int]] = {GGO: (255, 215, 0), CONSOLIDATION: (230, 40, 40)}
 VIEWS = ("axial", "coronal", "sagittal")
+
+
+def hex_colour(rgb: Sequence[int]) -> str:
+    """An RGB triple (0-255) as a CSS colour ``"#rrggbb"``."""
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
+
+
+def overlay_legend() -> dict[str, str]:
+    """Name -> CSS colour of every overlay label: lesions (GGO, consolidation), then lungs (right, left)."""
+    lesions = {LESION_LABELS[code]: hex_colour(rgb) for code, rgb in LESION_COLOURS.items()}
+    return lesions | {LUNG_LABELS[code]: hex_colour(rgb) for code, rgb in LUNG_COLOURS.items()}
 
 
 # --------------------------------------------------------------------------- slices
@@ -215,7 +241,7 @@ def surface_figure(
     Works offline (plotly.js ships with plotly and with Streamlit). Masks are subsampled
     so that at most about ``max_voxels`` voxels enter marching cubes.
     """
-    import plotly.graph_objects as go
+    go = require("plotly.graph_objects", "The 3D surface view")
 
     ref = lungs if lungs is not None else lesions
     if ref is None:
@@ -223,15 +249,12 @@ def surface_figure(
     step = max(1, int(np.ceil((ref.size / max_voxels) ** (1 / 3))))
     layers = []
     if lungs is not None:
-        layers += [
-            (lungs == 1, "right lung", LUNG_COLOURS[1], 0.18, step),
-            (lungs == 2, "left lung", LUNG_COLOURS[2], 0.18, step),
-        ]
+        layers += [(lungs == code, LUNG_LABELS[code], LUNG_COLOURS[code], 0.18, step) for code in LUNG_COLOURS]
     if lesions is not None:
         lstep = max(1, step // 2)
         layers += [
-            (lesions == 1, "ground-glass opacity", LESION_COLOURS[1], 0.9, lstep),
-            (lesions == 2, "consolidation", LESION_COLOURS[2], 0.95, lstep),
+            (lesions == GGO, LESION_LABELS[GGO], LESION_COLOURS[GGO], 0.9, lstep),
+            (lesions == CONSOLIDATION, LESION_LABELS[CONSOLIDATION], LESION_COLOURS[CONSOLIDATION], 0.95, lstep),
         ]
     fig = go.Figure()
     for mask, name, colour, alpha, s in layers:
@@ -272,6 +295,10 @@ def surface_figure(
 
 
 # --------------------------------------------------------------------------- case charts
+#: total height of a distribution chart (axes included)
+DISTRIBUTION_HEIGHT_PX = 200
+
+
 def distribution_chart(
     cohort_values: Sequence[float] | pd.Series,
     value: float | None,
@@ -279,9 +306,13 @@ def distribution_chart(
     title: str = "",
     unit: str = "",
     width: int = 260,
-    height: int = 110,
-) -> alt.Chart:
-    """Histogram of a cohort's values with a red rule at this case's value."""
+    height: int = DISTRIBUTION_HEIGHT_PX,
+) -> AnyChart:
+    """Histogram of a cohort's values with a red rule at this case's value.
+
+    ``height`` is the whole chart's (front ends that fit charts to their container, like
+    Streamlit, count the axes in it): the default leaves about 130 px for the bars.
+    """
     s = pd.to_numeric(pd.Series(cohort_values), errors="coerce").dropna()
     df = pd.DataFrame({"value": s.to_numpy()})
     axis_title = f"{title} ({unit})" if unit else title
@@ -290,7 +321,7 @@ def distribution_chart(
         .mark_bar(color="#9db4d0")
         .encode(
             x=alt.X("value:Q", bin=alt.Bin(maxbins=30), title=axis_title),
-            y=alt.Y("count():Q", title="patients"),
+            y=alt.Y("count():Q", title="patients", axis=alt.Axis(tickCount=3, titlePadding=4)),
         )
     )
     layers = [hist]
@@ -320,70 +351,96 @@ def waterfall_chart(
     max_display: int = 10,
     scale: str = "log-odds",
     width: int = 520,
-) -> alt.Chart:
+    labels: Mapping[str, str] | None = None,
+    not_provided: Sequence[str] = (),
+    probability: bool = False,
+    outcome: str = "severe",
+    value_name: str = "predicted risk",
+) -> AnyChart:
     """SHAP waterfall of one patient: bars from the base value to the model output.
 
     ``contributions`` maps feature -> SHAP value (in ``scale`` units); the largest
     ``max_display - 1`` by magnitude are shown, the rest are summed into one bar.
-    Red bars push towards severe, blue bars away from it.
+    Red bars push towards ``outcome``, blue bars away from it.
+
+    Args:
+        labels: feature -> text shown instead of ``name = value`` (e.g. clinical names with units).
+        not_provided: features whose value was not given (the model filled it in): summed into one
+            grey bar "not provided (imputed)" -- what the model assumed, not evidence about the patient.
+        probability: with ``scale="log-odds"``, draw the path on the probability scale (each bar
+            the change in predicted risk, in %, along the same path; the last bar ends at the
+            model's predicted risk).
+        value_name: what the model's output is called on that scale (``"score"`` for a model whose
+            output is not a risk).
     """
     c = pd.Series(contributions, dtype=float).dropna()
+    missing = [k for k in not_provided if k in c.index]
+    imputed = float(c[missing].sum()) if missing else None
+    c = c.drop(missing)
     order = c.abs().sort_values(ascending=False).index
-    keep = list(order[: max(1, max_display - 1)])
+    keep = list(order[: max(1, max_display - 1 - (imputed is not None))])
     rest = c.drop(keep)
-    rows = [(k, float(c[k])) for k in keep]
+    rows: list[tuple[str, float, str | None]] = [(str(k), float(c[k]), None) for k in keep]
     if len(rest):
-        rows.append((f"{len(rest)} other features", float(rest.sum())))
+        rows.append((f"{len(rest)} other features", float(rest.sum()), None))
+    if imputed is not None:
+        rows.append((f"not provided (imputed): {len(missing)} input{'s' * (len(missing) > 1)}", imputed, "imputed"))
     rows = rows[::-1]  # smallest first so the cumulative path ends at the top
+    to_axis = (lambda v: 100.0 / (1.0 + np.exp(-v))) if probability and scale == "log-odds" else (lambda v: v)
+    towards, away, grey = f"towards {outcome}", f"away from {outcome}", "not provided (imputed)"
     start = float(base_value)
     recs = []
-    for i, (name, v) in enumerate(rows):
+    for i, (name, v, kind) in enumerate(rows):
         label = name
-        if feature_values is not None and name in feature_values:
+        if labels is not None and name in labels:
+            label = labels[name]
+        elif feature_values is not None and name in feature_values:
             fv = feature_values[name]
             label = f"{name} = {fv:.4g}" if isinstance(fv, (int, float)) and np.isfinite(fv) else f"{name} = missing"
+        a, b = to_axis(start), to_axis(start + v)
         recs.append(
             {
                 "feature": label,
-                "start": start,
-                "end": start + v,
-                "shap": v,
+                "start": a,
+                "end": b,
+                "shap": b - a,
                 "order": len(rows) - i,
-                "direction": "towards severe" if v >= 0 else "away from severe",
+                "direction": grey if kind == "imputed" else (towards if v >= 0 else away),
             }
         )
         start += v
     df = pd.DataFrame(recs)
     sort = df.sort_values("order")["feature"].tolist()
+    axis_title = f"{value_name} (%)" if probability and scale == "log-odds" else f"model output ({scale})"
     bars = (
         alt.Chart(df)
         .mark_bar()
         .encode(
-            y=alt.Y("feature:N", sort=sort, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=260)),
-            x=alt.X("start:Q", title=f"model output ({scale})", scale=alt.Scale(zero=False)),
+            y=alt.Y("feature:N", sort=sort, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=320)),
+            x=alt.X("start:Q", title=axis_title, scale=alt.Scale(zero=False)),
             x2="end:Q",
             color=alt.Color(
                 "direction:N",
-                scale=alt.Scale(domain=["towards severe", "away from severe"], range=["#d62728", "#1f77b4"]),
+                scale=alt.Scale(domain=[towards, away, grey], range=["#d62728", "#1f77b4", "#b0b0b0"]),
                 title=None,
             ),
-            tooltip=["feature:N", alt.Tooltip("shap:Q", format="+.3f")],
+            tooltip=["feature:N", alt.Tooltip("shap:Q", format="+.3f", title="change")],
         )
     )
     base = (
-        alt.Chart(pd.DataFrame({"x": [float(base_value)], "what": ["base value"]}))
+        alt.Chart(pd.DataFrame({"x": [to_axis(float(base_value))], "what": ["base value"]}))
         .mark_rule(strokeDash=[4, 3], color="grey")
         .encode(x="x:Q", tooltip=["what:N", alt.Tooltip("x:Q", format=".3f")])
     )
     out = (
-        alt.Chart(pd.DataFrame({"x": [start], "what": ["this patient"]}))
+        alt.Chart(pd.DataFrame({"x": [to_axis(start)], "what": ["this patient"]}))
         .mark_rule(color="black")
         .encode(x="x:Q", tooltip=["what:N", alt.Tooltip("x:Q", format=".3f")])
     )
     return alt.layer(bars, base, out).properties(width=width, height=max(120, 24 * len(df)))
 
 
-def volume_change_chart(volumes_ml: Mapping[str, Mapping[str, float]]) -> alt.Chart:
+def volume_change_chart(volumes_ml: Mapping[str, Mapping[str, float]]) -> AnyChart:
     """Grouped bars of lesion volumes (ml) per time point: ``{time point: {component: ml}}``."""
     recs = [
         {"time point": t, "component": k, "volume_ml": float(v)}
@@ -401,8 +458,8 @@ def volume_change_chart(volumes_ml: Mapping[str, Mapping[str, float]]) -> alt.Ch
                 "component:N",
                 title=None,
                 scale=alt.Scale(
-                    domain=["ground-glass opacity", "consolidation"],
-                    range=[_hex(LESION_COLOURS[1]), _hex(LESION_COLOURS[2])],
+                    domain=[LESION_LABELS[GGO], LESION_LABELS[CONSOLIDATION]],
+                    range=[hex_colour(LESION_COLOURS[GGO]), hex_colour(LESION_COLOURS[CONSOLIDATION])],
                 ),
             ),
             xOffset="component:N",
@@ -412,12 +469,8 @@ def volume_change_chart(volumes_ml: Mapping[str, Mapping[str, float]]) -> alt.Ch
     )
 
 
-def _hex(rgb: Sequence[int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
-
-
 # --------------------------------------------------------------------------- cohort charts
-def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = None, width: int = 420) -> alt.Chart:
+def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = None, width: int = 420) -> alt.LayerChart:
     """ROC curves of several models on one chart, with optional CI bands.
 
     ``curves``: long table with columns ``model, fpr, tpr`` and optionally ``tpr_lo, tpr_hi``
@@ -432,7 +485,7 @@ def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = No
                 x=alt.X("fpr:Q"),
                 y="tpr_lo:Q",
                 y2="tpr_hi:Q",
-                color=alt.Color("model:N", legend=None, scale=alt.Scale(scheme="category10")),
+                color=alt.Color("model:N", title=None, scale=alt.Scale(scheme="category10")),
             )
         )
     layers.append(
@@ -464,7 +517,7 @@ def roc_chart(curves: pd.DataFrame, *, threshold_point: pd.DataFrame | None = No
                 tooltip=["model:N", alt.Tooltip("fpr:Q", format=".2f"), alt.Tooltip("tpr:Q", format=".2f")],
             )
         )
-    return alt.layer(*layers).properties(width=width, height=width)
+    return alt.LayerChart(layer=layers, width=width, height=width)
 
 
 def roc_band_table(
@@ -502,30 +555,143 @@ def roc_band_table(
     return pd.DataFrame({"fpr": fgrid, "tpr": main, "tpr_lo": np.minimum(lo, main), "tpr_hi": np.maximum(hi, main)})
 
 
-def confusion_matrix_chart(tn: int, fp: int, fn: int, tp: int, *, size: int = 120) -> alt.Chart:
-    """2x2 confusion matrix heat map (rows: truth, columns: prediction) with counts."""
-    df = pd.DataFrame(
-        {
-            "truth": ["not severe", "not severe", "severe", "severe"],
-            "predicted": ["not severe", "severe", "not severe", "severe"],
-            "count": [int(tn), int(fp), int(fn), int(tp)],
-            "kind": ["TN", "FP", "FN", "TP"],
-        }
-    )
-    df["text"] = df["kind"] + ": " + df["count"].astype(str)
+def confusion_matrix_chart(
+    tn: int,
+    fp: int,
+    fn: int,
+    tp: int,
+    *,
+    size: int = 120,
+    levels: tuple[str, str] = ("not severe", "severe"),
+) -> AnyChart:
+    """2x2 confusion matrix heat map (rows: truth, columns: prediction) with counts.
+
+    ``levels`` names the negative and positive class (e.g. ``("survived", "died")``, see
+    :func:`workbench.feature_info.outcome_levels`).
+    """
+    return confusion_chart([[tn, fp], [fn, tp]], levels, size=size, kinds=[["TN", "FP"], ["FN", "TP"]])
+
+
+def confusion_chart(
+    counts: Sequence[Sequence[int]] | np.ndarray,
+    classes: Sequence[str],
+    *,
+    size: int = 120,
+    kinds: Sequence[Sequence[str]] | None = None,
+) -> AnyChart:
+    """Confusion matrix of any number of classes as a heat map: rows the true class, columns the
+    predicted one, ``counts[i][j]`` patients of class i predicted j. Each cell shows its count and its
+    share of the true class (``kinds``, e.g. TN/FP/FN/TP, replaces the share); colour: the count."""
+    counts = np.asarray(counts, dtype=int)
+    names = [str(c) for c in classes]
+    rows = []
+    for i, truth in enumerate(names):
+        total = max(int(counts[i].sum()), 1)
+        for j, pred in enumerate(names):
+            n = int(counts[i, j])
+            kind = kinds[i][j] if kinds is not None else f"{n / total:.0%}"
+            text = f"{kind}: {n}" if kinds is not None else f"{n} ({kind})"
+            rows.append({"truth": truth, "predicted": pred, "count": n, "kind": kind, "text": text})
+    df = pd.DataFrame(rows)
     base = alt.Chart(df).encode(
-        x=alt.X("predicted:N", sort=["not severe", "severe"], title="predicted"),
-        y=alt.Y("truth:N", sort=["not severe", "severe"], title="truth"),
+        x=alt.X("predicted:N", sort=names, title="predicted"),
+        y=alt.Y("truth:N", sort=names, title="truth"),
     )
     heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None))
     text = base.mark_text(fontSize=14).encode(
         text="text:N",
         color=alt.condition(alt.datum.count > df["count"].max() / 2, alt.value("white"), alt.value("black")),
     )
-    return (heat + text).properties(width=2 * size, height=2 * size)
+    return (heat + text).properties(width=len(names) * size, height=len(names) * size)
 
 
-def calibration_chart(table: pd.DataFrame, *, width: int = 360) -> alt.Chart:
+#: name of the threshold parameter of :func:`threshold_explorer_chart` (its slider is drawn by Vega)
+THRESHOLD_PARAM = "threshold"
+
+
+def threshold_explorer_chart(
+    curves: pd.DataFrame,
+    table: pd.DataFrame,
+    *,
+    threshold: float,
+    model: str,
+    levels: tuple[str, str] = ("not severe", "severe"),
+    width: int = 400,
+) -> AnyChart:
+    """ROC curves with a live operating point: a threshold slider drawn by Vega moves the point on
+    the ROC, the sensitivity/specificity/PPV/NPV and the confusion matrix in the browser (no server
+    round trip).
+
+    Args:
+        curves: as for :func:`roc_chart` (columns ``model, fpr, tpr`` and optionally a band).
+        table: :func:`workbench.evaluation.metrics_by_threshold` of the model of the operating point.
+        threshold: where the slider starts (e.g. Youden's optimum), rounded to the table's grid.
+        model: the legend label of that model (its curve carries the point).
+        levels: names of the negative and positive class, for the confusion matrix.
+    """
+    thr = alt.param(
+        name=THRESHOLD_PARAM,
+        value=float(np.round(threshold, 2)),
+        bind=alt.binding_range(min=0, max=1, step=0.01, name="Threshold (predicted risk) "),
+    )
+    at_thr = f"abs(datum.threshold - {THRESHOLD_PARAM}) < 0.005"
+    t = table.copy()
+    t["fpr"], t["tpr"] = 1 - t["specificity"], t["sensitivity"]
+
+    def pct(v: float) -> str:
+        return f"{100 * v:.1f} %" if np.isfinite(v) else "n/a"
+
+    point = (
+        alt.Chart(t.assign(model=model))
+        .mark_point(size=140, filled=True, color="black")
+        .encode(
+            x="fpr:Q",
+            y="tpr:Q",
+            tooltip=["model:N", "threshold:Q", alt.Tooltip("fpr:Q", format=".2f"), alt.Tooltip("tpr:Q", format=".2f")],
+        )
+        .transform_filter(at_thr)
+    )
+    roc = alt.layer(*roc_chart(curves, width=width).layer, point).properties(width=width, height=width)
+    names = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV"}
+    rows = [
+        {"threshold": r.threshold, "metric": label, "value": pct(getattr(r, key)), "order": i}
+        for r in t.itertuples()
+        for i, (key, label) in enumerate(names.items())
+    ]
+    metrics = (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_text(align="left", fontSize=15)
+        .encode(
+            y=alt.Y("order:O", axis=None),
+            text=alt.Text("line:N"),
+        )
+        .transform_filter(at_thr)
+        .transform_calculate(line="datum.metric + ': ' + datum.value")
+        .properties(width=220, height=110, title="At this threshold")
+    )
+    neg, pos = levels
+    cells = [
+        {"threshold": r.threshold, "truth": truth, "predicted": pred, "count": int(getattr(r, k)), "kind": k.upper()}
+        for r in t.itertuples()
+        for truth, pred, k in ((neg, neg, "tn"), (neg, pos, "fp"), (pos, neg, "fn"), (pos, pos, "tp"))
+    ]
+    cm = (
+        alt.Chart(pd.DataFrame(cells))
+        .transform_filter(at_thr)
+        .transform_calculate(text="datum.kind + ': ' + datum.count")
+    )
+    enc = {
+        "x": alt.X("predicted:N", sort=[neg, pos], title="predicted"),
+        "y": alt.Y("truth:N", sort=[neg, pos], title="truth"),
+    }
+    matrix = alt.layer(
+        cm.mark_rect().encode(**enc, color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None)),
+        cm.mark_text(fontSize=13).encode(**enc, text="text:N"),
+    ).properties(width=180, height=150)
+    return alt.hconcat(roc, alt.vconcat(metrics, matrix)).add_params(thr)
+
+
+def calibration_chart(table: pd.DataFrame, *, width: int = 360) -> AnyChart:
     """Reliability diagram: columns ``model, predicted, observed`` (+ optional ``n``)."""
     pts = (
         alt.Chart(table)
@@ -545,7 +711,7 @@ def calibration_chart(table: pd.DataFrame, *, width: int = 360) -> alt.Chart:
     return (diag + pts).properties(width=width, height=width)
 
 
-def decision_curve_chart(table: pd.DataFrame, *, width: int = 420) -> alt.Chart:
+def decision_curve_chart(table: pd.DataFrame, *, width: int = 420) -> AnyChart:
     """Decision curve: columns ``model, threshold, net_benefit`` (include "treat all"/"treat none" rows)."""
     t = table.copy()
     lo = min(-0.05, float(np.nanmax(t["net_benefit"])) * -0.25) if len(t) else -0.05
@@ -569,7 +735,7 @@ def decision_curve_chart(table: pd.DataFrame, *, width: int = 420) -> alt.Chart:
 
 def importance_chart(
     importance: pd.Series | Mapping[str, float], *, max_display: int = 15, title: str = "mean |SHAP|"
-) -> alt.Chart:
+) -> AnyChart:
     """Horizontal bars of global feature importance (largest at the top)."""
     s = pd.Series(importance, dtype=float).sort_values(ascending=False).head(max_display)
     df = pd.DataFrame({"feature": s.index, "importance": s.to_numpy()})
@@ -599,7 +765,7 @@ ALTAIR_MAX_ROWS = 5000
 
 def beeswarm_chart(
     shap_values: pd.DataFrame, X: pd.DataFrame, *, max_display: int = 12, seed: int = 0, max_points: int = 800
-) -> alt.Chart:
+) -> AnyChart:
     """SHAP summary ("beeswarm"): one jittered strip per feature, coloured by the feature's value.
 
     ``shap_values`` and ``X`` share columns and rows (patients). Features are ordered by
@@ -654,7 +820,7 @@ def dependence_chart(
     colour: pd.Series | None = None,
     feature: str | None = None,
     colour_name: str | None = None,
-) -> alt.Chart:
+) -> AnyChart:
     """SHAP dependence plot: feature value vs its SHAP value, optionally coloured by another feature."""
     df = pd.DataFrame(
         {
@@ -685,6 +851,8 @@ __all__ = [
     "LUNG_COLOURS",
     "LESION_COLOURS",
     "VIEWS",
+    "hex_colour",
+    "overlay_legend",
     "window_image",
     "extract_slice",
     "n_slices",
@@ -701,6 +869,7 @@ __all__ = [
     "roc_chart",
     "roc_band_table",
     "confusion_matrix_chart",
+    "confusion_chart",
     "calibration_chart",
     "decision_curve_chart",
     "importance_chart",

@@ -4,19 +4,25 @@
     workbench analyze CASE [...]       segment, measure and (optionally) predict one case
     workbench train-lesions [...]      retrain the shipped chest network (CV + final)
     workbench fit COHORT --outcome ... fit and validate models on a cohort table
+    workbench validate MODEL COHORT --out DIR   validate a saved model on a new cohort
     workbench batch INPUT --out DIR    analyse many scans on Dask, resumable
 
-Every subcommand prints a plain message and exits with status 2 on a WorkbenchError.
+Every subcommand prints a plain one-line message and exits with status 2 on a WorkbenchError, on an
+operating-system error (a read-only folder, a full disk) and on any unexpected error (set
+``WORKBENCH_DEBUG=1`` to see the traceback of the latter instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from .errors import WorkbenchError
+from .conventions import DEFAULT_LESION_METHOD, LESION_METHODS
+from .errors import InvalidInput, WorkbenchError
+from .paths import lesion_unet_weights
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -32,33 +38,64 @@ def _cmd_series(args: argparse.Namespace) -> int:
     from .io import list_series
 
     for info in list_series(args.source):
-        print(f"{info.series_uid or '-'}\t{info.modality}\t{info.n_slices} slices\t{info.description or ''}")
+        line = f"{info.series_uid or '-'}\t{info.modality}\t{info.n_slices} slices"
+        if args.descriptions:  # free text typed at the scanner: it can hold a name
+            line += f"\t{' '.join((info.description or '').split())}"
+        print(line)
     return 0
+
+
+def parse_clinical(text: str) -> dict:
+    """``--clinical`` JSON text -> a mapping (values checked by ``analyze_case``); InvalidInput otherwise."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(
+            f'--clinical is not valid JSON ({type(exc).__name__}); write it like \'{{"age_years": 64, "sex": 1}}\'.'
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f"--clinical must be a JSON object of names and numbers, like '{{\"age_years\": 64}}', not a {type(value).__name__}."
+        )
+    return value
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from .biomarkers import biomarker_table
     from .io import load_ct, save_mask
-    from .pipeline import analyze_case
+    from .outputs import check_case_id, output_errors, output_folder, path_inside, write_csv, write_json
+    from .pipeline import analyze_case, clinical_values
 
-    out_dir = Path(args.out) if args.out else None
+    # everything the user typed is checked before minutes of analysis
+    case_id = check_case_id(args.case_id) if args.case_id is not None else _case_id_from_path(args.case)
+    clinical = clinical_values(parse_clinical(args.clinical)) if args.clinical else None
+    out_dir = output_folder(args.out, "the results") if args.out else None
     previous = None
     if args.previous:
         previous = analyze_case(args.previous, lesion_method=args.lesion_method)
-    clinical = json.loads(args.clinical) if args.clinical else None
     model = None
     if args.model:
         from .models import load_model
 
         model = load_model(args.model)
-    source = load_ct(args.case, series_uid=args.series_uid) if args.series_uid else args.case
+    if args.dicom_seg and not out_dir:
+        raise InvalidInput("--dicom-seg writes a file: give a folder with --out.")
+    if args.radiomics and not out_dir:
+        raise InvalidInput("--radiomics writes a file (CASE_radiomics.csv): give a folder with --out.")
+    source = load_ct(args.case, series_uid=args.series_uid) if args.series_uid or args.dicom_seg else args.case
+    if args.dicom_seg and source.dicom_reference is None:
+        raise InvalidInput(
+            "--dicom-seg needs a DICOM input (a folder or .zip of a DICOM series): a DICOM SEG points at "
+            "its source series. For a NIfTI scan use --masks."
+        )
     result = analyze_case(
         source,
-        case_id=args.case_id or _case_id_from_path(args.case),
+        case_id=case_id,
         clinical=clinical,
         model=model,
         lesion_method=args.lesion_method,
         previous=previous,
+        radiomics=True if args.radiomics else None,  # None: when the model takes radiomics features
     )
     table = biomarker_table(result.biomarkers, result.unavailable)
     with_units = table[["label", "value", "unit"]].copy()
@@ -69,18 +106,41 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     print(with_units.to_string(index=False))
     if result.prediction is not None:
         pred = result.prediction
-        print(f"\nPredicted probability of {pred.outcome} ({pred.model_name}): {pred.probability:.3f}")
-        top = sorted(pred.contributions.items(), key=lambda kv: -abs(kv[1]))[:5]
-        for name, shap_value in top:
-            print(f"  {name:<28} SHAP {shap_value:+.3f} ({pred.scale})")
-        if pred.missing:
-            print(f"  imputed by the model (not given): {', '.join(pred.missing)}")
+        given = round(pred.coverage * len(pred.feature_values))
+        print(f"\nModel inputs given: {given} of {len(pred.feature_values)} ({pred.status})")
+        from .feature_info import outcome_words
+
+        named = {f: f"{f} (= {a})" for f, a in pred.input_names.items()}  # the model's names, with the product's
+        outcome = outcome_words(pred.outcome)
+        if not pred.predictable:
+            print(f"No prediction of {outcome} ({pred.model_name}): {pred.message}")
+        else:
+            if pred.output_kind == "score":  # ranks patients against the model's threshold; not a probability
+                side = "above" if pred.threshold is not None and pred.probability >= pred.threshold else "below"
+                print(
+                    f"Score for {outcome} ({pred.model_name}): {pred.probability:.3f} (a score, not a risk)"
+                    + (f"; {side} the model's threshold {pred.threshold:.3f}" if pred.threshold is not None else "")
+                )
+            else:
+                print(f"Predicted probability of {outcome} ({pred.model_name}): {pred.probability:.3f}")
+            if pred.status != "complete" or pred.set_aside:
+                print(f"  warning: {pred.message}")
+            top = sorted(pred.contributions.items(), key=lambda kv: -abs(kv[1]))[:5]
+            for name, shap_value in top:
+                print(f"  {named.get(name, name):<36} SHAP {shap_value:+.3f} ({pred.scale})")
+            if pred.missing:
+                print(f"  filled by the model (not given): {', '.join(named.get(f, f) for f in pred.missing)}")
+    if result.radiomics is not None:
+        n_ok = sum(v == v for v in result.radiomics.features.values())
+        print(
+            f"\nRadiomics: {n_ok} of {len(result.radiomics.features)} features computed (5 regions, "
+            f"{sum(result.radiomics.seconds.values()):.1f} s)"
+            + "".join(f"; {region}: {why}" for region, why in result.radiomics.notes.items())
+        )
     for note in result.notes:
         print(f"note: {note}")
     if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
         stem = result.case_id
-        table.to_csv(out_dir / f"{stem}_biomarkers.csv", index=False)
         payload = {
             "case_id": result.case_id,
             "pipeline_version": result.pipeline_version,
@@ -93,10 +153,28 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         }
         if result.prediction is not None:
             payload["prediction"] = result.prediction.to_dict()
-        (out_dir / f"{stem}_biomarkers.json").write_text(json.dumps(payload, indent=2, allow_nan=True))
-        if args.masks:
-            save_mask(result.lungs, result.ct, out_dir / f"{stem}_lungs.nii.gz")
-            save_mask(result.lesions, result.ct, out_dir / f"{stem}_lesions.nii.gz")
+        if result.radiomics is not None:  # the values are in CASE_radiomics.csv
+            payload["radiomics"] = {"empty_regions": result.radiomics.notes, "seconds": result.radiomics.seconds}
+        with output_errors(f"the results to '{out_dir.name}'"):
+            write_csv(table, path_inside(out_dir, f"{stem}_biomarkers.csv"), index=False)
+            write_json(payload, path_inside(out_dir, f"{stem}_biomarkers.json"))  # null for missing values
+            if args.radiomics:
+                from .pipeline import radiomics_table
+
+                write_csv(radiomics_table(result), path_inside(out_dir, f"{stem}_radiomics.csv"), index=False)
+            if args.masks:
+                save_mask(result.lungs, result.ct, path_inside(out_dir, f"{stem}_lungs.nii.gz"))
+                save_mask(result.lesions, result.ct, path_inside(out_dir, f"{stem}_lesions.nii.gz"))
+            if args.dicom_seg:
+                from .dicom_seg import write_dicom_seg
+
+                write_dicom_seg(
+                    result.ct,
+                    result.lungs,
+                    result.lesions,
+                    path_inside(out_dir, f"{stem}_seg.dcm"),
+                    lesion_method=result.lesion_method,
+                )
         print(f"\nSaved to {out_dir}")
     return 0
 
@@ -140,6 +218,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validation import validate_from_args
+
+    validate_from_args(args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench",
@@ -155,15 +240,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("series", help="list the image series in a DICOM folder, zip or NIfTI")
     p.add_argument("source")
+    p.add_argument(
+        "--descriptions",
+        action="store_true",
+        help="also print each series' free-text description (it may hold a patient's name: off by default)",
+    )
     p.set_defaults(func=_cmd_series)
 
     p = sub.add_parser("analyze", help="analyse one scan: lungs, lesions, biomarkers (+ prediction)")
     p.add_argument("case", help="NIfTI file, DICOM folder or zip of a DICOM series")
     p.add_argument("--out", help="folder for CSV/JSON (and masks with --masks)")
     p.add_argument("--case-id", help="your own case identifier (default: file name)")
-    p.add_argument("--lesion-method", choices=["unet", "threshold"], default="unet")
+    p.add_argument(
+        "--lesion-method",
+        choices=LESION_METHODS,
+        default=DEFAULT_LESION_METHOD,
+        help=f"lesion segmentation method (default: {DEFAULT_LESION_METHOD})",
+    )
     p.add_argument("--previous", help="earlier scan of the same patient, for lesion volume change")
     p.add_argument("--masks", action="store_true", help="also write lung and lesion masks (NIfTI)")
+    p.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help="also write CASE_seg.dcm, a DICOM SEG of lungs, GGO and consolidation on the source series (DICOM inputs)",
+    )
+    p.add_argument(
+        "--radiomics",
+        action="store_true",
+        help="also write CASE_radiomics.csv: the 535 PyRadiomics-definition features of the Covid-MedIA regions "
+        "(lesions and lung left/right, heart), under the cohort's column names (~10-15 CPU-s on a full-size scan)",
+    )
     p.add_argument("--model", help="fitted model file (.skops) to predict severe outcome")
     p.add_argument("--series-uid", help="which DICOM series to use (see `workbench series`)")
     p.add_argument("--clinical", help='clinical values as JSON, e.g. \'{"age_years": 64, "sex": 1}\'')
@@ -173,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train-lesions",
         help="retrain the chest network (lungs, GGO, consolidation): 5-fold CV, then the shipped model",
     )
-    p.add_argument("--out", default=str(Path(__file__).parent / "models" / "lesion_unet.pt"))
+    p.add_argument("--out", default=str(lesion_unet_weights()))
     p.add_argument("--cv-dir", default="results/lesion_cv", help="fold weights and metrics (resumable)")
     p.add_argument("--skip-cv", action="store_true", help="train the final model only (the card then has no CV)")
     p.add_argument(
@@ -195,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_arguments(p)
     p.set_defaults(func=_cmd_fit)
 
+    p = sub.add_parser(
+        "validate",
+        help="validate a saved model on a new cohort (discrimination, calibration, pre-specified threshold)",
+    )
+    from .validation import add_validate_arguments
+
+    add_validate_arguments(p)
+    p.set_defaults(func=_cmd_validate)
+
     from .batch import add_arguments as add_batch_arguments
     from .batch import main_args as batch_main
 
@@ -209,11 +324,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except WorkbenchError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished results are saved; run the same command again to continue", file=sys.stderr)
         return 130
+    except OSError as err:  # a read-only folder, a full disk, an unreadable file
+        name = Path(str(err.filename)).name if getattr(err, "filename", None) else ""
+        print(f"error: {err.strerror or type(err).__name__}{' (' + repr(name) + ')' if name else ''}.", file=sys.stderr)
+        return 2
+    except Exception as err:  # a bug: still a sentence, not a traceback
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise
+        print(
+            f"error: unexpected internal error ({type(err).__name__}: {_one_line(err)[:300]}). Please report it; "
+            "run with WORKBENCH_DEBUG=1 to see the details.",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

@@ -45,6 +45,16 @@ class EmptyInput(InvalidInput):
     """An empty file, folder or archive."""
 
 
+class TooLarge(InvalidInput):
+    """The input declares more voxels or bytes than the workbench's memory budget allows
+    (checked from the headers, before anything large is read or unpacked)."""
+
+
+class InvalidGeometry(InvalidInput):
+    """Voxel spacing or orientation that is missing, implausible or ambiguous (e.g. zero
+    spacing, non-orthogonal axes, a NIfTI file without orientation)."""
+
+
 # --- analysis ----------------------------------------------------------------
 class SegmentationError(WorkbenchError):
     """Segmentation could not produce a usable result (e.g. no lungs in the scan)."""
@@ -65,3 +75,22 @@ class CohortError(WorkbenchError):
 
 class ModelError(WorkbenchError):
     """A model file is invalid, untrusted, or does not match the data's features."""
+
+
+class RadiomicsError(WorkbenchError):
+    """A radiomics request that cannot be met (invalid settings, spacing, or a resampled grid too large)."""
+
+
+# --- installation ----------------------------------------------------------------
+class MissingDependency(WorkbenchError, ImportError):
+    """A feature needs an optional install group (``[app]``, ``[notebooks]``, ``[batch]``) that is not installed."""
+
+
+# --- outputs and resources ---------------------------------------------------------
+class OutputError(WorkbenchError):
+    """A result cannot be written: a read-only or full disk, an output path that is a file,
+    a name that would leave the output folder, or a damaged results store."""
+
+
+class ServerBusy(WorkbenchError):
+    """The app is already analysing as many scans as it safely can; try again shortly."""

@@ -4,7 +4,7 @@
 
 - tree models (LightGBM, random forest, ...) behind feature-wise preprocessing:
   ``shap.TreeExplainer`` on the preprocessed data (LightGBM: log-odds; forest: probability);
-- logistic regression behind imputation/scaling: ``shap.LinearExplainer`` (log-odds);
+- logistic regression behind imputation/scaling/log transform: ``shap.LinearExplainer`` (log-odds);
 - anything else (neural network with feature selection, SVM, ensembles, the Tongji rule):
   model-agnostic permutation SHAP on the whole pipeline (:func:`permutation_shap`, the
   estimator of Strumbelj & Kononenko 2014 with antithetic permutations, as in
@@ -30,7 +30,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from workbench.errors import ModelError
-from workbench.models import FittedModel, as_fitted
+from workbench.models import FittedModel, SignedLog1p, as_fitted
 
 _TREE_TYPES = (
     "LGBMClassifier",
@@ -84,18 +84,93 @@ class Explanation:
         return self.base_value + self.values.sum(axis=1)
 
 
+# --------------------------------------------------------------------------- summarised background
+def summarise_background(X: pd.DataFrame, k: int = 20, min_cluster: int = 5, seed: int = 0) -> dict:
+    """A small reference sample for SHAP that a model file can carry instead of patient rows.
+
+    k-means (on median-imputed, standardised values) groups the training patients into at most
+    ``k`` clusters of at least ``min_cluster`` patients each (smaller clusters are merged into
+    their nearest neighbour); each stored row is a cluster's mean in original units (missing
+    values ignored; null where a whole cluster lacks a feature), with the cluster's share of
+    patients as weight. No stored row is a patient's own record.
+
+    Returns a JSON-ready dict: ``method``, ``features``, ``rows``, ``weights``, ``n_patients``.
+    """
+    from sklearn.cluster import KMeans
+
+    A = X.to_numpy(dtype=float)
+    n, m = A.shape
+    med = np.nanmedian(np.where(np.isfinite(A), A, np.nan), axis=0) if n else np.zeros(m)
+    med = np.nan_to_num(med, nan=0.0)
+    filled = np.where(np.isfinite(A), A, med)
+    sd = filled.std(axis=0)
+    Z = (filled - filled.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    n_clusters = max(1, min(k, n // max(min_cluster, 1)))
+    if n_clusters > 1:
+        labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(Z)
+    else:
+        labels = np.zeros(n, dtype=int)
+    while True:  # merge clusters below min_cluster into the nearest remaining centroid
+        ids, counts = np.unique(labels, return_counts=True)
+        if len(ids) <= 1 or counts.min() >= min_cluster:
+            break
+        small = ids[np.argmin(counts)]
+        others = [c for c in ids if c != small]
+        centres = np.array([Z[labels == c].mean(axis=0) for c in others])
+        members = np.flatnonzero(labels == small)
+        nearest = np.argmin(((Z[members, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
+        labels[members] = np.array(others)[nearest]
+    rows, weights = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN column of a cluster -> null
+        for c in np.unique(labels):
+            centre = np.nanmean(np.where(np.isfinite(A[labels == c]), A[labels == c], np.nan), axis=0)
+            rows.append([None if not np.isfinite(v) else round(float(v), 6) for v in centre])
+            weights.append(round(float(np.mean(labels == c)), 6))
+    return {
+        "method": f"k-means centroids of the training patients ({len(rows)} clusters of >= {min_cluster} patients; "
+        "no patient row stored)",
+        "features": [str(c) for c in X.columns],
+        "rows": rows,
+        "weights": weights,
+        "n_patients": int(n),
+    }
+
+
+def background_table(summary: dict | None, n_rows: int = 100) -> pd.DataFrame | None:
+    """Reference rows for :func:`explain` from a :func:`summarise_background` dict: each centroid
+    repeated in proportion to its weight (about ``n_rows`` rows in all). None for no summary."""
+    if not summary or not summary.get("rows"):
+        return None
+    weights = np.asarray(summary.get("weights") or [1.0] * len(summary["rows"]), dtype=float)
+    reps = np.maximum(1, np.round(weights / weights.sum() * n_rows)).astype(int)
+    rows = np.array([[np.nan if v is None else v for v in r] for r in summary["rows"]], dtype=float)
+    return pd.DataFrame(np.repeat(rows, reps, axis=0), columns=list(summary["features"]))
+
+
 def _split(est) -> tuple[list, object]:
+    """(the transform steps, the final estimator) of a pipeline; a pipeline whose last step is itself a
+    pipeline (a model behind a cohort's data-quality rules) is read as one chain of steps."""
     if isinstance(est, Pipeline):
-        return [s for _, s in est.steps[:-1]], est.steps[-1][1]
+        steps, final = [s for _, s in est.steps[:-1]], est.steps[-1][1]
+        if isinstance(final, Pipeline):
+            inner, final = _split(final)
+            steps += inner
+        return steps, final
     return [], est
 
 
 def _featurewise(steps: list) -> bool:
-    return all(isinstance(s, (SimpleImputer, StandardScaler)) for s in steps)
+    """True when every step maps each column on its own (imputation, scaling, log, a cohort's data-quality
+    rules: ``featurewise = True``), so attributions on the transformed columns belong to the same features."""
+    return all(
+        isinstance(s, (SimpleImputer, StandardScaler, SignedLog1p)) or getattr(s, "featurewise", False) is True
+        for s in steps
+    )
 
 
 def _transform(steps: list, X: pd.DataFrame) -> np.ndarray:
-    A = X.to_numpy(dtype=float)
+    A = X  # a table with the feature names: steps such as data-quality rules address columns by name
     for s in steps:
         A = s.transform(A)
     return np.asarray(A, dtype=float)

@@ -1,4 +1,14 @@
-"""Notebook display helpers: side-by-side slice images and an offline 3D view of a case.
+"""Notebook display helpers: offline Altair charts, side-by-side slice images and an offline 3D
+view of a case.
+
+``setup_offline_charts()`` (called by each notebook's first code cell) makes every Altair chart
+draw without internet. Altair's default renderer loads vega, vega-lite and vega-embed from
+cdn.jsdelivr.net (a blank chart behind a hospital firewall), and JupyterLab 4's own vega
+renderer stops at Vega-Lite 5 while Altair 6 writes Vega-Lite 6. The workbench renderer embeds
+the vega-embed bundle that ``vl-convert-python`` ships (gzip-compressed, loaded once per page)
+and a static SVG of the chart drawn by vl-convert: a trusted output (one you ran) is
+interactive; an untrusted one (a notebook run by someone else, GitHub, nbviewer), where
+JupyterLab strips scripts, still shows the static picture.
 
 ``show_3d(ct, lungs, lesions)`` picks the best viewer that works WITHOUT internet:
 
@@ -23,7 +33,10 @@ installed ipydatawidgets/traitlets (``TraitError`` on ``label_image_weights``).
 from __future__ import annotations
 
 import base64
+import functools
+import gzip
 import html
+import json
 import os
 import uuid
 from collections.abc import Mapping
@@ -31,13 +44,144 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench import charts
-from workbench.io import CTScan
+from . import charts
+from .conventions import LESION_LABELS, LUNG_LABELS
+from .io import CTScan
+from .optional import require
+from .paths import viewer_dir
 
-REPO = Path(__file__).resolve().parents[1]
 #: where ``make viewer3d`` installs the itk-vtk-viewer bundle (inside the Jupyter root ``notebooks/``)
-VIEWER_DIR = REPO / "notebooks" / "_viewer"
+VIEWER_DIR = viewer_dir()
 BACKENDS = ("auto", "itk-vtk-viewer", "plotly")
+
+
+# --------------------------------------------------------------------------- Altair charts, offline
+OFFLINE_RENDERER = "workbench_offline"
+#: CSS class of every chart output; ``data-rendered`` becomes ``interactive`` once vega-embed drew it
+CHART_CLASS = "wb-chart"
+#: vega-embed actions that work offline (the online Vega editor is left out)
+EMBED_OPTIONS = {"renderer": "svg", "actions": {"export": True, "source": False, "compiled": False, "editor": False}}
+
+
+def vegalite_version() -> str:
+    """The Vega-Lite version of the installed Altair in vl-convert's spelling (``"6.4"`` -> ``"v6_4"``),
+    falling back to vl-convert's newest version of the same major release."""
+    alt = require("altair", "Notebook charts")
+    vlc = require("vl_convert", "Offline notebook charts")
+
+    major, minor = alt.SCHEMA_VERSION.lstrip("v").split(".")[:2]
+    have = list(vlc.get_vegalite_versions())
+    if f"{major}.{minor}" in have:
+        return f"v{major}_{minor}"
+    same_major = [v for v in have if v.split(".")[0] == major]
+    if not same_major:
+        raise RuntimeError(
+            f"The installed vl-convert-python has no Vega-Lite {major}.x (Altair {alt.__version__} needs it); "
+            "upgrade it: pip install -U vl-convert-python"
+        )
+    return "v" + same_major[-1].replace(".", "_")
+
+
+@functools.lru_cache(maxsize=2)
+def _vega_bundle_b64(vl_version: str) -> str:
+    """vl-convert's vega + vega-lite + vega-embed bundle (a classic script that sets
+    ``window.vegaEmbed``), gzip-compressed and base64-encoded (~0.4 MB instead of 0.9 MB)."""
+    vlc = require("vl_convert", "Offline notebook charts")
+
+    bundle = vlc.javascript_bundle(vl_version=vl_version).encode("utf-8")
+    return base64.b64encode(gzip.compress(bundle, compresslevel=9, mtime=0)).decode("ascii")
+
+
+def _script_json(obj: object) -> str:
+    """JSON that is safe inside an HTML ``<script>`` element."""
+    return json.dumps(obj).replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+# The loader runs once per browser page: the first chart output decompresses the bundle
+# (DecompressionStream) and evaluates it; later outputs reuse the same promise.
+_CHART_JS = """(function () {
+  var box = document.getElementById(%(id)s);
+  if (!box) return;
+  var key = "__workbenchVegaEmbed_" + %(version)s;
+  if (!window[key]) {
+    window[key] = (async function () {
+      var bytes = Uint8Array.from(atob(%(bundle)s), function (c) { return c.charCodeAt(0); });
+      var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+      var code = await new Response(stream).text();
+      (new Function(code))();
+      return window.vegaEmbed;
+    })();
+  }
+  window[key].then(function (embed) {
+    var target = document.createElement("div");
+    box.appendChild(target);
+    return embed(target, %(spec)s, %(options)s).then(function () {
+      var still = box.querySelector(".wb-static");
+      if (still) still.remove();
+      box.setAttribute("data-rendered", "interactive");
+    });
+  }).catch(function (err) {
+    box.setAttribute("data-rendered", "failed");
+    var note = document.createElement("pre");
+    note.textContent = "The interactive chart could not be drawn: " + err;
+    box.appendChild(note);
+  });
+})();"""
+
+
+def offline_chart_html(spec: dict, *, static_fallback: bool = True, embed_options: dict | None = None) -> str:
+    """One chart as an HTML fragment that draws without internet (see the module docstring).
+
+    Args:
+        spec: a Vega-Lite spec (``chart.to_dict()``), data inline.
+        static_fallback: also embed a static SVG drawn by vl-convert, shown where scripts
+            do not run (untrusted notebooks, GitHub) and replaced by the interactive chart.
+        embed_options: vega-embed options (default :data:`EMBED_OPTIONS`).
+    """
+    version = vegalite_version()
+    div = f"wbchart-{uuid.uuid4().hex[:12]}"
+    static = ""
+    if static_fallback:
+        vlc = require("vl_convert", "Offline notebook charts")
+
+        try:
+            svg = vlc.vegalite_to_svg(spec, vl_version=version)
+        except Exception:  # noqa: BLE001 -- a static picture is a bonus; the interactive chart still draws
+            svg = None
+        if svg:
+            b64 = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+            static = f'<img class="wb-static" alt="chart" src="data:image/svg+xml;base64,{b64}"/>'
+    script = _CHART_JS % {
+        "id": json.dumps(div),
+        "version": json.dumps(version),
+        "bundle": json.dumps(_vega_bundle_b64(version)),
+        "spec": _script_json(spec),
+        "options": _script_json(embed_options or EMBED_OPTIONS),
+    }
+    return f'<div id="{div}" class="{CHART_CLASS}" data-rendered="static">{static}</div>\n<script type="text/javascript">{script}</script>'
+
+
+def offline_chart_renderer(spec: dict, **options: object) -> dict[str, str]:
+    """Altair renderer (registered as :data:`OFFLINE_RENDERER`): a mimebundle whose HTML needs no CDN."""
+    return {
+        "text/html": offline_chart_html(spec, **options),  # type: ignore[arg-type]
+        "text/plain": "<Altair chart (drawn offline by workbench.notebook_view)>",
+    }
+
+
+def setup_offline_charts(*, static_fallback: bool = True) -> str:
+    """Make every Altair chart of this notebook render offline (call once, in the first cell).
+
+    Registers and enables the :data:`OFFLINE_RENDERER` Altair renderer; returns its name.
+    ``static_fallback=False`` skips the static SVG (smaller outputs, nothing shown in untrusted
+    notebooks).
+    """
+    alt = require("altair", "Notebook charts")
+
+    if OFFLINE_RENDERER not in alt.renderers.names():
+        alt.renderers.register(OFFLINE_RENDERER, offline_chart_renderer)
+    alt.renderers.enable(OFFLINE_RENDERER, static_fallback=static_fallback)
+    return OFFLINE_RENDERER
 
 
 def image_row(images: Mapping[str, np.ndarray], *, height_px: int = 260) -> object:
@@ -45,7 +189,7 @@ def image_row(images: Mapping[str, np.ndarray], *, height_px: int = 260) -> obje
 
     The PNGs are embedded (base64), so the output needs no server and no internet.
     """
-    from IPython.display import HTML
+    HTML = require("IPython.display", "Notebook display").HTML
 
     cells = []
     for title, img in images.items():
@@ -103,7 +247,7 @@ def show_3d(
     Returns:
         An IPython display object (put it last in a cell, or pass it to ``display``).
     """
-    from IPython.display import HTML
+    HTML = require("IPython.display", "Notebook display").HTML
 
     if lungs is None and lesions is None:
         raise ValueError("show_3d needs a lung or a lesion mask.")
@@ -123,7 +267,8 @@ _PAGE = """<!DOCTYPE html>
 </body></html>
 """
 #: label values of the combined map shown by the viewer
-VIEWER_LABELS = {1: "right lung", 2: "left lung", 3: "ground-glass opacity", 4: "consolidation"}
+_LESION_OFFSET = max(LUNG_LABELS)  # lesion code c is shown as c + 2
+VIEWER_LABELS = {**LUNG_LABELS, **{code + _LESION_OFFSET: name for code, name in LESION_LABELS.items()}}
 MAX_VIEWER_SIDE = 256  # larger volumes are block-averaged so the browser stays responsive
 
 
@@ -144,11 +289,11 @@ def write_viewer_files(
         page.write_text(_PAGE)
     labels = np.zeros(ct.shape, np.uint8)
     if lungs is not None:
-        labels[np.asarray(lungs) == 1] = 1
-        labels[np.asarray(lungs) == 2] = 2
+        for code in LUNG_LABELS:
+            labels[np.asarray(lungs) == code] = code
     if lesions is not None:
-        labels[np.asarray(lesions) == 1] = 3
-        labels[np.asarray(lesions) == 2] = 4
+        for code in LESION_LABELS:
+            labels[np.asarray(lesions) == code] = code + _LESION_OFFSET
     image = sitk.GetImageFromArray(np.clip(np.round(ct.hu), -1024, 3071).astype(np.int16))
     image.CopyInformation(ct.image)
     lab = sitk.GetImageFromArray(labels)
@@ -232,7 +377,7 @@ def itk_vtk_viewer(
     :func:`serve_viewer` (no internet). The browser must run on the kernel's machine
     (a laptop with ``make lab``); otherwise the cell says so -- use ``backend="plotly"``.
     """
-    from IPython.display import HTML
+    HTML = require("IPython.display", "Notebook display").HTML
 
     page, image, labels = write_viewer_files(ct, lungs, lesions, viewer_dir)
     port = serve_viewer(viewer_dir)

@@ -10,6 +10,7 @@ function                  environment variable            default
 :func:`models_dir`        ``WORKBENCH_MODELS_DIR``        ``workbench/models`` inside the package
 :func:`sample_data_dir`   ``WORKBENCH_SAMPLE_DATA``       ``sample_data/`` of the repository
 :func:`shared_data_dir`   ``WORKBENCH_SHARED_DATA``       ``../shared/data`` beside the repository
+:func:`viewer_dir`        ``WORKBENCH_VIEWER_DIR``        ``notebooks/_viewer`` (``make viewer3d``)
 ========================  ==============================  ==========================================
 
 Nothing here reads data; the functions only say where to look. Callers raise a
@@ -51,3 +52,13 @@ def shared_data_dir() -> Path:
 def shared_dataset(name: str) -> Path:
     """One data set folder under :func:`shared_data_dir` (it may not exist: check before reading)."""
     return shared_data_dir() / name
+
+
+def lesion_unet_weights() -> Path:
+    """The shipped lesion U-Net weights (``lesion_unet.pt`` in :func:`models_dir`)."""
+    return models_dir() / "lesion_unet.pt"
+
+
+def viewer_dir() -> Path:
+    """Where ``make viewer3d`` installs the offline 3D notebook viewer (inside the Jupyter root)."""
+    return _from_env("WORKBENCH_VIEWER_DIR", REPO_DIR / "notebooks" / "_viewer")

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .outputs import write_csv
+from .paths import sample_data_dir
+
 #: (case id, severity 0..1, seed, description)
 PHANTOM_CASES = (
     ("phantom_none", 0.0, 11, "Synthetic chest CT, no lesions"),
@@ -39,16 +42,48 @@ REAL_CASES = (
         "Real CT (thorax/abdomen, 3 mm, not COVID), TotalSegmentator test file, Apache-2.0",
     ),
 )
+SAMPLE_CASE_COLUMNS = ["case_id", "path", "kind", "description", "followup_of"]
 
 
-#: the repository's embedded sample data (the default of the app, notebooks and CLI examples)
-SAMPLE_DATA_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+def sample_cases(folder: str | Path | None = None) -> pd.DataFrame:
+    """The sample cases that exist on disk: ``manifest.csv`` of the sample data folder (default
+    :func:`workbench.paths.sample_data_dir`) plus the real example CTs of :data:`REAL_CASES` it
+    does not list.
+
+    Returns:
+        DataFrame with columns ``case_id, path`` (absolute), ``kind`` ("synthetic"/"real"),
+        ``description, followup_of`` (the case ID of the earlier time point, or "").
+    """
+    folder = Path(folder) if folder is not None else sample_data_dir()
+    rows = []
+    manifest = folder / "manifest.csv"
+    if manifest.exists():
+        for r in pd.read_csv(manifest).to_dict("records"):
+            path = folder / str(r["path"])
+            if path.exists():
+                fu = r.get("followup_of")
+                rows.append(
+                    {
+                        "case_id": str(r["case_id"]),
+                        "path": str(path),
+                        "kind": str(r.get("kind", "")),
+                        "description": str(r.get("description", "")),
+                        "followup_of": "" if pd.isna(fu) else str(fu),
+                    }
+                )
+    for case_id, rel, description in REAL_CASES:
+        path = folder / rel
+        if path.exists() and not any(Path(r["path"]) == path for r in rows):
+            rows.append(
+                {"case_id": case_id, "path": str(path), "kind": "real", "description": description, "followup_of": ""}
+            )
+    return pd.DataFrame(rows, columns=SAMPLE_CASE_COLUMNS)
 
 
 def load_sample_cohort() -> pd.DataFrame:
     """The sample synthetic cohort (``sample_data/cohort/synthetic_cohort.csv``; generated
     with seed 0, as ``workbench synth`` does, when the file is absent)."""
-    path = SAMPLE_DATA_DIR / "cohort" / "synthetic_cohort.csv"
+    path = sample_data_dir() / "cohort" / "synthetic_cohort.csv"
     if path.exists():
         return pd.read_csv(path)
     from .synthetic_cohort import synthetic_cohort
@@ -166,10 +201,10 @@ def build_sample_data(out_dir: Path, seed: int = 0, n_patients: int = 500) -> li
             )
 
     cohort_path = cohort_dir / "synthetic_cohort.csv"
-    synthetic_cohort(n=n_patients, seed=seed).to_csv(cohort_path, index=False)
+    write_csv(synthetic_cohort(n=n_patients, seed=seed), cohort_path, index=False)
     written.append(cohort_path)
 
     manifest = out_dir / "manifest.csv"
-    pd.DataFrame(rows).to_csv(manifest, index=False)
+    write_csv(pd.DataFrame(rows), manifest, index=False)
     written.append(manifest)
     return written

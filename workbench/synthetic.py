@@ -286,10 +286,10 @@ def intended_volumes_ml(step_mm: float = 0.1) -> dict[str, float]:
 # Smooth grid-independent random texture (sum of random plane waves in mm)
 # ---------------------------------------------------------------------------------------
 class _Texture:
-    def __init__(self, rng: np.random.Generator, n: int = 10, wavelength_mm=(8.0, 30.0)):
+    def __init__(self, rng: np.random.Generator, n: int = 10, wavelength_mm: tuple[float, float] = (8.0, 30.0)):
         d = rng.normal(size=(n, 3))
         d /= np.linalg.norm(d, axis=1, keepdims=True)
-        lam = rng.uniform(*wavelength_mm, size=n)
+        lam = rng.uniform(wavelength_mm[0], wavelength_mm[1], size=n)
         self.k = (2 * np.pi / lam)[:, None] * d
         self.phase = rng.uniform(0, 2 * np.pi, size=n)
         self.norm = np.sqrt(2.0 / n)
@@ -312,6 +312,7 @@ class _Grid:
     shape: tuple[int, int, int]  # z, y, x
     spacing: tuple[float, float, float]  # x, y, z (mm)
     origin: tuple[float, float, float]  # centre of voxel 0 (x, y, z) in mm
+    _axes: tuple[np.ndarray, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         axes = tuple(
@@ -550,9 +551,9 @@ def _lesion_list(seed: int, severity: float) -> list[Lesion]:
         vol = 4.0 / 3.0 * np.pi * float(np.prod(radii)) / 1000.0
         out.append(
             Lesion(
-                centre_mm=tuple(float(c) for c in pts[idx[i]] + jitter[i]),
-                radii_mm=tuple(float(r) for r in radii),
-                rotation=tuple(tuple(float(v) for v in row) for row in rots[i]),
+                centre_mm=_xyz(pts[idx[i]] + jitter[i]),
+                radii_mm=_xyz(radii),
+                rotation=(_xyz(rots[i][0]), _xyz(rots[i][1]), _xyz(rots[i][2])),
                 kind="mixed" if mixed else "ggo",
                 lung=int(sides[idx[i]]),
                 ggo_hu=float(ggo_hu[i]),
@@ -603,13 +604,19 @@ def _body_slab_2d(x, y):
 ANATOMY_CENTRE = np.array([0.0, 0.0, ANATOMY_Z_MM / 2])
 
 
+def _xyz(values: Any) -> tuple[float, float, float]:
+    """Three numbers (x, y, z, or one row of a rotation) as a tuple of Python floats."""
+    x, y, z = (float(v) for v in values)
+    return (x, y, z)
+
+
 def _virtual_grid(grid: _Grid, scale: float) -> _Grid:
     """The grid expressed in the canonical (unscaled) anatomy frame of a body scaled by ``scale``."""
     if scale == 1.0:
         return grid
     c = ANATOMY_CENTRE
-    origin = tuple(float(c[i] + (grid.origin[i] - c[i]) / scale) for i in range(3))
-    return _Grid(grid.shape, tuple(s / scale for s in grid.spacing), origin)
+    origin = _xyz([c[i] + (grid.origin[i] - c[i]) / scale for i in range(3)])
+    return _Grid(grid.shape, _xyz([s / scale for s in grid.spacing]), origin)
 
 
 def _scale_lesion(les: Lesion, scale: float) -> Lesion:
@@ -618,8 +625,8 @@ def _scale_lesion(les: Lesion, scale: float) -> Lesion:
     c = ANATOMY_CENTRE
     return replace(
         les,
-        centre_mm=tuple(float(c[i] + (les.centre_mm[i] - c[i]) * scale) for i in range(3)),
-        radii_mm=tuple(float(r * scale) for r in les.radii_mm),
+        centre_mm=_xyz([c[i] + (les.centre_mm[i] - c[i]) * scale for i in range(3)]),
+        radii_mm=_xyz([r * scale for r in les.radii_mm]),
         intended_volume_ml=les.intended_volume_ml * scale**3,
         intended_consolidation_ml=les.intended_consolidation_ml * scale**3,
     )

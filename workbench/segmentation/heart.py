@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ..errors import MaskMismatch, NoLungsFound
+from ..conventions import LEFT_LUNG, RIGHT_LUNG
+from ..errors import NoLungsFound
+from ..io import check_same_grid
 
 HEART_TOP_FRACTION = 0.70
 SOFT_TISSUE_HU = (-30.0, 400.0)
@@ -59,12 +61,7 @@ def segment_heart(ct: Any, lungs: np.ndarray) -> np.ndarray:
         NoLungsFound: the lung mask is empty.
     """
     hu_full = np.asarray(ct.hu)
-    lungs = np.asarray(lungs)
-    if lungs.shape != hu_full.shape:
-        raise MaskMismatch(
-            f"The lung mask has shape {lungs.shape} but the CT has shape {hu_full.shape}; "
-            "masks must be on the same voxel grid as their scan."
-        )
+    lungs = check_same_grid(lungs, ct, "lung")
     lung_full = lungs > 0
     if not lung_full.any():
         raise NoLungsFound("The lung mask is empty, so the heart cannot be located between the lungs.")
@@ -75,7 +72,7 @@ def segment_heart(ct: Any, lungs: np.ndarray) -> np.ndarray:
     zs_any = np.flatnonzero(lung_full.any(axis=(1, 2)))
     ys = np.flatnonzero(lung_full.any(axis=(0, 2)))
     xs = np.flatnonzero(lung_full.any(axis=(0, 1)))
-    z_both = np.flatnonzero((lungs == 1).any(axis=(1, 2)) & (lungs == 2).any(axis=(1, 2)))
+    z_both = np.flatnonzero((lungs == RIGHT_LUNG).any(axis=(1, 2)) & (lungs == LEFT_LUNG).any(axis=(1, 2)))
     z_lo = int(z_both[0]) if z_both.size else int(zs_any[0])
     z_hi = int(zs_any[0] + math.ceil(HEART_TOP_FRACTION * (zs_any[-1] - zs_any[0] + 1)))
     z_hi = min(z_hi, int(zs_any[-1]) + 1)
@@ -107,8 +104,8 @@ def segment_heart(ct: Any, lungs: np.ndarray) -> np.ndarray:
     sizes = np.bincount(comp.ravel())[1:]
     # prefer big components whose centre lies between the lungs in x
     x_mid = (
-        0.5 * (np.nonzero(lab == 1)[2].mean() + np.nonzero(lab == 2)[2].mean())
-        if (np.any(lab == 1) and np.any(lab == 2))
+        0.5 * (np.nonzero(lab == RIGHT_LUNG)[2].mean() + np.nonzero(lab == LEFT_LUNG)[2].mean())
+        if (np.any(lab == RIGHT_LUNG) and np.any(lab == LEFT_LUNG))
         else lab.shape[2] / 2
     )
     centres = ndimage.center_of_mass(opened, comp, np.arange(1, n + 1))
@@ -146,7 +143,7 @@ def _ellipsoid(spacing: tuple[float, float, float], radius_mm: float) -> np.ndar
     r = [max(0, int(radius_mm // s)) for s in spacing]
     grids = np.ogrid[tuple(slice(-k, k + 1) for k in r)]
     dist = sum((g * s / radius_mm) ** 2 for g, s in zip(grids, spacing))
-    return dist <= 1.0
+    return np.asarray(dist <= 1.0)
 
 
 def _mediastinum(hu: np.ndarray, lab: np.ndarray, spy: float, spx: float) -> np.ndarray:
@@ -157,13 +154,13 @@ def _mediastinum(hu: np.ndarray, lab: np.ndarray, spy: float, spx: float) -> np.
     margin = _ellipsoid((1.0, spy, spx), HULL_MARGIN_MM)[1]
     for k in range(lab.shape[0]):
         sl = lab[k]
-        if not (np.any(sl == 1) and np.any(sl == 2)):
+        if not (np.any(sl == RIGHT_LUNG) and np.any(sl == LEFT_LUNG)):
             continue
         hull = convex_hull_image(sl > 0)
         hull = ndimage.binary_erosion(hull, structure=margin)
         # spine: bone in the central band between the lungs' centroids, posterior half
-        x1 = np.nonzero(sl == 1)[1].mean()
-        x2 = np.nonzero(sl == 2)[1].mean()
+        x1 = np.nonzero(sl == RIGHT_LUNG)[1].mean()
+        x2 = np.nonzero(sl == LEFT_LUNG)[1].mean()
         lo, hi = sorted((int(x1), int(x2)))
         rows = np.flatnonzero(hull.any(axis=1))
         if rows.size == 0:

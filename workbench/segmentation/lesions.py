@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidInput, MaskMismatch
-from ..io import CTScan
+from ..conventions import CONSOLIDATION, DEFAULT_LESION_METHOD, GGO, LESION_METHODS, check_lesion_method
+from ..io import CTScan, check_same_grid
 
 #: HU band counted as ground-glass opacity, ``low <= HU < high`` (Lung CT Analyzer "infiltrated" ~ -750..-400,
 #: extended to -300 as in the COVID literature).
@@ -44,11 +44,12 @@ VESSEL_AERATED_FRACTION: float = 0.3
 #: are treated as noise.
 MIN_LESION_MM3: float = 30.0
 
-METHODS = ("unet", "threshold")
+#: the method names (one home: :data:`workbench.conventions.LESION_METHODS`)
+METHODS = LESION_METHODS
 
 
 def segment_lesions(
-    ct: CTScan, lungs: np.ndarray, method: str = "unet", *, weights: str | Path | None = None
+    ct: CTScan, lungs: np.ndarray, method: str = DEFAULT_LESION_METHOD, *, weights: str | Path | None = None
 ) -> np.ndarray:
     """Label COVID-19 lesions inside the lungs.
 
@@ -67,14 +68,8 @@ def segment_lesions(
         MaskMismatch: ``lungs`` is not on the CT grid. InvalidInput: unknown ``method``.
         ModelError: the network weights are missing or invalid (``method="unet"``).
     """
-    lungs = np.asarray(lungs)
-    if lungs.shape != ct.shape:
-        raise MaskMismatch(
-            f"The lung mask has shape {lungs.shape} but the CT has shape {ct.shape}; segment the lungs "
-            "of this same scan first."
-        )
-    if method not in METHODS:
-        raise InvalidInput(f"Unknown lesion method {method!r}; choose one of {', '.join(METHODS)}.")
+    lungs = check_same_grid(lungs, ct, "lung")
+    check_lesion_method(method)
     lung = lungs > 0
     if not lung.any():
         return np.zeros(ct.shape, dtype=np.uint8)
@@ -137,8 +132,8 @@ def _threshold_lesions(ct: CTScan, lung: np.ndarray) -> np.ndarray:
         sizes_mm3 = np.bincount(lab.ravel(), minlength=n + 1)[1:] * sx * sy * sz
         kept = np.isin(lab, 1 + np.flatnonzero(sizes_mm3 >= MIN_LESION_MM3))
     sub = np.zeros(hu.shape, np.uint8)
-    sub[kept & ggo] = 1
-    sub[kept & cons] = 2
+    sub[kept & ggo] = GGO
+    sub[kept & cons] = CONSOLIDATION
     out = np.zeros(ct.shape, np.uint8)
     out[box] = sub
     return out

@@ -26,6 +26,10 @@ scikit-image, no trained weights):
 7. Full-resolution refinement: the coarse interior is kept as is; in a thin band along the
    border each voxel is decided by its own HU value.
 
+Steps 1-5 are public functions (:func:`working_grid`, :func:`body_mask`, :func:`air_candidates`,
+:func:`airway_tree` with :func:`without_airways`, :func:`select_and_split_lungs`) so that notebook 01
+can show them one at a time; :func:`segment_lungs` runs them all and is the call for real work.
+
 **B. Diseased lung from the chest network** (:mod:`workbench.segmentation.networks`: one pass per
 scan, shared with ``segment_lesions``). Consolidation and dense ground glass are not air, so part A
 misses them when they fill a lung region (dependent consolidation, diffuse disease). The network labels
@@ -67,11 +71,10 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from ..conventions import LEFT_LUNG, RIGHT_LUNG
 from ..errors import InvalidInput, NoLungsFound
 from ..io import CTScan
 
-RIGHT_LUNG = 1
-LEFT_LUNG = 2
 LUNG_METHODS = ("network", "classical")
 
 BODY_HU = -500.0  # tissue vs air, for the body outline
@@ -80,14 +83,14 @@ GAS_MEDIAN_HU = -950.0  # a component whose median is lower is gas (bowel, stoma
 MAX_REINCLUDE_HU = 120.0  # never re-include denser voxels (bone, contrast-filled vessels)
 SKIN_MARGIN_MM = 5.0  # lung candidates lie at least this far inside the skin
 MIN_LUNG_VOLUME_ML = 50.0  # below this no plausible lung is present
-MIN_LUNG_AREA_CM2 = 10.0  # thin scans (a few slices): at least this lung area per slice on average
-NETWORK_SHELL_LUNG_FRACTION = 0.3  # a dense network-lung region must border the aerated lung this much
-MIN_SLICES_3D = 3  # fewer slices: no 3D context, the lungs are the network's (see _network_lungs)
-MIN_AERATED_FRACTION = 0.2  # a network-only lung must be at least this much air-filled (< AIR_HU)
 PARTIAL_COVERAGE_ML = 1500.0  # below this the scan probably covers only part of the lungs
 TRACHEA_AREA_MM2 = (60.0, 900.0)  # plausible cross-section of the trachea lumen
 AIRWAY_MAX_AREA_MM2 = 1000.0  # an airway cross-section larger than this is a leak into the lung
 TRACHEA_MIN_LENGTH_MM = 25.0  # the trachea seed must continue as a tube at least this far
+MIN_LUNG_AREA_CM2 = 10.0  # thin scans (a few slices): at least this lung area per slice on average
+NETWORK_SHELL_LUNG_FRACTION = 0.3  # a dense network-lung region must border the aerated lung this much
+MIN_SLICES_3D = 3  # fewer slices: no 3D context, the lungs are the network's (see _network_lungs)
+MIN_AERATED_FRACTION = 0.2  # a network-only lung must be at least this much air-filled (< AIR_HU)
 
 
 class LungCoverageWarning(UserWarning):
@@ -101,6 +104,7 @@ def segment_lungs(
     weights: str | Path | None = None,
     working_spacing_mm: float = 3.0,
     closing_radius_mm: float = 40.0,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     """Segment the right and left lung of a chest CT, diseased lung included.
 
@@ -114,6 +118,8 @@ def segment_lungs(
         working_spacing_mm: voxel size of the coarse grid used for 3D morphology.
         closing_radius_mm: radius of the constrained closing that re-includes dense
             juxtapleural opacities (consolidation touching the pleura) and vessels.
+        notes: when given, the partial-coverage note is appended to this list instead of
+            being issued as a warning (thread-safe: concurrent analyses keep their own notes).
 
     Returns:
         uint8 array ``[z, y, x]`` on the CT grid: 0 background, 1 right lung, 2 left lung.
@@ -123,8 +129,8 @@ def segment_lungs(
         InvalidInput: unknown ``method``. ModelError: network weights missing or invalid.
 
     Warns:
-        LungCoverageWarning: when the lungs are cut by the first/last slice or their total
-            volume is below ``PARTIAL_COVERAGE_ML`` (the labels are still returned).
+        LungCoverageWarning: (without ``notes``) when the lungs are cut by the first/last slice
+            or their total volume is below ``PARTIAL_COVERAGE_ML`` (the labels are still returned).
     """
     if method not in LUNG_METHODS:
         raise InvalidInput(f"Unknown lung method {method!r}; choose one of {', '.join(LUNG_METHODS)}.")
@@ -135,37 +141,22 @@ def segment_lungs(
         labels = _classical_lungs(ct, working_spacing_mm, closing_radius_mm)
     else:
         labels = _network_lungs(ct, weights, working_spacing_mm, closing_radius_mm)
-    _check_coverage(labels, ct.voxel_volume_ml)
+    _check_coverage(labels, ct.voxel_volume_ml, notes)
     return labels
 
 
 def _classical_lungs(ct: CTScan, working_spacing_mm: float, closing_radius_mm: float) -> np.ndarray:
     """Steps 1-7 of the module docstring: the aerated lung (with re-included juxtapleural opacities)."""
     hu_full = ct.hu
-    spacing_xyz = ct.spacing_mm
-    factors_xyz = [max(1, min(int(round(working_spacing_mm / s)), n)) for s, n in zip(spacing_xyz, ct.image.GetSize())]
-    coarse_img = sitk.BinShrink(ct.image, factors_xyz) if max(factors_xyz) > 1 else ct.image
-    hu = sitk.GetArrayFromImage(coarse_img).astype(np.float32)
-    spacing_zyx = tuple(float(s) * f for s, f in zip(spacing_xyz[::-1], factors_xyz[::-1]))
-    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    hu, spacing_zyx, factors_zyx = working_grid(ct, working_spacing_mm)  # step 1
 
-    body = _body_mask(hu, spacing_zyx)
-    margin_vox = max(1, int(round(SKIN_MARGIN_MM / min(spacing_zyx[1:]))))
-    interior = ndi.binary_erosion(body, _inplane_cross(), iterations=margin_vox)
-    air = (hu < AIR_HU) & interior
-    if not air.any():
-        raise NoLungsFound(
-            "No air-filled lung tissue was found inside the body. The scan may not cover the chest "
-            "(e.g. a head or abdomen scan), or it is not a CT in Hounsfield units."
-        )
+    body = body_mask(hu, spacing_zyx)  # step 2
+    air, interior = air_candidates(hu, body, spacing_zyx)  # step 3
+    airways = airway_tree(air, body, spacing_zyx)  # step 4
+    coarse = select_and_split_lungs(without_airways(air, airways), hu, body, spacing_zyx)  # step 5
+    coarse = _fill_and_reinclude(coarse, hu, interior, airways, spacing_zyx, closing_radius_mm)  # step 6
 
-    airways = _airway_tree(air, body, spacing_zyx)
-    air &= ~ndi.binary_dilation(airways, _inplane_cross())
-
-    coarse = _select_and_split_lungs(air, hu, body, spacing_zyx, voxel_ml)
-    coarse = _fill_and_reinclude(coarse, hu, interior, airways, spacing_zyx, closing_radius_mm)
-
-    return _refine_full_resolution(coarse, hu, hu_full, factors_xyz[::-1])
+    return _refine_full_resolution(coarse, hu, hu_full, factors_zyx)  # step 7
 
 
 def _network_lungs(
@@ -274,6 +265,68 @@ def _split_by_midline(lung: np.ndarray) -> np.ndarray:
     return out
 
 
+# --------------------------------------------------------------------------- the steps
+# Public so that notebook 01 can show them one by one; segment_lungs is the call for real work.
+def working_grid(
+    ct: CTScan, working_spacing_mm: float = 3.0
+) -> tuple[np.ndarray, tuple[float, float, float], tuple[int, int, int]]:
+    """Step 1: the scan block-averaged to voxels of about ``working_spacing_mm``.
+
+    Returns:
+        ``(hu, spacing_zyx, factors_zyx)``: the coarse HU array ``[z, y, x]`` (float32), its voxel
+        size in mm in array order, and the integer block size along each axis.
+    """
+    spacing_xyz = ct.spacing_mm
+    factors_xyz = [max(1, min(int(round(working_spacing_mm / s)), n)) for s, n in zip(spacing_xyz, ct.image.GetSize())]
+    coarse_img = sitk.BinShrink(ct.image, factors_xyz) if max(factors_xyz) > 1 else ct.image
+    hu = sitk.GetArrayFromImage(coarse_img).astype(np.float32)
+    sz, sy, sx = (float(s) * f for s, f in zip(spacing_xyz[::-1], factors_xyz[::-1]))
+    fx, fy, fz = factors_xyz
+    return hu, (sz, sy, sx), (fz, fy, fx)
+
+
+def body_mask(hu: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """Step 2: the body (bool ``[z, y, x]``): the largest component denser than :data:`BODY_HU` after
+    an in-plane opening that detaches the table and blankets, holes filled per slice.
+
+    Raises NoLungsFound when the image holds no body (only air).
+    """
+    tissue = hu > BODY_HU
+    tissue = ndi.binary_opening(tissue, _inplane_cross())
+    body = _largest_component(tissue)
+    if not body.any():
+        raise NoLungsFound("No body was found in the image (it contains only air). Check that the file is a CT scan.")
+    return _fill_holes_per_slice(body)
+
+
+def air_candidates(
+    hu: np.ndarray, body: np.ndarray, spacing_zyx: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3: candidate lung voxels, below :data:`AIR_HU` and at least :data:`SKIN_MARGIN_MM` inside
+    the skin (so air outside the patient and under the table never counts).
+
+    Returns:
+        ``(air, interior)``: bool ``[z, y, x]`` arrays, the candidates and the body shrunk by the margin.
+
+    Raises NoLungsFound when there is no air inside the body.
+    """
+    margin_vox = max(1, int(round(SKIN_MARGIN_MM / min(spacing_zyx[1:]))))
+    interior = ndi.binary_erosion(body, _inplane_cross(), iterations=margin_vox)
+    air = (hu < AIR_HU) & interior
+    if not air.any():
+        raise NoLungsFound(
+            "No air-filled lung tissue was found inside the body. The scan may not cover the chest "
+            "(e.g. a head or abdomen scan), or it is not a CT in Hounsfield units."
+        )
+    return air, interior
+
+
+def without_airways(air: np.ndarray, airways: np.ndarray) -> np.ndarray:
+    """The air candidates minus the airway tree (grown by one voxel in-plane), so that the two lungs
+    are no longer joined through the trachea and main bronchi."""
+    return air & ~ndi.binary_dilation(airways, _inplane_cross())
+
+
 # --------------------------------------------------------------------------- helpers
 def _inplane_cross() -> np.ndarray:
     s = np.zeros((3, 3, 3), bool)
@@ -297,16 +350,6 @@ def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _body_mask(hu: np.ndarray, spacing_zyx) -> np.ndarray:
-    """Largest tissue component (table and blankets detached), holes filled per slice."""
-    tissue = hu > BODY_HU
-    tissue = ndi.binary_opening(tissue, _inplane_cross())
-    body = _largest_component(tissue)
-    if not body.any():
-        raise NoLungsFound("No body was found in the image (it contains only air). Check that the file is a CT scan.")
-    return _fill_holes_per_slice(body)
-
-
 def _body_midline_x(body: np.ndarray) -> np.ndarray:
     """Per-slice x coordinate of the body centre (in coarse voxels)."""
     xs = np.arange(body.shape[2], dtype=np.float64)
@@ -321,8 +364,10 @@ def _body_midline_x(body: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- airways
-def _airway_tree(air: np.ndarray, body: np.ndarray, spacing_zyx) -> np.ndarray:
-    """Trachea and main bronchi grown slice by slice from a seed found near the top."""
+def airway_tree(air: np.ndarray, body: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:
+    """Step 4: the trachea and main bronchi (bool ``[z, y, x]``), grown slice by slice from a round,
+    tube-like air region near the midline in the upper slices; a branch stops where its
+    cross-section suddenly becomes large (it has reached the lung). Empty when no trachea is found."""
     sz, sy, sx = spacing_zyx
     pix_mm2 = sy * sx
     slab, n = ndi.label(air, structure=_inplane_cross())  # 2D components, unique ids
@@ -415,21 +460,40 @@ def _is_tube(grown, z0, min_slices, area, slab, spacing_zyx) -> bool:
 
 
 # --------------------------------------------------------------------------- lungs
-def _select_and_split_lungs(air, hu, body, spacing_zyx, voxel_ml) -> np.ndarray:
+def select_and_split_lungs(
+    air: np.ndarray, hu: np.ndarray, body: np.ndarray, spacing_zyx: tuple[float, float, float]
+) -> np.ndarray:
+    """Step 5: the lungs among the air components, labelled right/left (uint8 ``[z, y, x]``).
+
+    Pure-gas components (median of their core below :data:`GAS_MEDIAN_HU`: stomach, colon, sinuses)
+    are dropped;
+    the large remaining ones are the lungs; one that crosses the body midline (lungs touching at the
+    junction lines) is split by erosion and a watershed on the HU image. Right lung = smaller x.
+
+    Raises NoLungsFound when no plausible lung (at least :data:`MIN_LUNG_VOLUME_ML`) is present.
+    """
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     lab, n = ndi.label(air)
     idx = np.arange(1, n + 1)
     vol = np.bincount(lab.ravel(), minlength=n + 1)[1:] * voxel_ml
-    # median >= GAS_MEDIAN_HU  <=>  at most half of the voxels are below it (fast via bincount)
-    gas_count = np.bincount(lab.ravel(), weights=(hu < GAS_MEDIAN_HU).ravel(), minlength=n + 1)[1:]
-    count = np.maximum(np.bincount(lab.ravel(), minlength=n + 1)[1:], 1)
+    # The gas test looks at each component's core (one voxel in from its border): the border voxels
+    # mix gas with the bowel wall, and interpolation (a resampled or reformatted scan) widens that
+    # mix until a colon's median rises above GAS_MEDIAN_HU. A component without a core (a thin sheet
+    # of partial-volume voxels, e.g. stool mixed with gas) cannot be a main lung.
+    core = ndi.binary_erosion(air)
+    has_core = np.bincount(lab[core], minlength=n + 1)[1:] > 0
+    judged = core | np.concatenate(([False], ~has_core))[lab]  # the core, or all voxels of a coreless one
+    # median >= GAS_MEDIAN_HU  <=>  at most half of the judged voxels are below it (fast via bincount)
+    gas_count = np.bincount(lab[judged], weights=hu[judged] < GAS_MEDIAN_HU, minlength=n + 1)[1:]
+    count = np.maximum(np.bincount(lab[judged], minlength=n + 1)[1:], 1)
     lunglike = (gas_count / count <= 0.5) & (vol >= 1.0)
-    if not lunglike.any():
+    if not (lunglike & has_core).any():
         raise NoLungsFound(
             "No lung tissue was found: the air regions inside the body look like bowel or sinus gas, "
             "not lung. The scan may not cover the chest."
         )
-    largest = vol[lunglike].max()
-    main_ids = idx[lunglike & (vol >= max(0.1 * largest, 5.0))]
+    largest = vol[lunglike & has_core].max()
+    main_ids = idx[lunglike & has_core & (vol >= max(0.1 * largest, 5.0))]
     main = np.isin(lab, main_ids)
     if main.sum() * voxel_ml < MIN_LUNG_VOLUME_ML:
         raise NoLungsFound(
@@ -614,25 +678,24 @@ def _upsample(labels, factors_zyx, shape) -> np.ndarray:
     return out
 
 
-def _check_coverage(labels, voxel_ml) -> None:
+def _check_coverage(labels, voxel_ml, notes: list[str] | None = None) -> None:
     from ..biomarkers import lungs_cut_by_scan
 
     volume_ml = float((labels > 0).sum()) * voxel_ml
     cut = lungs_cut_by_scan(labels)
     if volume_ml < PARTIAL_COVERAGE_ML or cut:
         if cut:
-            msg = (
+            note = (
                 f"The lungs are cut by the first or last slice ({volume_ml:.0f} mL segmented): whole-lung measures "
                 "(lung volume, disease extent, CT severity score) are not computable: the scan covers only part "
                 "of the lungs."
             )
         else:
-            msg = (
+            note = (
                 f"The scan seems to cover only part of the lungs ({volume_ml:.0f} mL segmented; the lung volume "
                 "is small). Whole-lung measurements such as lung volume and disease extent may be unreliable."
             )
-        warnings.warn(
-            msg,
-            LungCoverageWarning,
-            stacklevel=3,
-        )
+        if notes is not None:
+            notes.append(note)
+        else:
+            warnings.warn(note, LungCoverageWarning, stacklevel=3)

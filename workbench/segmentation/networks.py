@@ -37,8 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..conventions import missing_weights_message
 from ..errors import ModelError
-from ..paths import models_dir
+from ..paths import lesion_unet_weights, models_dir
 
 #: HU window the network sees, mapped linearly to [0, 1] (W 1250 / L -375).
 WINDOW_HU: tuple[float, float] = (-1000.0, 250.0)
@@ -66,7 +67,7 @@ CROPPED_EDGE_FRACTION: float = 0.3
 AIR_HU: float = -400.0
 
 MODELS_DIR = models_dir()
-DEFAULT_WEIGHTS = MODELS_DIR / "lesion_unet.pt"
+DEFAULT_WEIGHTS = lesion_unet_weights()
 
 
 def build_lesion_net() -> torch.nn.Module:
@@ -151,7 +152,7 @@ def chest_box(hu_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) -> tu
     """
     from scipy import ndimage as ndi
 
-    from .lungs import _body_mask, _inplane_cross
+    from .lungs import _inplane_cross, body_mask
 
     hu = np.asarray(hu_zyx)
     nz, h, w = hu.shape
@@ -163,7 +164,7 @@ def chest_box(hu_zyx: np.ndarray, spacing_zyx: tuple[float, float, float]) -> tu
     if _cropped_inside_body(coarse):
         return whole
     try:
-        body = _body_mask(coarse, coarse_spacing)
+        body = body_mask(coarse, coarse_spacing)
     except Exception:  # no body at all: nothing to crop around
         return whole
     margin_vox = max(1, int(round(5.0 / min(coarse_spacing[1:]))))
@@ -217,10 +218,7 @@ def load_lesion_model(path: str | Path | None = None) -> tuple[torch.nn.Module, 
     """
     p = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not p.is_file():
-        raise ModelError(
-            f"The lesion model weights are missing ({p}). Reinstall the workbench or train them with "
-            "`workbench train-lesions`; meanwhile use method='threshold'."
-        )
+        raise ModelError(missing_weights_message(p))
     return _load_cached(str(p.resolve()), p.stat().st_mtime)
 
 

@@ -1,18 +1,22 @@
 """Shared pieces of the Streamlit pages (app.py, pages/*.py).
 
-The pages stay thin: they lay out widgets and call the package. What they share lives
-here: the research-use notice, the list of sample cases, case sources (sample path or
-uploaded bytes, with a stable cache key), the cached case analysis with a progress
-display, clinical input fields and error display. Nothing here analyses anything.
+The pages stay thin: they lay out widgets and call the ``workbench`` package. What they share
+lives here, next to the app and outside the library (which imports no Streamlit): the
+research-use notice, case sources (sample path or uploaded bytes, with a stable cache key), the
+cached case analysis with a progress display, clinical input fields, the models offered for a
+case, and error display. Nothing here analyses anything.
+
+Session-state keys carry their page's prefix (``case_...``, ``cohort_...``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
-import warnings
+import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +24,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from .errors import WorkbenchError
+from workbench import feature_info
+from workbench.errors import ServerBusy, WorkbenchError
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_DATA = REPO / "sample_data"
 #: upload limit in MB; keep in step with .streamlit/config.toml (server.maxUploadSize)
 MAX_UPLOAD_MB = 1024
 RESEARCH_NOTICE = (
@@ -31,37 +34,36 @@ RESEARCH_NOTICE = (
     "Automated segmentations and predictions can be wrong."
 )
 
-#: clinical inputs offered on the Case page: name -> (label, unit, min, max, step)
-CLINICAL_FIELDS: dict[str, tuple[str, str, float, float, float]] = {
-    "age_years": ("Age", "years", 0.0, 110.0, 1.0),
-    "ldh_u_l": ("Lactate dehydrogenase (LDH)", "U/L", 0.0, 5000.0, 1.0),
-    "crp_mg_l": ("hs-CRP", "mg/L", 0.0, 500.0, 0.1),
-    "lymphocytes_pct": ("Lymphocytes", "% of leukocytes", 0.0, 100.0, 0.1),
-    "neutrophils_pct": ("Neutrophils", "% of leukocytes", 0.0, 100.0, 0.1),
-    "leukocytes_1e9_l": ("Leukocytes", "10^9/L", 0.0, 100.0, 0.1),
-    "platelets_1e9_l": ("Platelets", "10^9/L", 0.0, 2000.0, 1.0),
-    "albumin_g_l": ("Albumin", "g/L", 0.0, 80.0, 0.1),
-    "pao2_mmhg": ("PaO2", "mmHg", 0.0, 700.0, 1.0),
-    "neutrophils_1e9_l": ("Neutrophils", "10^9/L", 0.0, 100.0, 0.01),
-    "lymphocytes_1e9_l": ("Lymphocytes", "10^9/L", 0.0, 50.0, 0.01),
-    "monocytes_1e9_l": ("Monocytes", "10^9/L", 0.0, 20.0, 0.01),
-    "eosinophils_1e9_l": ("Eosinophils", "10^9/L", 0.0, 20.0, 0.01),
-    "monocytes_pct": ("Monocytes", "% of leukocytes", 0.0, 100.0, 0.1),
-    "eosinophils_pct": ("Eosinophils", "% of leukocytes", 0.0, 100.0, 0.1),
-    "nlr": ("Neutrophil/lymphocyte ratio", "", 0.0, 500.0, 0.1),
-    "red_cells_1e12_l": ("Red blood cells", "10^12/L", 0.0, 10.0, 0.01),
-    "haemoglobin_g_l": ("Haemoglobin", "g/L", 0.0, 250.0, 1.0),
-    "haematocrit_pct": ("Haematocrit", "%", 0.0, 80.0, 0.1),
-    "alt_u_l": ("ALT", "U/L", 0.0, 5000.0, 1.0),
-    "ast_u_l": ("AST", "U/L", 0.0, 5000.0, 1.0),
-}
-BINARY_FIELDS: dict[str, str] = {
-    "sex": "Sex",
-    "diabetes": "Diabetes",
-    "hypertension": "Hypertension",
-    "cardiovascular_disease": "Cardiovascular disease",
-    "copd": "COPD",
-}
+#: clinical inputs offered on the Case page (numeric: label, unit, min, max, step; 0/1: label),
+#: from the library's feature registry
+CLINICAL_FIELDS = feature_info.CLINICAL_FIELDS
+BINARY_FIELDS = feature_info.BINARY_FIELDS
+#: biomarkers compared with the cohort by default on the Case page
+COMPARED_BIOMARKERS = (
+    "ct_severity_score",
+    "lesion_pct_lung",
+    "lesion_volume_ml",
+    "consolidation_share_pct",
+    "lung_volume_ml",
+    "lesion_mean_hu",
+)
+
+
+def binary_options(name: str) -> list[str]:
+    """Menu of a 0/1 clinical input: "unknown", then the words for 0 and 1."""
+    return ["unknown", *feature_info.BINARY_LEVELS.get(name, ("no", "yes"))]
+
+
+def keep_state(prefixes: tuple[str, ...]) -> None:
+    """Keep the values of widgets whose keys start with one of ``prefixes`` while they are not drawn.
+
+    Streamlit forgets a widget's value when a run does not draw it (a closed lazy tab); storing the
+    value again as plain session state keeps it (the widget picks it up when drawn again).
+    """
+    ss = st.session_state
+    for key in list(ss.keys()):
+        if isinstance(key, str) and key.startswith(prefixes):
+            ss[key] = ss[key]
 
 
 #: favicon: an emoji (a Material icon name would make the browser fetch it from Google's font CDN)
@@ -89,43 +91,6 @@ def show_error(exc: BaseException, what: str = "") -> None:
             f"({type(exc).__name__}: {exc}). Please report it.",
             icon=":material/error:",
         )
-
-
-# --------------------------------------------------------------------------- sample cases
-def sample_cases() -> pd.DataFrame:
-    """The sample cases: ``sample_data/manifest.csv`` plus the real example CT if not listed.
-
-    Columns: case_id, path (absolute), kind, description, followup_of.
-    """
-    rows = []
-    manifest = SAMPLE_DATA / "manifest.csv"
-    if manifest.exists():
-        df = pd.read_csv(manifest)
-        for r in df.to_dict("records"):
-            path = SAMPLE_DATA / str(r["path"])
-            if path.exists():
-                fu = r.get("followup_of")
-                rows.append(
-                    {
-                        "case_id": str(r["case_id"]),
-                        "path": str(path),
-                        "kind": str(r.get("kind", "")),
-                        "description": str(r.get("description", "")),
-                        "followup_of": "" if pd.isna(fu) else str(fu),
-                    }
-                )
-    real = SAMPLE_DATA / "real" / "totalsegmentator_example" / "example_ct.nii.gz"
-    if real.exists() and not any(Path(r["path"]) == real for r in rows):
-        rows.append(
-            {
-                "case_id": "real_totalsegmentator_ct",
-                "path": str(real),
-                "kind": "real",
-                "description": "Real CT (thorax/abdomen, 3 mm, not COVID), TotalSegmentator example",
-                "followup_of": "",
-            }
-        )
-    return pd.DataFrame(rows, columns=["case_id", "path", "kind", "description", "followup_of"])
 
 
 # --------------------------------------------------------------------------- sources
@@ -161,7 +126,7 @@ UPLOAD_TYPES = ["nii", "gz", "zip", "dcm"]
 
 def check_upload_name(name: str) -> None:
     """Refuse file types that cannot be a CT before reading them."""
-    from .errors import InvalidInput
+    from workbench.errors import InvalidInput
 
     low = name.lower()
     if not low.endswith((".nii", ".nii.gz", ".zip", ".dcm")):
@@ -179,6 +144,30 @@ def _case_store() -> OrderedDict[tuple, dict]:
 
 
 MAX_CACHED_CASES = 4
+#: scans analysed at the same time by one app process (each needs up to a few GB: README,
+#: "Security and privacy"); further requests wait up to BUSY_WAIT_S, then get a "busy" message
+MAX_CONCURRENT_ANALYSES = 1
+BUSY_WAIT_S = 10.0
+BUSY_MESSAGE = "The server is busy analysing another case; try again in a minute."
+
+
+@st.cache_resource(show_spinner=False)
+def _analysis_slots() -> threading.BoundedSemaphore:
+    """Process-wide: shared by every session of this app server."""
+    return threading.BoundedSemaphore(MAX_CONCURRENT_ANALYSES)
+
+
+@contextlib.contextmanager
+def analysis_slot(wait_s: float | None = None) -> Iterator[None]:
+    """Hold one of the :data:`MAX_CONCURRENT_ANALYSES` analysis slots; ServerBusy when none frees up
+    within ``wait_s`` seconds (default :data:`BUSY_WAIT_S`), so two users cannot take the server down."""
+    slots = _analysis_slots()
+    if not slots.acquire(timeout=BUSY_WAIT_S if wait_s is None else wait_s):
+        raise ServerBusy(BUSY_MESSAGE)
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 def analyse(
@@ -190,10 +179,14 @@ def analyse(
 ) -> tuple[tuple, Any, list[str]]:
     """Analyse a scan once per (content, method, previous scan); later calls hit the cache.
 
-    Shows a status box with a progress bar per pipeline step while computing.
-    Returns ``(cache_key, CaseResult, warnings)``. Raises WorkbenchError.
+    Shows a status box with a progress bar per pipeline step while computing. At most
+    :data:`MAX_CONCURRENT_ANALYSES` analyses run at once in the server (:func:`analysis_slot`).
+    Returns ``(cache_key, CaseResult, notes)``: the notes of the analysis itself (e.g. partial
+    lung coverage), carried in the result -- never collected from the process-wide warnings, which
+    would mix up concurrent sessions. Raises WorkbenchError (ServerBusy when the server is busy).
     """
-    from .pipeline import analyze_case
+    from workbench.outputs import safe_file_stem
+    from workbench.pipeline import analyze_case
 
     key = (source.key, lesion_method, previous_key)
     store = _case_store()
@@ -208,27 +201,21 @@ def analyse(
         if bar is not None:
             bar.progress(min(1.0, max(0.0, fraction)), text=label)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
+    try:
+        with analysis_slot():
             result = analyze_case(
                 source.load_arg(),
-                case_id=source.label,
+                case_id=safe_file_stem(source.label),
                 lesion_method=lesion_method,
                 previous=previous,
                 progress=progress,
             )
-        except BaseException:
-            if box is not None:
-                box.update(label=f"Could not analyse {source.label}", state="error", expanded=False)
-            raise
-    msgs = list(
-        dict.fromkeys(
-            str(w.message)
-            for w in caught
-            if not issubclass(w.category, (DeprecationWarning, FutureWarning)) and "workbench" in (w.filename or "")
-        )
-    )
+    except BaseException:
+        if box is not None:
+            box.update(label=f"Could not analyse {source.label}", state="error", expanded=False)
+        raise
+    scan_notes = set(result.ct.metadata.get("notes") or [])
+    msgs = [n for n in dict.fromkeys(result.notes) if n not in scan_notes]
     if box is not None:
         total = sum(result.timings_s.values())
         box.update(label=f"Analysed {source.label} in {total:.1f} s", state="complete", expanded=False)
@@ -240,12 +227,33 @@ def analyse(
 
 def mask_nifti_bytes(mask: Any, ct: Any) -> bytes:
     """A label mask as .nii.gz bytes on the CT's grid (geometry only, no identifiers)."""
-    from .io import save_mask
+    from workbench.io import save_mask
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mask.nii.gz"
         save_mask(mask, ct, path)
         return path.read_bytes()
+
+
+def dicom_seg_bytes(result: Any) -> bytes:
+    """The DICOM SEG of an analysed DICOM case (see :mod:`workbench.dicom_seg`)."""
+    from workbench.dicom_seg import dicom_seg_bytes as seg_bytes
+
+    return seg_bytes(result.ct, result.lungs, result.lesions, lesion_method=result.lesion_method)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def radiomics_csv(_result: Any, key: tuple) -> str:
+    """The case's 535 radiomics features as a formula-safe CSV (``workbench analyze --radiomics``'s
+    ``<case>_radiomics.csv``), computed once per case (``key``: the analysis cache key): ~10-15 CPU-s on
+    a full-size scan, so the Case page computes it on demand, when its download is clicked."""
+    from dataclasses import replace
+
+    from workbench.outputs import csv_text
+    from workbench.pipeline import case_radiomics, radiomics_table
+
+    result = _result if _result.radiomics is not None else replace(_result, radiomics=case_radiomics(_result))
+    return csv_text(radiomics_table(result), index=False)
 
 
 def hash_table(df: pd.DataFrame) -> str:
@@ -289,7 +297,7 @@ SYNTHETIC_MODELS = {"logistic_l2": "logistic regression", "lightgbm": "LightGBM"
 @st.cache_data(show_spinner="Loading the sample synthetic cohort …")
 def load_sample_cohort() -> pd.DataFrame:
     """:func:`workbench.sample_data.load_sample_cohort`, cached for the session."""
-    from .sample_data import load_sample_cohort as load
+    from workbench.sample_data import load_sample_cohort as load
 
     return load()
 
@@ -297,7 +305,7 @@ def load_sample_cohort() -> pd.DataFrame:
 def operating_points(y: Any, p: Any) -> dict[str, float]:
     """Thresholds from out-of-fold probabilities (workbench.evaluation.operating_point):
     Youden's J, 90 % sensitivity, 90 % specificity, and 0.5."""
-    from .evaluation import operating_point
+    from workbench.evaluation import operating_point
 
     return {
         "Youden (max sensitivity + specificity)": operating_point(y, p, "youden").threshold,
@@ -311,46 +319,77 @@ def operating_points(y: Any, p: Any) -> dict[str, float]:
 def synthetic_case_model(name: str = "logistic_l2") -> dict:
     """A model of severe outcome fitted on the sample synthetic cohort with
     :data:`CASE_MODEL_FEATURES`; with 5-fold out-of-fold operating points and background rows."""
-    from .cohort import Cohort
-    from .models import fit_cv, fit_model
+    from workbench.cohort import Cohort
+    from workbench.models import fit_cv, fit_model
 
     df = load_sample_cohort()
     feats = [f for f in CASE_MODEL_FEATURES if f in df.columns]
     cohort = Cohort.from_table(df, outcome="severe", features=feats)
+    from workbench.evaluation import auc_ci, calibration
+    from workbench.model_info import model_summary
+
     cv = fit_cv(name, cohort, folds=5, seed=0, keep_models=False)
     fitted = fit_model(name, cohort, random_state=0)
+    oof = cv.oof.to_numpy()
+    ci = auc_ci(cohort.y, oof, n_bootstrap=500, seed=0)
+    cal = calibration(cohort.y, oof)
+    summary = model_summary(
+        fitted,
+        synthetic=True,
+        cohort=f"sample synthetic cohort, {len(cohort.y)} patients ({int(cohort.y.sum())} with the outcome)",
+        auc=ci.auc,
+        auc_ci=(ci.ci_low, ci.ci_high),
+        calibration={"slope": cal.slope, "intercept": cal.intercept, "brier": cal.brier},
+        calibration_note="5-fold cross-validation",
+    )
     return {
         "model": fitted,
         "label": f"{SYNTHETIC_MODELS.get(name, name)} · sample synthetic cohort",
         "outcome": "severe",
         "cv_auc": cv.auc,
-        "thresholds": operating_points(cohort.y, cv.oof.to_numpy()),
+        "thresholds": operating_points(cohort.y, oof),
         "background": cohort.X,
         "synthetic": True,
+        "summary": summary,
     }
 
 
 def shipped_models() -> dict[str, Path]:
     """Model files shipped in workbench/models (``*.skops``): label -> path."""
-    return {p.stem: p for p in sorted((Path(__file__).parent / "models").glob("*.skops"))}
+    from workbench.paths import models_dir
+
+    return {p.stem: p for p in sorted(models_dir().glob("*.skops"))}
 
 
-@st.cache_data(show_spinner="Loading the reference cohort for explanations …")
-def background_for(features: tuple[str, ...]) -> pd.DataFrame | None:
-    """Reference patients for SHAP (:func:`workbench.pipeline.default_background`), cached."""
-    from .pipeline import default_background
+def shipped_model_label(path: Path) -> str:
+    """The menu label of a model file: the ``display_name`` its sidecar declares, else its file name
+    (with the cohort of the shipped Tongji models). Reads the sidecar only, not the model."""
+    import json
 
-    return default_background(list(features))
+    try:
+        meta = json.loads(Path(path).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    name = meta.get("display_name") if isinstance(meta, dict) else None
+    if isinstance(name, str) and name:
+        return name
+    stem = Path(path).stem
+    return f"Shipped model {stem} (real Tongji 2020 cohort)" if stem.startswith("tongji") else f"Shipped model {stem}"
 
 
-@st.cache_resource(show_spinner="Loading the model …")
+@st.cache_resource(show_spinner="Loading the model and its cross-validated calibration …")
 def shipped_case_model(path: str) -> dict:
     """A model shipped in workbench/models with its operating points and SHAP background."""
-    from .models import load_model
+    from workbench.models import load_model
+    from workbench.pipeline import default_background
 
     fitted = load_model(path)
     meta = fitted.metadata or {}
     thresholds = {}
+    if meta.get("threshold") is not None:
+        thresholds[f"Pre-specified ({meta.get('threshold_rule', 'stored in the model file')})"] = float(
+            meta["threshold"]
+        )
     if meta.get("youden_threshold") is not None:
         thresholds["Youden (cross-validated on the training cohort)"] = float(meta["youden_threshold"])
     for k, v in (meta.get("operating_points") or {}).items():
@@ -359,14 +398,24 @@ def shipped_case_model(path: str) -> dict:
         except (TypeError, ValueError, KeyError):
             continue
     thresholds["0.5"] = 0.5
+    from workbench.model_info import model_summary, training_calibration
+
+    # shipped models store their cross-validated calibration (cv_calibration); an older file is refitted
+    cal = None if "cv_calibration" in meta else training_calibration(fitted)
+    summary = model_summary(
+        fitted,
+        calibration=cal,
+        calibration_note="10-fold cross-validation on the training cohort" if cal else "",
+    )
     return {
         "model": fitted,
-        "label": f"{fitted.name} · {meta.get('cohort', Path(path).stem)}",
+        "label": meta.get("display_name") or f"{fitted.name} · {meta.get('cohort', Path(path).stem)}",
         "outcome": fitted.outcome or "outcome",
         "cv_auc": meta.get("cv_auc"),
         "thresholds": thresholds,
-        "background": background_for(tuple(fitted.features)),
+        "background": default_background(fitted),
         "synthetic": False,
+        "summary": summary,
     }
 
 
@@ -378,7 +427,7 @@ def explain_case(entry: dict, features: dict[str, float]) -> dict:
     Returns ``Prediction.to_dict()``: probability, model_name, outcome, feature_values, missing,
     contributions (feature -> SHAP), base_value, scale, explain_note.
     """
-    from .pipeline import predict_case
+    from workbench.pipeline import predict_case
 
     pred = predict_case(entry["model"], features, background=entry.get("background"), model_name=entry["label"])
     out = pred.to_dict()
@@ -393,7 +442,7 @@ def model_entry(model_key: str) -> dict:
         return synthetic_case_model(what)
     if kind == "file":
         return shipped_case_model(what)
-    from .errors import ModelError
+    from workbench.errors import ModelError
 
     raise ModelError(f"Unknown model choice '{model_key}'.")
 
@@ -407,13 +456,3 @@ def explain_cached(model_key: str, features: tuple) -> dict:
 def feature_key(features: dict) -> tuple:
     """A hashable, order-independent form of a feature dict (cache key)."""
     return tuple(sorted((str(k), None if v is None else float(v)) for k, v in features.items()))
-
-
-def default_lesion_method() -> str:
-    """ "unet" when the shipped network weights are installed, else "threshold"."""
-    try:
-        from .segmentation import networks
-
-        return "unet" if Path(networks.DEFAULT_WEIGHTS).exists() else "threshold"
-    except Exception:  # noqa: BLE001 - torch/monai missing: the classical method still works
-        return "threshold"
