@@ -35,7 +35,7 @@ browser:
 app: $(VENV)/.installed-app
 	$(BIN)/streamlit run app.py --server.fileWatcherType none
 
-test: install browser lint
+test: install browser lint typecheck
 	$(BIN)/python -m pytest
 
 # The quick loop while developing: everything but the tests marked slow, on all cores.
