@@ -118,8 +118,7 @@ def _without_vessels_and_specks(ct: CTScan, lung: np.ndarray, lesions: np.ndarra
     margin = [int(np.ceil(2.5 * VESSEL_CORE_RADIUS_MM / s)) + 2 for s in spacing_zyx]
     zz, yy, xx = (np.flatnonzero(lesions.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
     box = tuple(
-        slice(max(int(v[0]) - m, 0), min(int(v[-1]) + m + 1, n))
-        for v, m, n in zip((zz, yy, xx), margin, lesions.shape)
+        slice(max(int(v[0]) - m, 0), min(int(v[-1]) + m + 1, n)) for v, m, n in zip((zz, yy, xx), margin, lesions.shape)
     )
     sub = lesions[box].copy()
     vessel = _vessels(np.asarray(ct.hu[box], dtype=np.float32), lung[box], spacing_zyx)
