@@ -25,7 +25,7 @@ from .io import CTScan
 #: a biomarker value for the same input, or the set of biomarkers, changes. The batch runner skips a
 #: case finished with the same input, pipeline version and lesion method, so a stale number would
 #: keep stale results; tests/test_golden.py fails when values change under the same number.
-PIPELINE_VERSION = "0.2.0"
+PIPELINE_VERSION = "0.2.1"
 
 #: the steps in order, with the wording front ends show in progress bars
 STEPS = (

@@ -50,6 +50,25 @@ def cv_table(cv: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def lesion_decision_text(sel: dict[str, Any] | None) -> str:
+    """A paragraph on how the lesion decision threshold was chosen (``train.select_lesion_decision``)."""
+    if not sel:
+        return ""
+    rows = "; ".join(
+        f"{t}: Dice {sel['cv_dice'][t]:.3f}"
+        + (f", healthy phantom {sel['healthy_phantom_ml'][t]:.1f} mL" if t in sel.get("healthy_phantom_ml", {}) else "")
+        for t in sel["cv_dice"]
+    )
+    return (
+        "\n\n**Lesion decision.** Inside the lung a pixel is lesion when P(GGO) + P(consolidation) ≥ t × "
+        f"(P(GGO) + P(consolidation) + P(lung)); t = **{sel['chosen']}**, the candidate with the best "
+        f"cross-validated Dice among those that leave the lesion-free sample phantom under "
+        f"{sel['healthy_phantom_max_ml']:.0f} mL of lesion ({rows}). The table above is for the chosen t, "
+        "so it is slightly optimistic; the estimate of the choice itself (nested: each fold scored with the t "
+        f"chosen on the other four folds, choices {sel['nested_choices']}) is Dice **{sel['nested_dice']:.3f}**."
+    )
+
+
 def render_model_card(meta: dict[str, Any], appendix: str = "") -> str:
     """The model card (Markdown) of a trained chest network from its metadata."""
     cfg = meta.get("config", {})
@@ -61,9 +80,11 @@ def render_model_card(meta: dict[str, Any], appendix: str = "") -> str:
     minutes = info.get("train_seconds", float("nan")) / 60.0
     cv_minutes = [s / 60.0 for s in cv.get("train_seconds_per_fold", []) if s == s]
     if cv.get("n_folds_done", 0) == 5:
-        cv_md = cv_table(cv)
+        cv_md = cv_table(cv) + lesion_decision_text(cv.get("lesion_decision"))
     else:
         cv_md = f"*Cross-validation not available with these weights ({cv.get('n_folds_done', 0)} of 5 folds).*"
+    from .lesions import MIN_NETWORK_LESION_ML
+
     text = f"""# Model card: `lesion_unet` — chest network: lung, ground-glass opacity, consolidation
 
 **Research use only. Not a medical device; not for diagnosis or treatment decisions.**
@@ -118,10 +139,11 @@ GGO / consolidation share, severity score).
 * Geometry (`networks.chest_box`): one square box per volume around the air-like voxels inside the body
   (lungs and airways) + {100 * meta["crop_margin"]:.0f} % margin, resampled to {meta["in_plane_size"]} ×
   {meta["in_plane_size"]}; an exported slice (tissue along at least three of its four edges) is already such a
-  crop and is used whole. Class probabilities are resampled back bilinearly and arg-maxed.
+  crop and is used whole. Class probabilities are resampled back bilinearly.
 * Test-time augmentation: mean softmax of the slice and its left-right mirror.
 * Decision (`networks.decode`): lung where P(background) < 0.5; lesion there where P(GGO) +
-  P(consolidation) > P(lung), consolidation where P(consolidation) > P(GGO). Pixels with
+  P(consolidation) ≥ t × (P(GGO) + P(consolidation) + P(lung)) with t = {(cv.get("lesion_decision") or {}).get("chosen", 0.5)}
+  (see "Lesion decision" below), consolidation where P(consolidation) > P(GGO). Pixels with
   0.5 ≤ P(background) < {meta.get("lung_decision", 0.8)} are an uncertain lung border, counted as lung only where no classical
   aerated-lung border exists (a single slice): experts draw subpleural lesions up to the chest wall.
 
@@ -157,7 +179,9 @@ the comparison is indicative.
   expect lower accuracy on other scanners, kernels, slice thicknesses, children, and non-COVID disease
   (fibrosis, oedema, tumours and effusions are not classes; an effusion may be called consolidation).
 * Real training images are 8-bit JPG exports of unknown window: the HU mapping is an estimate.
-* 2D slice by slice: no 3D context.
+* 2D slice by slice: no 3D context. On a volume, `segment_lesions` adds two 3D steps: vessels (with their
+  partial-volume rim) are taken out of the ground glass, and lesion components under {MIN_NETWORK_LESION_ML:g} mL
+  are dropped, so that a healthy scan measures (almost) no lesion; small isolated lesions are missed.
 * The lung label of the real slices is an automatic aerated-lung mask ∪ the expert lesion, not a
   manual lung outline.
 * The GGO / consolidation boundary is a radiological judgement; inter-reader agreement is itself far

@@ -434,6 +434,68 @@ def reevaluate_cv(cv_dir: str | Path, k: int = 5) -> dict[str, Any]:
     return collect_cv(cv_dir, k)
 
 
+#: the lesion-free sample phantom may keep at most this much false lesion (mL) with a lesion decision
+HEALTHY_PHANTOM_MAX_ML: float = 10.0
+
+
+def select_lesion_decision(cv_dir: str | Path, weights: str | Path = nw.DEFAULT_WEIGHTS, k: int = 5) -> dict[str, Any]:
+    """How :data:`networks.LESION_DECISION` is chosen, recomputed: for each candidate of
+    :data:`networks.LESION_DECISION_CANDIDATES`, the cross-validated mean Dice of the fold models in
+    ``cv_dir`` on their held-out real slices (through the product) and the false lesion volume (mL) of the
+    lesion-free sample phantom ``phantom_none`` with the shipped ``weights``. ``chosen``: the best Dice
+    among the candidates under :data:`HEALTHY_PHANTOM_MAX_ML`. ``nested_dice``: the estimate of this choice
+    itself — each fold scored with the candidate chosen on the other folds' slices."""
+    from ..io import load_ct
+    from ..paths import sample_data_dir
+    from .lesions import segment_lesions
+    from .lungs import segment_lungs
+
+    cv_dir = Path(cv_dir)
+    slices = {s.name: s for s in rs.load_real_slices()}
+    held = {f: json.loads((cv_dir / f"fold{f}.json").read_text())["held_out"] for f in range(k)}
+    phantom = sample_data_dir() / "cases" / "phantom_none.nii.gz"
+    ct = load_ct(phantom) if phantom.is_file() else None
+    per: dict[float, dict[str, float]] = {}
+    healthy_ml: dict[float, float] = {}
+    saved = nw.LESION_DECISION
+    try:
+        for t in nw.LESION_DECISION_CANDIDATES:
+            nw.LESION_DECISION = t
+            nw._CACHE.clear()
+            per[t] = {}
+            for f in range(k):
+                rows = evaluate_slices([slices[n] for n in held[f]], weights=cv_dir / f"fold{f}.pt")
+                per[t].update({n: m["dice"] for n, m in rows.items()})
+            if ct is not None:
+                nw._CACHE.clear()
+                lesions = segment_lesions(ct, segment_lungs(ct, weights=weights), weights=weights)
+                healthy_ml[t] = float((lesions > 0).sum()) * ct.voxel_volume_ml
+    finally:
+        nw.LESION_DECISION = saved
+        nw._CACHE.clear()
+    feasible = [t for t in per if healthy_ml.get(t, 0.0) < HEALTHY_PHANTOM_MAX_ML]
+
+    def best(names: list[str]) -> float:
+        return max(feasible, key=lambda t: (float(np.mean([per[t][n] for n in names])), t))
+
+    nested_choices, nested = [], []
+    for f in range(k):
+        others = [n for g in range(k) if g != f for n in held[g]]
+        t = best(others)
+        nested_choices.append(t)
+        nested += [per[t][n] for n in held[f]]
+    everyone = [n for f in range(k) for n in held[f]]
+    return {
+        "candidates": list(per),
+        "cv_dice": {str(t): float(np.mean(list(v.values()))) for t, v in per.items()},
+        "healthy_phantom_ml": {str(t): v for t, v in healthy_ml.items()},
+        "healthy_phantom_max_ml": HEALTHY_PHANTOM_MAX_ML,
+        "chosen": best(everyone),
+        "nested_choices": nested_choices,
+        "nested_dice": float(np.mean(nested)),
+    }
+
+
 def refresh_model_cv(out_path: str | Path = nw.DEFAULT_WEIGHTS, cv_dir: str | Path = "results/lesion_cv") -> dict:
     """Re-evaluate the CV folds with the current code and rewrite the shipped model's metadata and card
     (the weights are not retrained)."""
@@ -441,6 +503,7 @@ def refresh_model_cv(out_path: str | Path = nw.DEFAULT_WEIGHTS, cv_dir: str | Pa
     ckpt = torch.load(out_path, map_location="cpu", weights_only=True)
     meta = dict(ckpt["meta"])
     meta["cv"] = reevaluate_cv(cv_dir)
+    meta["cv"]["lesion_decision"] = select_lesion_decision(cv_dir, out_path)
     meta["cv_evaluated"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     net = nw.build_lesion_net()
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
@@ -506,6 +569,8 @@ def train_lesion_model(
     digest = nw.save_lesion_model(net, meta, out_path)
     meta["weights_sha256"] = digest
     write_model_card(meta, Path(out_path).with_suffix(".md"))
+    if cv is not None and cv.get("n_folds_done", 0) == 5:  # the lesion decision needs the shipped weights too
+        return refresh_model_cv(out_path, cv_dir)  # type: ignore[arg-type]
     return meta
 
 
@@ -524,4 +589,5 @@ __all__ = [
     "train_lesion_model",
     "reevaluate_cv",
     "refresh_model_cv",
+    "select_lesion_decision",
 ]
