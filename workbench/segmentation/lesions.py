@@ -98,12 +98,11 @@ def segment_lesions(
         out = np.zeros(ct.shape, np.uint8)
         out[classes == networks.GGO] = GGO
         out[classes == networks.CONSOLIDATION] = CONSOLIDATION
-        out[~lung] = 0
-        from .lungs import MIN_SLICES_3D
-
-        if ct.shape[0] >= MIN_SLICES_3D:
-            out = _without_vessels_and_specks(ct, lung, out)
     out[~lung] = 0
+    from .lungs import MIN_SLICES_3D
+
+    if method != "threshold" and ct.shape[0] >= MIN_SLICES_3D:
+        out = _without_vessels_and_specks(ct, lung, out)
     return out.astype(np.uint8, copy=False)
 
 
@@ -111,8 +110,6 @@ def _without_vessels_and_specks(ct: CTScan, lung: np.ndarray, lesions: np.ndarra
     """The network's lesions of a volume without vessels (:func:`_vessels`), the ground glass of their
     one-voxel partial-volume rim, and components smaller than :data:`MIN_NETWORK_LESION_ML`; computed
     on the bounding box of the lesions."""
-    from scipy import ndimage as ndi
-
     if not lesions.any():
         return lesions
     sx, sy, sz = ct.spacing_mm
@@ -123,13 +120,9 @@ def _without_vessels_and_specks(ct: CTScan, lung: np.ndarray, lesions: np.ndarra
         slice(max(int(v[0]) - m, 0), min(int(v[-1]) + m + 1, n)) for v, m, n in zip((zz, yy, xx), margin, lesions.shape)
     )
     sub = lesions[box].copy()
-    vessel = _vessels(np.asarray(ct.hu[box], dtype=np.float32), lung[box], spacing_zyx)
-    rim = ndi.binary_dilation(vessel, structure=_ellipsoid(1.01 * max(sx, sy), spacing_zyx))
+    vessel, rim = _vessels_and_rim(np.asarray(ct.hu[box], dtype=np.float32), lung[box], spacing_zyx)
     sub[vessel | (rim & (sub == GGO))] = 0
-    lab, n = ndi.label(sub > 0)
-    if n:
-        sizes_ml = np.bincount(lab.ravel(), minlength=n + 1)[1:] * ct.voxel_volume_ml
-        sub[~np.isin(lab, 1 + np.flatnonzero(sizes_ml >= MIN_NETWORK_LESION_ML))] = 0
+    sub[~_large_components(sub > 0, ct.voxel_volume_ml, MIN_NETWORK_LESION_ML)] = 0
     out = lesions.copy()
     out[box] = sub
     return out
@@ -168,22 +161,40 @@ def _threshold_lesions(ct: CTScan, lung: np.ndarray) -> np.ndarray:
 
     ggo = (hu >= GGO_BAND_HU[0]) & (hu < GGO_BAND_HU[1])
     cons = (hu >= CONSOLIDATION_BAND_HU[0]) & (hu <= CONSOLIDATION_BAND_HU[1])
-    vessel = _vessels(hu, inside, spacing_zyx)
-    rim = ndi.binary_dilation(vessel, structure=_ellipsoid(1.01 * max(sx, sy), spacing_zyx))
+    vessel, rim = _vessels_and_rim(hu, inside, spacing_zyx)
     abnormal = ((ggo & ~rim) | (cons & ~vessel)) & inside
     # thin-structure removal: open with a ball (airway walls, fissures, residual partial volume)
     kept = ndi.binary_opening(abnormal, structure=_ellipsoid(VESSEL_RADIUS_MM, spacing_zyx))
-    # small components -> noise
-    lab, n = ndi.label(kept)
-    if n:
-        sizes_mm3 = np.bincount(lab.ravel(), minlength=n + 1)[1:] * sx * sy * sz
-        kept = np.isin(lab, 1 + np.flatnonzero(sizes_mm3 >= MIN_LESION_MM3))
+    kept = _large_components(kept, sx * sy * sz, MIN_LESION_MM3)  # small components -> noise
     sub = np.zeros(hu.shape, np.uint8)
     sub[kept & ggo] = GGO
     sub[kept & cons] = CONSOLIDATION
     out = np.zeros(ct.shape, np.uint8)
     out[box] = sub
     return out
+
+
+def _vessels_and_rim(
+    hu: np.ndarray, lung: np.ndarray, spacing_zyx: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vessels (:func:`_vessels`) and their one-voxel partial-volume rim (in-plane, at least one voxel)."""
+    from scipy import ndimage as ndi
+
+    vessel = _vessels(hu, lung, spacing_zyx)
+    rim = ndi.binary_dilation(vessel, structure=_ellipsoid(1.01 * max(spacing_zyx[1:]), spacing_zyx))
+    return vessel, rim
+
+
+def _large_components(mask: np.ndarray, voxel_size: float, min_size: float) -> np.ndarray:
+    """``mask`` without its connected components smaller than ``min_size`` (in the unit of ``voxel_size``,
+    the size of one voxel: mm³ or mL)."""
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return np.asarray(mask, dtype=bool)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:] * voxel_size
+    return np.isin(lab, 1 + np.flatnonzero(sizes >= min_size))
 
 
 def _vessels(hu: np.ndarray, lung: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np.ndarray:

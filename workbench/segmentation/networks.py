@@ -315,19 +315,17 @@ def predict_classes(
     return out
 
 
-def decode(probs: torch.Tensor, lesion_decision: float | None = None) -> torch.Tensor:
+def decode(probs: torch.Tensor) -> torch.Tensor:
     """Class map (uint8) from probabilities ``[n, 4, h, w]``, hierarchically: lung (healthy or diseased)
     where P(background) < 0.5, :data:`LUNG_BORDER` where 0.5 <= P(background) < :data:`LUNG_DECISION`;
-    inside the lung, lesion where P(GGO) + P(consolidation) >= ``lesion_decision`` (default
-    :data:`LESION_DECISION`) x (P(GGO) + P(consolidation) + P(lung)), consolidation where
-    P(consolidation) > P(GGO)."""
-    t = LESION_DECISION if lesion_decision is None else lesion_decision
+    inside the lung, lesion where P(GGO) + P(consolidation) >= :data:`LESION_DECISION` x (P(GGO) +
+    P(consolidation) + P(lung)), consolidation where P(consolidation) > P(GGO)."""
     bg = probs[:, BACKGROUND]
     u8 = torch.uint8
     out = torch.where(bg < 0.5, torch.ones((), dtype=u8), torch.zeros((), dtype=u8))
     out = torch.where((bg >= 0.5) & (bg < LUNG_DECISION), torch.full((), LUNG_BORDER, dtype=u8), out)
     lesion_p = probs[:, GGO] + probs[:, CONSOLIDATION]
-    lesion = (bg < 0.5) & (lesion_p >= t * (lesion_p + probs[:, LUNG]))
+    lesion = (bg < 0.5) & (lesion_p >= LESION_DECISION * (lesion_p + probs[:, LUNG]))
     kind = torch.where(
         probs[:, CONSOLIDATION] > probs[:, GGO], torch.full((), CONSOLIDATION, dtype=u8), torch.full((), GGO, dtype=u8)
     )
