@@ -232,7 +232,7 @@ def speed_table(r231_slices: int, shape: tuple[int, int, int]) -> None:
         if dev == "cpu":
             torch.cuda.is_available = lambda: False  # force CPU for this row
         try:
-            networks._CACHE.clear()
+            networks.clear_cache()  # time the network, not the cache
             lungs, lung_s = _lungs(ct, "network")
             t0 = time.perf_counter()
             les = segment_lesions(ct, lungs, method="unet")

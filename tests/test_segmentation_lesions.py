@@ -238,6 +238,22 @@ def test_the_lesion_decision_is_the_one_its_selection_chose():
     assert f"is Dice **{sel['nested_dice']:.3f}**" in card
 
 
+def test_a_temporary_lesion_decision_changes_the_lesions_only_inside_its_block(toy):
+    """networks.lesion_decision(t) (offline threshold tuning) decodes at t inside the block, then restores the
+    shipped decision and forgets the class maps computed at t, even when the block fails."""
+    ct, lungs, _ = toy
+    decision = networks.LESION_DECISION
+    shipped = segment_lesions(ct, lungs, method="unet")
+    with networks.lesion_decision(0.95):
+        strict = segment_lesions(ct, lungs, method="unet")
+    assert (strict > 0).sum() < (shipped > 0).sum()  # a higher bar keeps fewer lesion voxels
+    np.testing.assert_array_equal(segment_lesions(ct, lungs, method="unet"), shipped)
+    with pytest.raises(RuntimeError), networks.lesion_decision(0.95):
+        raise RuntimeError("a failed tuning run")
+    assert networks.LESION_DECISION == decision
+    np.testing.assert_array_equal(segment_lesions(ct, lungs, method="unet"), shipped)
+
+
 def _ci_text(stat: dict) -> str:
     return f"{stat['mean']:.3f} ({stat['ci95'][0]:.3f}–{stat['ci95'][1]:.3f})"
 

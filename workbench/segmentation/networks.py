@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -341,6 +343,27 @@ class _CacheEntry:
 
 
 _CACHE: dict[int, _CacheEntry] = {}
+
+
+def clear_cache() -> None:
+    """Forget the cached class map, so the next :func:`scan_classes` call runs the network again (e.g. to time it)."""
+    _CACHE.clear()
+
+
+@contextmanager
+def lesion_decision(threshold: float) -> Iterator[None]:
+    """Decode lesions at ``threshold`` instead of :data:`LESION_DECISION` inside the ``with`` block (offline
+    tuning only: ``train.select_lesion_decision``). Class maps cached under another threshold are dropped on
+    entry and on exit, so nothing computed inside is reused outside, nor the reverse."""
+    global LESION_DECISION
+    saved = LESION_DECISION
+    clear_cache()
+    LESION_DECISION = float(threshold)
+    try:
+        yield
+    finally:
+        LESION_DECISION = saved
+        clear_cache()
 
 
 def _forget(key: int) -> Any:

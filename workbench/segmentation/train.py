@@ -457,22 +457,15 @@ def select_lesion_decision(cv_dir: str | Path, weights: str | Path = nw.DEFAULT_
     ct = load_ct(phantom) if phantom.is_file() else None
     per: dict[float, dict[str, float]] = {}
     healthy_ml: dict[float, float] = {}
-    saved = nw.LESION_DECISION
-    try:
-        for t in nw.LESION_DECISION_CANDIDATES:
-            nw.LESION_DECISION = t
-            nw._CACHE.clear()
+    for t in nw.LESION_DECISION_CANDIDATES:
+        with nw.lesion_decision(t):
             per[t] = {}
             for f in range(k):
                 rows = evaluate_slices([slices[n] for n in held[f]], weights=cv_dir / f"fold{f}.pt")
                 per[t].update({n: m["dice"] for n, m in rows.items()})
             if ct is not None:
-                nw._CACHE.clear()
                 lesions = segment_lesions(ct, segment_lungs(ct, weights=weights), weights=weights)
                 healthy_ml[t] = float((lesions > 0).sum()) * ct.voxel_volume_ml
-    finally:
-        nw.LESION_DECISION = saved
-        nw._CACHE.clear()
     feasible = [t for t in per if healthy_ml.get(t, 0.0) < HEALTHY_PHANTOM_MAX_ML]
 
     def best(names: list[str]) -> float:
